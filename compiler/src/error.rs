@@ -1,0 +1,33 @@
+//! Errors of the compiler's back half. Front-end errors are diagnostics with spans (syntax, sema).
+
+use tessel_package::TargetError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The request names a target or feature the table refuses: no LLVM call was made.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// MLIR refused the module we built or a conversion pass failed. A tessel bug, reported with
+    /// MLIR's own diagnostics.
+    #[error("internal error in MLIR lowering ({stage}): {message}")]
+    Mlir { stage: &'static str, message: String },
+    /// LLVM refused the module or could not emit PTX. Also a tessel bug.
+    #[error("internal error in LLVM code generation ({stage}): {message}")]
+    Llvm { stage: &'static str, message: String },
+}
+
+impl CompileError {
+    pub(crate) fn mlir(stage: &'static str, message: impl Into<String>) -> Self {
+        CompileError::Mlir {
+            stage,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn llvm(stage: &'static str, message: impl Into<String>) -> Self {
+        CompileError::Llvm {
+            stage,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! tessel's compiler.
+//!
+//! The pipeline flows one way (see docs/architecture.md):
+//! `.tsl` → syntax → sema → Tile IR → sched → lower (MLIR) → codegen (LLVM → PTX).
+//! Stages up to the interpreter build without LLVM; `lower` and `codegen` need the `codegen`
+//! feature, which links MLIR and LLVM statically.
+
+pub mod error;
+
+#[cfg(feature = "codegen")]
+pub mod codegen;
+#[cfg(feature = "codegen")]
+pub mod lower;
+
+pub use error::CompileError;
+pub use tessel_package::target::{self, Feature, PtxVersion, Target, TargetError};

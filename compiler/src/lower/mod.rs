@@ -1,0 +1,142 @@
+//! Lowering to MLIR and from MLIR to an LLVM module.
+//!
+//! Kernels are built in MLIR's upstream dialects (llvm, nvvm, arith, scf; nvgpu and gpu as the
+//! matrix path grows), converted to the LLVM dialect by MLIR's own passes, and translated into an
+//! LLVM module that lives in the caller's inkwell context. `codegen` takes it from there.
+
+pub mod elementwise;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use melior::dialect::DialectRegistry;
+use melior::ir::operation::{OperationBuilder, OperationLike};
+use melior::ir::{Location, Module, Operation, Type, Value};
+use melior::pass::PassManager;
+use melior::utility::{
+    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations,
+    register_all_passes,
+};
+use melior::Context;
+
+use crate::CompileError;
+
+/// The conversion pipeline from tessel's mix of dialects to the LLVM dialect only.
+pub const TO_LLVM_PIPELINE: &str = "builtin.module(convert-scf-to-cf,convert-nvvm-to-llvm,\
+convert-arith-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)";
+
+/// An MLIR context with every upstream dialect and LLVM translation registered, whose
+/// diagnostics are collected instead of printed, so that failures become `CompileError`s.
+pub struct MlirSession {
+    pub context: Context,
+    diagnostics: Rc<RefCell<Vec<String>>>,
+}
+
+impl MlirSession {
+    pub fn new() -> Self {
+        let registry = DialectRegistry::new();
+        register_all_dialects(&registry);
+        // Threading would make pass ordering and diagnostics timing nondeterministic for no gain on
+        // kernels this size.
+        let context = Context::new_with_registry(&registry, false);
+        context.load_all_available_dialects();
+        register_all_llvm_translations(&context);
+        register_all_passes();
+        let diagnostics = Rc::new(RefCell::new(Vec::new()));
+        let sink = diagnostics.clone();
+        context.attach_diagnostic_handler(move |d| {
+            sink.borrow_mut().push(format!("{}: {}", d.location(), d));
+            true
+        });
+        Self {
+            context,
+            diagnostics,
+        }
+    }
+
+    /// Everything MLIR has reported since the last call.
+    fn take_diagnostics(&self) -> String {
+        std::mem::take(&mut *self.diagnostics.borrow_mut()).join("\n")
+    }
+
+    pub fn error(&self, stage: &'static str, fallback: impl std::fmt::Display) -> CompileError {
+        let diags = self.take_diagnostics();
+        CompileError::mlir(
+            stage,
+            if diags.is_empty() {
+                fallback.to_string()
+            } else {
+                diags
+            },
+        )
+    }
+
+    /// Verifies `module`, then runs the conversion pipeline down to the LLVM dialect.
+    pub fn convert_to_llvm_dialect(&self, module: &mut Module) -> Result<(), CompileError> {
+        if !module.as_operation().verify() {
+            return Err(self.error("verify", "the built module does not verify"));
+        }
+        let pm = PassManager::new(&self.context);
+        pm.enable_verifier(true);
+        parse_pass_pipeline(pm.as_operation_pass_manager(), TO_LLVM_PIPELINE)
+            .map_err(|e| self.error("pass pipeline", e))?;
+        pm.run(module)
+            .map_err(|e| self.error("conversion to the LLVM dialect", e))
+    }
+
+    /// Translates a module that is in the LLVM dialect only into an LLVM module owned by `llvm`.
+    pub fn translate<'ll>(
+        &self,
+        module: &Module,
+        llvm: &'ll inkwell::context::Context,
+    ) -> Result<inkwell::module::Module<'ll>, CompileError> {
+        // SAFETY: MLIR and inkwell link the same static LLVM, so the context pointer inkwell owns
+        // is a valid `LLVMContextRef` for MLIR's C API; the module returned is owned by the caller
+        // and inkwell's `Module` takes that ownership.
+        unsafe {
+            let raw = mlir_sys::mlirTranslateModuleToLLVMIR(
+                module.as_operation().to_raw(),
+                llvm.raw() as mlir_sys::LLVMContextRef,
+            );
+            if raw.is_null() {
+                return Err(self.error("translation to LLVM IR", "translation returned no module"));
+            }
+            Ok(inkwell::module::Module::new(raw as _))
+        }
+    }
+}
+
+impl Default for MlirSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds one operation and returns it, turning melior's build failure into a `CompileError`.
+/// melior's typed helpers panic on a malformed op; tessel's builders go through here instead.
+pub(crate) fn build_op<'c>(builder: OperationBuilder<'c>) -> Result<Operation<'c>, CompileError> {
+    builder
+        .build()
+        .map_err(|e| CompileError::mlir("building an operation", e.to_string()))
+}
+
+/// Reads one PTX special register (`%tid.x`, `%ctaid.x`, ...) as an i32.
+pub(crate) fn special_register<'c>(
+    context: &'c Context,
+    name: &str,
+    location: Location<'c>,
+) -> Result<Operation<'c>, CompileError> {
+    let i32t: Type = melior::ir::r#type::IntegerType::new(context, 32).into();
+    build_op(
+        OperationBuilder::new(&format!("nvvm.read.ptx.sreg.{name}"), location).add_results(&[i32t]),
+    )
+}
+
+/// The first result of an operation just appended to a block.
+pub(crate) fn result<'c, 'a>(
+    op: melior::ir::OperationRef<'c, 'a>,
+) -> Result<Value<'c, 'a>, CompileError> {
+    op.result(0)
+        .map(Into::into)
+        .map_err(|e| CompileError::mlir("reading a result", e.to_string()))
+}

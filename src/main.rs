@@ -1,1 +1,55 @@
-fn main() {}
+//! `tessel`: compile tiled-tensor kernels to PTX ahead of time, and run them.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "tessel",
+    version,
+    about = "A tiled-tensor GPU kernel compiler and runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the GPU targets tessel can generate code for, with their PTX ISA and features.
+    Targets,
+    /// Compile kernels to PTX.
+    #[cfg(feature = "codegen")]
+    Compile(cli::compile::CompileArgs),
+    /// Compile the example kernels for every target and print PTX statistics.
+    #[cfg(feature = "codegen")]
+    Demo(cli::demo::DemoArgs),
+    /// Show the GPUs the CUDA driver sees.
+    Devices,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Targets => cli::targets::run(),
+        #[cfg(feature = "codegen")]
+        Command::Compile(args) => cli::compile::run(args),
+        #[cfg(feature = "codegen")]
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Devices => cli::devices::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

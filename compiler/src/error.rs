@@ -10,10 +10,16 @@ pub enum CompileError {
     /// MLIR refused the module we built or a conversion pass failed. A tessel bug, reported with
     /// MLIR's own diagnostics.
     #[error("internal error in MLIR lowering ({stage}): {message}")]
-    Mlir { stage: &'static str, message: String },
+    Mlir {
+        stage: &'static str,
+        message: String,
+    },
     /// LLVM refused the module or could not emit PTX. Also a tessel bug.
     #[error("internal error in LLVM code generation ({stage}): {message}")]
-    Llvm { stage: &'static str, message: String },
+    Llvm {
+        stage: &'static str,
+        message: String,
+    },
 }
 
 impl CompileError {

@@ -6,6 +6,7 @@
 //! feature, which links MLIR and LLVM statically.
 
 pub mod error;
+pub mod ptx;
 
 #[cfg(feature = "codegen")]
 pub mod codegen;

@@ -5,4 +5,4 @@
 
 pub mod target;
 
-pub use target::{Feature, Target, TargetError, PtxVersion};
+pub use target::{Feature, PtxVersion, Target, TargetError};

@@ -150,7 +150,10 @@ pub enum TargetError {
     #[error("unknown GPU architecture `{name}`; supported: {}", supported_names())]
     UnknownArch { name: String },
     #[error("`{arch}` does not support {feature}; targets that do: {}", targets_with(*.feature))]
-    MissingFeature { arch: &'static str, feature: Feature },
+    MissingFeature {
+        arch: &'static str,
+        feature: Feature,
+    },
     #[error("`{arch}` needs PTX ISA {minimum} at least, {requested} was asked for")]
     PtxTooOld {
         arch: &'static str,
@@ -168,11 +171,19 @@ pub enum TargetError {
 pub const NEWEST_PTX: PtxVersion = PtxVersion::new(9, 0);
 
 fn supported_names() -> String {
-    TARGETS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+    TARGETS
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn targets_with(feature: Feature) -> String {
-    let names: Vec<_> = TARGETS.iter().filter(|t| t.has(feature)).map(|t| t.name).collect();
+    let names: Vec<_> = TARGETS
+        .iter()
+        .filter(|t| t.has(feature))
+        .map(|t| t.name)
+        .collect();
     if names.is_empty() {
         "none".into()
     } else {
@@ -260,35 +271,65 @@ mod tests {
     #[test]
     fn unknown_arch_is_a_typed_error_naming_the_choices() {
         let err = Target::lookup("sm_100a").unwrap_err();
-        assert_eq!(err, TargetError::UnknownArch { name: "sm_100a".into() });
+        assert_eq!(
+            err,
+            TargetError::UnknownArch {
+                name: "sm_100a".into()
+            }
+        );
         assert!(err.to_string().contains("sm_80, sm_90, sm_90a"), "{err}");
     }
 
     #[test]
     fn wgmma_only_on_sm90a() {
-        assert!(Target::lookup("sm_90a").unwrap().require(&[Feature::Wgmma]).is_ok());
-        let err = Target::lookup("sm_90").unwrap().require(&[Feature::MmaSync, Feature::Wgmma]);
+        assert!(Target::lookup("sm_90a")
+            .unwrap()
+            .require(&[Feature::Wgmma])
+            .is_ok());
+        let err = Target::lookup("sm_90")
+            .unwrap()
+            .require(&[Feature::MmaSync, Feature::Wgmma]);
         assert_eq!(
             err,
-            Err(TargetError::MissingFeature { arch: "sm_90", feature: Feature::Wgmma })
+            Err(TargetError::MissingFeature {
+                arch: "sm_90",
+                feature: Feature::Wgmma
+            })
         );
-        assert!(err.unwrap_err().to_string().contains("targets that do: sm_90a"));
-        assert!(Target::lookup("sm_80").unwrap().require(&[Feature::Tma]).is_err());
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("targets that do: sm_90a"));
+        assert!(Target::lookup("sm_80")
+            .unwrap()
+            .require(&[Feature::Tma])
+            .is_err());
     }
 
     #[test]
     fn ptx_versions_are_bounded_both_ways() {
         let h = Target::lookup("sm_90a").unwrap();
         assert!(h.check_ptx(h.ptx).is_ok());
-        assert!(matches!(h.check_ptx(PtxVersion::new(7, 8)), Err(TargetError::PtxTooOld { .. })));
-        assert!(matches!(h.check_ptx(PtxVersion::new(9, 1)), Err(TargetError::PtxTooNew { .. })));
+        assert!(matches!(
+            h.check_ptx(PtxVersion::new(7, 8)),
+            Err(TargetError::PtxTooOld { .. })
+        ));
+        assert!(matches!(
+            h.check_ptx(PtxVersion::new(9, 1)),
+            Err(TargetError::PtxTooNew { .. })
+        ));
     }
 
     #[test]
     fn matrix_path_features_exist_on_every_target() {
         for t in TARGETS {
-            t.require(&[Feature::Bf16, Feature::MmaSync, Feature::Ldmatrix, Feature::CpAsync])
-                .unwrap();
+            t.require(&[
+                Feature::Bf16,
+                Feature::MmaSync,
+                Feature::Ldmatrix,
+                Feature::CpAsync,
+            ])
+            .unwrap();
         }
     }
 }

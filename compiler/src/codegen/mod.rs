@@ -47,8 +47,8 @@ pub fn target_machine(options: &BackendOptions) -> Result<TargetMachine, Compile
     target.check_ptx(target.ptx)?;
     init_nvptx();
     let triple = TargetTriple::create(NVPTX_TRIPLE);
-    let llvm_target =
-        LlvmTarget::from_triple(&triple).map_err(|e| CompileError::llvm("target", e.to_string()))?;
+    let llvm_target = LlvmTarget::from_triple(&triple)
+        .map_err(|e| CompileError::llvm("target", e.to_string()))?;
     llvm_target
         .create_target_machine(
             &triple,

@@ -9,7 +9,9 @@ use melior::dialect::{arith, scf};
 use melior::ir::attribute::{StringAttribute, TypeAttribute};
 use melior::ir::operation::OperationBuilder;
 use melior::ir::r#type::IntegerType;
-use melior::ir::{Attribute, Block, BlockLike, Identifier, Location, Module, Region, RegionLike, Type};
+use melior::ir::{
+    Attribute, Block, BlockLike, Identifier, Location, Module, Region, RegionLike, Type,
+};
 
 use super::{build_op, result, special_register, MlirSession};
 use crate::CompileError;
@@ -77,13 +79,8 @@ pub fn build<'c>(session: &'c MlirSession, dtype: ElemType) -> Result<Module<'c>
     let ctaid = result(entry.append_operation(special_register(ctx, "ctaid.x", loc)?))?;
     let base = result(entry.append_operation(arith::muli(ctaid, ntid, loc)))?;
     let i = result(entry.append_operation(arith::addi(base, tid, loc)))?;
-    let in_bounds = result(entry.append_operation(arith::cmpi(
-        ctx,
-        arith::CmpiPredicate::Slt,
-        i,
-        n,
-        loc,
-    )))?;
+    let in_bounds =
+        result(entry.append_operation(arith::cmpi(ctx, arith::CmpiPredicate::Slt, i, n, loc)))?;
 
     let then_block = Block::new(&[]);
     {
@@ -93,11 +90,8 @@ pub fn build<'c>(session: &'c MlirSession, dtype: ElemType) -> Result<Module<'c>
                     .add_attributes(&[
                         (
                             Identifier::new(ctx, "rawConstantIndices"),
-                            melior::ir::attribute::DenseI32ArrayAttribute::new(
-                                ctx,
-                                &[i32::MIN],
-                            )
-                            .into(),
+                            melior::ir::attribute::DenseI32ArrayAttribute::new(ctx, &[i32::MIN])
+                                .into(),
                         ),
                         (
                             Identifier::new(ctx, "elem_type"),
@@ -122,11 +116,13 @@ pub fn build<'c>(session: &'c MlirSession, dtype: ElemType) -> Result<Module<'c>
         let va = widen(result(then_block.append_operation(load(pa)))?)?;
         let vb = widen(result(then_block.append_operation(load(pb)))?)?;
         let vc = widen(result(then_block.append_operation(load(pc)))?)?;
-        let fma = result(then_block.append_operation(build_op(
-            OperationBuilder::new("llvm.intr.fma", loc)
-                .add_operands(&[va, vb, vc])
-                .add_results(&[f32t]),
-        )?))?;
+        let fma = result(
+            then_block.append_operation(build_op(
+                OperationBuilder::new("llvm.intr.fma", loc)
+                    .add_operands(&[va, vb, vc])
+                    .add_results(&[f32t]),
+            )?),
+        )?;
         let out = if dtype == ElemType::F32 {
             fma
         } else {
@@ -148,10 +144,7 @@ pub fn build<'c>(session: &'c MlirSession, dtype: ElemType) -> Result<Module<'c>
         StringAttribute::new(ctx, &kernel_name(dtype)),
         TypeAttribute::new(fn_type),
         body,
-        &[(
-            Identifier::new(ctx, "nvvm.kernel"),
-            Attribute::unit(ctx),
-        )],
+        &[(Identifier::new(ctx, "nvvm.kernel"), Attribute::unit(ctx))],
         loc,
     ));
     Ok(module)

@@ -14,8 +14,7 @@ use melior::ir::operation::{OperationBuilder, OperationLike};
 use melior::ir::{Location, Module, Operation, Type, Value};
 use melior::pass::PassManager;
 use melior::utility::{
-    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations,
-    register_all_passes,
+    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
 };
 use melior::Context;
 

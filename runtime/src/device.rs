@@ -1,0 +1,124 @@
+//! Device discovery and module loading.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+
+use crate::RuntimeError;
+
+/// Whether the CUDA driver library can be loaded. cudarc panics on first use when it cannot, so
+/// every entry into the driver goes through this check first.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda; no driver call is made.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Number of GPUs the driver sees; `NoDriver` when there is no driver at all.
+pub fn device_count() -> Result<usize, RuntimeError> {
+    if !driver_present() {
+        return Err(RuntimeError::NoDriver);
+    }
+    cudarc::driver::result::init().map_err(RuntimeError::driver("cuInit"))?;
+    let n = CudaContext::device_count().map_err(RuntimeError::driver("cuDeviceGetCount"))?;
+    Ok(n.max(0) as usize)
+}
+
+/// One GPU with its primary context and a stream to launch on.
+#[derive(Debug, Clone)]
+pub struct Device {
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+}
+
+impl Device {
+    /// Opens GPU `ordinal`. Fails with a typed error, never a panic, when there is no driver, no
+    /// GPU, or fewer GPUs than asked for.
+    pub fn open(ordinal: usize) -> Result<Device, RuntimeError> {
+        let count = device_count()?;
+        if count == 0 {
+            return Err(RuntimeError::NoDevice);
+        }
+        if ordinal >= count {
+            return Err(RuntimeError::NoSuchDevice { ordinal, count });
+        }
+        let context =
+            CudaContext::new(ordinal).map_err(RuntimeError::driver("context creation"))?;
+        let stream = context.default_stream();
+        Ok(Device { context, stream })
+    }
+
+    pub fn name(&self) -> Result<String, RuntimeError> {
+        self.context
+            .name()
+            .map_err(RuntimeError::driver("cuDeviceGetName"))
+    }
+
+    /// Compute capability as (major, minor), e.g. (9, 0) on an H100.
+    pub fn compute_capability(&self) -> Result<(u32, u32), RuntimeError> {
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let get = |a| {
+            self.context
+                .attribute(a)
+                .map(|v| v as u32)
+                .map_err(RuntimeError::driver("cuDeviceGetAttribute"))
+        };
+        Ok((
+            get(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            get(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        ))
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.context
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// JIT-loads PTX text into this device's context.
+    pub fn load_ptx(&self, ptx: &str) -> Result<LoadedModule, RuntimeError> {
+        // cudarc turns the text into a C string with an unwrap: refuse interior NULs here.
+        if ptx.contains('\0') {
+            return Err(RuntimeError::InvalidPtx(
+                "PTX text contains a NUL byte".into(),
+            ));
+        }
+        let module = self
+            .context
+            .load_module(Ptx::from_src(ptx))
+            .map_err(RuntimeError::driver("PTX module load"))?;
+        Ok(LoadedModule { module })
+    }
+
+    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+        self.stream
+            .synchronize()
+            .map_err(RuntimeError::driver("stream synchronize"))
+    }
+}
+
+/// A PTX module loaded into a device context.
+#[derive(Debug, Clone)]
+pub struct LoadedModule {
+    module: Arc<CudaModule>,
+}
+
+impl LoadedModule {
+    /// The kernel entry `name`; `KernelNotFound` when the module has no such entry.
+    pub fn function(&self, name: &str) -> Result<CudaFunction, RuntimeError> {
+        if name.contains('\0') {
+            return Err(RuntimeError::KernelNotFound { name: name.into() });
+        }
+        self.module.load_function(name).map_err(|e| match e.0 {
+            cudarc::driver::sys::cudaError_enum::CUDA_ERROR_NOT_FOUND => {
+                RuntimeError::KernelNotFound { name: name.into() }
+            }
+            _ => RuntimeError::Driver {
+                during: "cuModuleGetFunction",
+                source: e,
+            },
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! Typed runtime errors: every way a call can be refused or fail, none of them a panic.
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("no CUDA driver found (libcuda.so could not be loaded): tessel needs an NVIDIA GPU and its driver")]
+    NoDriver,
+    #[error("the CUDA driver reports no GPU")]
+    NoDevice,
+    #[error("GPU {ordinal} requested, but only {count} present")]
+    NoSuchDevice { ordinal: usize, count: usize },
+    #[error("CUDA driver error during {during}: {source}")]
+    Driver {
+        during: &'static str,
+        #[source]
+        source: cudarc::driver::DriverError,
+    },
+    #[error("PTX is not loadable: {0}")]
+    InvalidPtx(String),
+    #[error("kernel `{name}` is not in the loaded module")]
+    KernelNotFound { name: String },
+}
+
+impl RuntimeError {
+    pub(crate) fn driver(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> Self {
+        move |source| RuntimeError::Driver { during, source }
+    }
+}

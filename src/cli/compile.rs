@@ -1,0 +1,45 @@
+use std::path::PathBuf;
+
+use clap::Args;
+use tessel_compiler::codegen::compile_elementwise;
+use tessel_compiler::lower::elementwise::{kernel_name, ElemType};
+use tessel_compiler::Target;
+
+#[derive(Args)]
+pub struct CompileArgs {
+    /// A kernel built into the compiler (until .tsl sources lower): `fma` (c = a*b + c).
+    #[arg(long, value_name = "NAME")]
+    pub builtin: String,
+    /// Element type of the builtin: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// GPU architecture (see `tessel targets`).
+    #[arg(long, default_value = "sm_90a")]
+    pub arch: String,
+    /// Where to write the PTX; `-` for standard output.
+    #[arg(short, long, default_value = "-")]
+    pub output: PathBuf,
+}
+
+pub fn run(args: CompileArgs) -> super::CliResult {
+    let target = Target::lookup(&args.arch)?;
+    if args.builtin != "fma" {
+        return Err(format!("unknown builtin kernel `{}` (available: fma)", args.builtin).into());
+    }
+    let dtype = ElemType::parse(&args.dtype)
+        .ok_or_else(|| format!("unknown dtype `{}` (f32, bf16, f16)", args.dtype))?;
+    let ptx = compile_elementwise(dtype, target)?;
+    if args.output.as_os_str() == "-" {
+        print!("{ptx}");
+    } else {
+        std::fs::write(&args.output, &ptx)
+            .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+        eprintln!(
+            "wrote {} ({} for {target}, {} bytes)",
+            args.output.display(),
+            kernel_name(dtype),
+            ptx.len()
+        );
+    }
+    Ok(())
+}

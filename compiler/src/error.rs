@@ -22,6 +22,8 @@ pub enum CompileError {
     },
 }
 
+// Only the backend half constructs these.
+#[cfg(feature = "codegen")]
 impl CompileError {
     pub(crate) fn mlir(stage: &'static str, message: impl Into<String>) -> Self {
         CompileError::Mlir {

@@ -13,9 +13,12 @@ pub struct Ptxas {
 impl Ptxas {
     pub fn find() -> Self {
         let from_env = std::env::var_os("PTXAS").map(PathBuf::from);
+        // The venv's python3.X directory depends on the machine's Python.
         let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .ancestors()
-            .map(|d| d.join(".venv-ptxas/lib/python3.11/site-packages/nvidia/cu13/bin/ptxas"))
+            .filter_map(|d| std::fs::read_dir(d.join(".venv-ptxas/lib")).ok())
+            .flat_map(|entries| entries.flatten())
+            .map(|e| e.path().join("site-packages/nvidia/cu13/bin/ptxas"))
             .find(|p| p.exists());
         let path = from_env.filter(|p| p.exists()).or(local);
         if path.is_none() {
@@ -24,10 +27,6 @@ impl Ptxas {
             eprintln!("SKIP ptxas validation: ptxas not found (set PTXAS or run `make deps`)");
         }
         Self { path }
-    }
-
-    pub fn available(&self) -> bool {
-        self.path.is_some()
     }
 
     /// Assembles `ptx` for `arch`; Err holds ptxas's complaint. Ok(None) when ptxas is absent.

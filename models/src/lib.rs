@@ -1,6 +1,8 @@
 //! TransNormerLLM and LongNet, assembled from tessel kernels through the runtime.
 //!
-//! Nothing lives here yet: the models arrive once their kernels (Lightning Attention, dilated
-//! attention, SRMSNorm, SGLU) run on the GPU.
+//! So far only what kernels and tests need before the models exist: TransNormerLLM's decay
+//! schedule ([`transnormer::decay`]).
+
+pub mod transnormer;
 
 pub use tessel_runtime as runtime;

@@ -1,0 +1,59 @@
+//! Float64 references for every tessel kernel, written straight from the math of ALGORITHMS.md
+//! (the O(N²) definitions, not the blocked algorithms the kernels use), so that a kernel and its
+//! reference share no code and no algorithmic shortcut.
+//!
+//! Layout convention: tensors are dense row-major `f64` slices in (B, H, N, D) order; a [`Dims`]
+//! value says how to index them.
+
+pub mod attention;
+pub mod linear;
+
+/// Shape of a (B, H, N, D) tensor, row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub b: usize,
+    pub h: usize,
+    pub n: usize,
+    pub d: usize,
+}
+
+impl Dims {
+    pub const fn new(b: usize, h: usize, n: usize, d: usize) -> Self {
+        Self { b, h, n, d }
+    }
+
+    pub const fn len(&self) -> usize {
+        self.b * self.h * self.n * self.d
+    }
+
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Offset of row (b, h, t) — the first of its `d` elements.
+    #[inline]
+    pub const fn row(&self, b: usize, h: usize, t: usize) -> usize {
+        ((b * self.h + h) * self.n + t) * self.d
+    }
+}
+
+/// Dot product of two equal-length rows.
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The largest |a − b| / max(|b|, floor) over two slices: the comparison tests report.
+pub fn max_rel_err(got: &[f64], want: &[f64], floor: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "compared slices differ in length");
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| {
+            if g.is_nan() || w.is_nan() {
+                f64::INFINITY
+            } else {
+                (g - w).abs() / w.abs().max(floor)
+            }
+        })
+        .fold(0.0, f64::max)
+}

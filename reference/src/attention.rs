@@ -36,7 +36,7 @@ impl Problem {
         d: usize,
         causal: bool,
     ) -> Self {
-        assert!(hkv > 0 && hq % hkv == 0, "Hq must be a multiple of Hkv");
+        assert!(hkv > 0 && hq.is_multiple_of(hkv), "Hq must be a multiple of Hkv");
         Self {
             q: Dims::new(b, hq, nq, d),
             k: Dims::new(b, hkv, nk, d),

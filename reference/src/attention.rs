@@ -36,7 +36,10 @@ impl Problem {
         d: usize,
         causal: bool,
     ) -> Self {
-        assert!(hkv > 0 && hq.is_multiple_of(hkv), "Hq must be a multiple of Hkv");
+        assert!(
+            hkv > 0 && hq.is_multiple_of(hkv),
+            "Hq must be a multiple of Hkv"
+        );
         Self {
             q: Dims::new(b, hq, nq, d),
             k: Dims::new(b, hkv, nk, d),
@@ -170,12 +173,7 @@ fn check_lengths(p: &Problem, q: &[f64], k: &[f64], v: &[f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
-
-    fn randn(n: usize) -> Vec<f64> {
-        let mut rng = rand::rng();
-        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
+    use crate::testing::{check_gradients, randn};
 
     #[test]
     fn rows_of_p_sum_to_one_and_o_is_a_convex_combination() {
@@ -237,27 +235,8 @@ mod tests {
             let (q, k, v) = (randn(p.q.len()), randn(p.k.len()), randn(p.v.len()));
             let d_o = randn(p.o().len());
             let (dq, dk, dv) = backward(&p, &q, &k, &v, &d_o);
-            let f = |q: &[f64], k: &[f64], v: &[f64]| -> f64 { dot(&forward(&p, q, k, v).0, &d_o) };
-            let eps = 1e-6;
-            let check = |which: usize, grad: &[f64]| {
-                for i in 0..grad.len() {
-                    let (mut a, mut b) = (
-                        [q.clone(), k.clone(), v.clone()],
-                        [q.clone(), k.clone(), v.clone()],
-                    );
-                    a[which][i] += eps;
-                    b[which][i] -= eps;
-                    let fd = (f(&a[0], &a[1], &a[2]) - f(&b[0], &b[1], &b[2])) / (2.0 * eps);
-                    assert!(
-                        (fd - grad[i]).abs() < 1e-7,
-                        "tensor {which} elem {i}: fd {fd} vs {}",
-                        grad[i]
-                    );
-                }
-            };
-            check(0, &dq);
-            check(1, &dk);
-            check(2, &dv);
+            let f = |q: &[f64], k: &[f64], v: &[f64]| dot(&forward(&p, q, k, v).0, &d_o);
+            check_gradients(f, [&q, &k, &v], [&dq, &dk, &dv]);
         }
     }
 }

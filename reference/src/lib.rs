@@ -57,3 +57,39 @@ pub fn max_rel_err(got: &[f64], want: &[f64], floor: f64) -> f64 {
         })
         .fold(0.0, f64::max)
 }
+
+/// Test helpers shared by the references' own tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use rand::Rng;
+
+    /// `n` fresh uniform values in [−1, 1).
+    pub fn randn(n: usize) -> Vec<f64> {
+        let mut rng = rand::rng();
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// Checks analytic gradients of a scalar function of three tensors against central finite
+    /// differences, element by element.
+    pub fn check_gradients(
+        f: impl Fn(&[f64], &[f64], &[f64]) -> f64,
+        inputs: [&[f64]; 3],
+        grads: [&[f64]; 3],
+    ) {
+        let eps = 1e-6;
+        for (which, grad) in grads.iter().enumerate() {
+            for (i, &g) in grad.iter().enumerate() {
+                let mut plus: Vec<Vec<f64>> = inputs.iter().map(|x| x.to_vec()).collect();
+                let mut minus = plus.clone();
+                plus[which][i] += eps;
+                minus[which][i] -= eps;
+                let fd = (f(&plus[0], &plus[1], &plus[2]) - f(&minus[0], &minus[1], &minus[2]))
+                    / (2.0 * eps);
+                assert!(
+                    (fd - g).abs() < 1e-7,
+                    "tensor {which} element {i}: fd {fd} vs {g}"
+                );
+            }
+        }
+    }
+}

@@ -173,12 +173,7 @@ impl Recurrence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
-
-    fn randn(n: usize) -> Vec<f64> {
-        let mut rng = rand::rng();
-        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
+    use crate::testing::{check_gradients, randn};
 
     #[test]
     fn recurrence_equals_quadratic_definition() {
@@ -233,22 +228,6 @@ mod tests {
         let d_o = randn(p.v.len());
         let (dq, dk, dv) = backward(&p, &q, &k, &v, &slopes, &d_o);
         let f = |q: &[f64], k: &[f64], v: &[f64]| dot(&forward(&p, q, k, v, &slopes), &d_o);
-        let eps = 1e-6;
-        for (which, grad) in [(0, &dq), (1, &dk), (2, &dv)] {
-            for i in 0..grad.len() {
-                let (mut a, mut b) = (
-                    [q.clone(), k.clone(), v.clone()],
-                    [q.clone(), k.clone(), v.clone()],
-                );
-                a[which][i] += eps;
-                b[which][i] -= eps;
-                let fd = (f(&a[0], &a[1], &a[2]) - f(&b[0], &b[1], &b[2])) / (2.0 * eps);
-                assert!(
-                    (fd - grad[i]).abs() < 1e-7,
-                    "tensor {which} elem {i}: fd {fd} vs {}",
-                    grad[i]
-                );
-            }
-        }
+        check_gradients(f, [&q, &k, &v], [&dq, &dk, &dv]);
     }
 }

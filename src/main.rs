@@ -28,6 +28,12 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Show the GPUs the CUDA driver sees.
     Devices,
+    /// Parse and check a .tsl file; errors point at the source.
+    Check(cli::lang::SourceArgs),
+    /// Print the Tile IR of a .tsl file's kernels.
+    Ir(cli::lang::IrArgs),
+    /// Run a kernel in the CPU interpreter on random inputs and summarise its outputs.
+    Interpret(cli::lang::InterpretArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,9 @@ fn main() -> ExitCode {
         #[cfg(feature = "codegen")]
         Command::Demo(args) => cli::demo::run(args),
         Command::Devices => cli::devices::run(),
+        Command::Check(args) => cli::lang::check(args),
+        Command::Ir(args) => cli::lang::ir(args),
+        Command::Interpret(args) => cli::lang::interpret(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

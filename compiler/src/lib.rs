@@ -5,8 +5,13 @@
 //! Stages up to the interpreter build without LLVM; `lower` and `codegen` need the `codegen`
 //! feature, which links MLIR and LLVM statically.
 
+pub mod diag;
 pub mod error;
+pub mod interp;
 pub mod ptx;
+pub mod sema;
+pub mod syntax;
+pub mod tir;
 
 #[cfg(feature = "codegen")]
 pub mod codegen;

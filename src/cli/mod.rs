@@ -5,6 +5,7 @@ pub mod compile;
 #[cfg(feature = "codegen")]
 pub mod demo;
 pub mod devices;
+pub mod lang;
 pub mod targets;
 
 /// The error every subcommand returns; `main` prints it with its chain of causes.

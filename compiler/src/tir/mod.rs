@@ -1,0 +1,422 @@
+//! Tile IR: SSA over whole tiles.
+//!
+//! A value is a tile with a static element type and a concrete shape (a scalar is a rank-0
+//! tile); kernels are specialised, so every compile-time parameter is already folded in. Global
+//! tensors keep symbolic shapes, read at run time. Instructions live in blocks; a `for` owns a
+//! nested block whose arguments are the induction variable and the loop-carried tiles, and which
+//! ends in `yield`. The text form (see `print` and `parse`) round-trips exactly.
+
+mod parse;
+mod print;
+mod verify;
+
+pub use parse::parse_kernel;
+pub use verify::verify;
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    Bf16,
+    F16,
+    F32,
+    I32,
+    Bool,
+}
+
+impl DType {
+    pub const ALL: [DType; 5] = [DType::Bf16, DType::F16, DType::F32, DType::I32, DType::Bool];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bf16 => "bf16",
+            DType::F16 => "f16",
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+            DType::Bool => "bool",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DType> {
+        Self::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::Bf16 | DType::F16 | DType::F32)
+    }
+
+    /// Bytes per element in global memory.
+    pub fn size(self) -> usize {
+        match self {
+            DType::Bf16 | DType::F16 => 2,
+            DType::F32 | DType::I32 => 4,
+            DType::Bool => 1,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The type of a tile: element type and shape (empty shape = scalar).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TileType {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TileType {
+    pub fn scalar(dtype: DType) -> Self {
+        Self {
+            dtype,
+            shape: Vec::new(),
+        }
+    }
+
+    pub fn new(dtype: DType, shape: Vec<usize>) -> Self {
+        Self { dtype, shape }
+    }
+
+    pub fn is_scalar(&self) -> bool {
+        self.shape.is_empty()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl fmt::Display for TileType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dtype)?;
+        if !self.shape.is_empty() {
+            let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
+            write!(f, "[{}]", dims.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+impl fmt::Display for ValueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0)
+    }
+}
+
+/// A launch-grid extent or any other integer known once tensor shapes are: constants, shape
+/// symbols and integer arithmetic. The runtime evaluates these from the shapes of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShapeExpr {
+    Int(i64),
+    Sym(String),
+    Add(Box<ShapeExpr>, Box<ShapeExpr>),
+    Sub(Box<ShapeExpr>, Box<ShapeExpr>),
+    Mul(Box<ShapeExpr>, Box<ShapeExpr>),
+    Div(Box<ShapeExpr>, Box<ShapeExpr>),
+    CeilDiv(Box<ShapeExpr>, Box<ShapeExpr>),
+    Min(Box<ShapeExpr>, Box<ShapeExpr>),
+    Max(Box<ShapeExpr>, Box<ShapeExpr>),
+}
+
+impl ShapeExpr {
+    /// Evaluates with `lookup` giving each symbol's value; None on a missing symbol, overflow or
+    /// division by zero.
+    pub fn eval(&self, lookup: &dyn Fn(&str) -> Option<i64>) -> Option<i64> {
+        use ShapeExpr::*;
+        let bin = |a: &ShapeExpr, b: &ShapeExpr| Some((a.eval(lookup)?, b.eval(lookup)?));
+        match self {
+            Int(v) => Some(*v),
+            Sym(s) => lookup(s),
+            Add(a, b) => bin(a, b).and_then(|(x, y)| x.checked_add(y)),
+            Sub(a, b) => bin(a, b).and_then(|(x, y)| x.checked_sub(y)),
+            Mul(a, b) => bin(a, b).and_then(|(x, y)| x.checked_mul(y)),
+            Div(a, b) => bin(a, b).and_then(|(x, y)| x.checked_div(y)),
+            CeilDiv(a, b) => bin(a, b).and_then(|(x, y)| {
+                if y <= 0 || x < 0 {
+                    None
+                } else {
+                    Some(x / y + i64::from(x % y != 0))
+                }
+            }),
+            Min(a, b) => bin(a, b).map(|(x, y)| x.min(y)),
+            Max(a, b) => bin(a, b).map(|(x, y)| x.max(y)),
+        }
+    }
+}
+
+impl fmt::Display for ShapeExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ShapeExpr::*;
+        match self {
+            Int(v) => write!(f, "{v}"),
+            Sym(s) => f.write_str(s),
+            Add(a, b) => write!(f, "({a} + {b})"),
+            Sub(a, b) => write!(f, "({a} - {b})"),
+            Mul(a, b) => write!(f, "({a} * {b})"),
+            Div(a, b) => write!(f, "({a} / {b})"),
+            CeilDiv(a, b) => write!(f, "cdiv({a}, {b})"),
+            Min(a, b) => write!(f, "min({a}, {b})"),
+            Max(a, b) => write!(f, "max({a}, {b})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    In,
+    Out,
+    InOut,
+}
+
+impl Io {
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::In => "in",
+            Io::Out => "out",
+            Io::InOut => "inout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Sym(String),
+    Const(i64),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Sym(s) => f.write_str(s),
+            Dim::Const(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamKind {
+    /// A dense row-major tensor in global memory (strides follow from the dims).
+    Tensor { io: Io, dtype: DType, dims: Vec<Dim> },
+    Scalar { dtype: DType },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub kind: ParamKind,
+}
+
+/// A compile-time value a kernel was specialised with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConstValue {
+    Int(i64),
+    Bool(bool),
+    Dtype(DType),
+}
+
+impl fmt::Display for ConstValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConstValue::Int(v) => write!(f, "{v}"),
+            ConstValue::Bool(b) => write!(f, "{b}"),
+            ConstValue::Dtype(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// A scalar literal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Literal {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnaryOp {
+    Neg,
+    Not,
+    Exp,
+    Exp2,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Sigmoid,
+    Silu,
+    Abs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Max,
+    Min,
+    And,
+    Or,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+}
+
+macro_rules! names {
+    ($ty:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn name(self) -> &'static str { match self { $(Self::$v => $s),* } }
+            pub fn parse(s: &str) -> Option<Self> { match s { $($s => Some(Self::$v),)* _ => None } }
+        }
+    };
+}
+names!(UnaryOp { Neg => "neg", Not => "not", Exp => "exp", Exp2 => "exp2", Log => "log",
+    Sqrt => "sqrt", Rsqrt => "rsqrt", Sigmoid => "sigmoid", Silu => "silu", Abs => "abs" });
+names!(BinaryOp { Add => "add", Sub => "sub", Mul => "mul", Div => "div", Rem => "rem",
+    Max => "max", Min => "min", And => "and", Or => "or" });
+names!(CmpOp { Eq => "eq", Ne => "ne", Lt => "lt", Le => "le", Gt => "gt", Ge => "ge" });
+names!(ReduceOp { Sum => "sum", Max => "max" });
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Const(Literal),
+    ProgramId(usize),
+    NumPrograms(usize),
+    /// Run-time extent of tensor parameter `tensor` along `axis`, as an i32.
+    DimSize { tensor: usize, axis: usize },
+    /// Value of scalar parameter `param`.
+    ScalarParam(usize),
+    /// The 1-D i32 tile 0, 1, …, n−1.
+    Iota(usize),
+    /// A scalar repeated over `shape`.
+    Splat { x: ValueId, shape: Vec<usize> },
+    /// Size-1 dimensions of `x` stretched to `shape` (same rank).
+    Broadcast { x: ValueId, shape: Vec<usize> },
+    /// A size-1 dimension inserted before `axis`.
+    ExpandDims { x: ValueId, axis: usize },
+    /// 2-D transpose.
+    Trans { x: ValueId },
+    Unary { op: UnaryOp, x: ValueId },
+    Binary { op: BinaryOp, a: ValueId, b: ValueId },
+    Cmp { op: CmpOp, a: ValueId, b: ValueId },
+    Select { cond: ValueId, a: ValueId, b: ValueId },
+    Cast { x: ValueId, to: DType },
+    Reduce { op: ReduceOp, x: ValueId, axis: usize },
+    /// a·b (+ acc), operands optionally transposed, accumulated in f32.
+    Dot { a: ValueId, b: ValueId, acc: Option<ValueId>, trans_a: bool, trans_b: bool },
+    /// The tile of a tensor parameter starting at `starts`, with `extents[d]` elements along
+    /// dimension d, or, where it is None, the single index `starts[d]` with that dimension
+    /// dropped from the tile. Elements outside the tensor (or where `mask` is false) read as
+    /// `fill`.
+    Load { tensor: usize, starts: Vec<ValueId>, extents: Vec<Option<usize>>, mask: Option<ValueId>, fill: f64 },
+    /// Writes `value` (shaped like the load of the same slice); elements outside the tensor or
+    /// masked off are not written.
+    Store { tensor: usize, starts: Vec<ValueId>, extents: Vec<Option<usize>>, value: ValueId, mask: Option<ValueId> },
+    /// for iv = lo; iv < hi; iv += step, carrying `inits` through the body's block arguments.
+    For { lo: ValueId, hi: ValueId, step: ValueId, inits: Vec<ValueId>, body: Block },
+    Yield(Vec<ValueId>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inst {
+    pub results: Vec<ValueId>,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Block {
+    /// For a loop body: the induction variable, then one per carried value.
+    pub args: Vec<ValueId>,
+    pub insts: Vec<Inst>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    /// The compile-time values this kernel was specialised with, in declaration order.
+    pub consts: Vec<(String, ConstValue)>,
+    /// Schedule hints from the source (`@num_warps(4)`), read by the scheduler.
+    pub attrs: Vec<(String, Vec<i64>)>,
+    pub params: Vec<Param>,
+    pub grid: Vec<ShapeExpr>,
+    pub body: Block,
+    /// The type of every value, indexed by `ValueId`.
+    pub types: Vec<TileType>,
+}
+
+impl Kernel {
+    pub fn ty(&self, v: ValueId) -> &TileType {
+        &self.types[v.0 as usize]
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&[i64]> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn tensor_params(&self) -> impl Iterator<Item = (usize, &Param)> {
+        self.params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p.kind, ParamKind::Tensor { .. }))
+    }
+}
+
+/// The tile shape of a slice: the extents that are ranges.
+pub fn slice_shape(extents: &[Option<usize>]) -> Vec<usize> {
+    extents.iter().flatten().copied().collect()
+}
+
+impl Op {
+    /// Every value this op reads (not counting the values defined inside a loop body).
+    pub fn operands(&self) -> Vec<ValueId> {
+        use Op::*;
+        match self {
+            Const(_) | ProgramId(_) | NumPrograms(_) | DimSize { .. } | ScalarParam(_) | Iota(_) => {
+                vec![]
+            }
+            Splat { x, .. } | Broadcast { x, .. } | ExpandDims { x, .. } | Trans { x } => vec![*x],
+            Unary { x, .. } | Cast { x, .. } | Reduce { x, .. } => vec![*x],
+            Binary { a, b, .. } | Cmp { a, b, .. } => vec![*a, *b],
+            Select { cond, a, b } => vec![*cond, *a, *b],
+            Dot { a, b, acc, .. } => [*a, *b].into_iter().chain(*acc).collect(),
+            Load { starts, mask, .. } => starts.iter().copied().chain(*mask).collect(),
+            Store {
+                starts,
+                value,
+                mask,
+                ..
+            } => starts
+                .iter()
+                .copied()
+                .chain([*value])
+                .chain(*mask)
+                .collect(),
+            For {
+                lo, hi, step, inits, ..
+            } => [*lo, *hi, *step].into_iter().chain(inits.iter().copied()).collect(),
+            Yield(vs) => vs.clone(),
+        }
+    }
+}

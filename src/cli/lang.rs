@@ -1,0 +1,173 @@
+//! `tessel check`, `tessel ir` and `tessel interpret`: the front end and the interpreter.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use tessel_compiler::diag::render_all;
+use tessel_compiler::interp::{self, HostArg, HostTensor};
+use tessel_compiler::sema::{self, Overrides};
+use tessel_compiler::tir::{self, Dim, ParamKind};
+
+#[derive(Args)]
+pub struct SourceArgs {
+    /// A .tsl source file.
+    pub file: PathBuf,
+    /// Compile-time parameter values, e.g. -D BM=64 -D T=bf16.
+    #[arg(short = 'D', value_name = "NAME=VALUE")]
+    pub defines: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct IrArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Print only this kernel.
+    #[arg(long)]
+    pub kernel: Option<String>,
+}
+
+#[derive(Args)]
+pub struct InterpretArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The kernel to run.
+    #[arg(long)]
+    pub kernel: String,
+    /// Values of the shape symbols, e.g. --shape M=100,N=64,K=40.
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Vec<String>,
+    /// Values of scalar parameters, e.g. --scalar scale=0.125 (default 1).
+    #[arg(long, value_delimiter = ',')]
+    pub scalar: Vec<String>,
+    /// Seed of the random inputs (default: fresh each run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn key_values(items: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
+    items
+        .iter()
+        .map(|d| {
+            d.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("{what} `{d}` is not NAME=VALUE"))
+        })
+        .collect()
+}
+
+fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::error::Error>> {
+    let source = std::fs::read_to_string(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let mut overrides = Overrides::new();
+    for (k, v) in key_values(&args.defines, "-D")? {
+        let value = sema::parse_const(&v).ok_or_else(|| format!("-D {k}={v}: expected an integer, true/false or a dtype"))?;
+        overrides.insert(k, value);
+    }
+    sema::compile_source(&source, &overrides).map_err(|diags| {
+        let name = args.file.display().to_string();
+        eprint!("{}", render_all(&diags, &name, &source));
+        format!("{} error(s) in {name}", diags.len()).into()
+    })
+}
+
+pub fn check(args: SourceArgs) -> super::CliResult {
+    let kernels = front_end(&args)?;
+    for k in &kernels {
+        let consts: Vec<String> = k.consts.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        println!("ok: kernel {} ({} params, {} values; {})", k.name, k.params.len(), k.types.len(), consts.join(" "));
+    }
+    Ok(())
+}
+
+pub fn ir(args: IrArgs) -> super::CliResult {
+    let kernels = front_end(&args.source)?;
+    let mut printed = 0;
+    for k in kernels.iter().filter(|k| args.kernel.as_ref().is_none_or(|n| *n == k.name)) {
+        print!("{k}");
+        printed += 1;
+    }
+    if printed == 0 {
+        return Err(format!("no kernel named `{}`", args.kernel.unwrap_or_default()).into());
+    }
+    Ok(())
+}
+
+/// A small, seedable generator for inputs (splitmix64); no need for statistical quality.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub fn interpret(args: InterpretArgs) -> super::CliResult {
+    let kernels = front_end(&args.source)?;
+    let kernel = kernels
+        .iter()
+        .find(|k| k.name == args.kernel)
+        .ok_or_else(|| format!("no kernel named `{}` in {}", args.kernel, args.source.file.display()))?;
+    let mut dims: HashMap<String, usize> = HashMap::new();
+    for (k, v) in key_values(&args.shape, "--shape")? {
+        dims.insert(k.clone(), v.parse().map_err(|_| format!("--shape {k}={v}: not a size"))?);
+    }
+    let scalars: HashMap<String, f64> = key_values(&args.scalar, "--scalar")?
+        .into_iter()
+        .map(|(k, v)| v.parse().map(|x| (k.clone(), x)).map_err(|_| format!("--scalar {k}={v}: not a number")))
+        .collect::<Result<_, _>>()?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    println!("kernel {} (seed {seed})", kernel.name);
+    let mut rng = Rng(seed);
+    let mut host_args = Vec::new();
+    for p in &kernel.params {
+        host_args.push(match &p.kind {
+            ParamKind::Tensor { io, dtype, dims: pd } => {
+                let shape = pd
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Const(c) => Ok(*c as usize),
+                        Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| format!("give the size of `{s}` with --shape {s}=...")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if *io == tir::Io::Out {
+                    HostArg::Tensor(HostTensor::poisoned(*dtype, shape))
+                } else {
+                    let n = shape.iter().product();
+                    HostArg::Tensor(HostTensor::new(*dtype, shape, (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect()))
+                }
+            }
+            ParamKind::Scalar { .. } => HostArg::Scalar(scalars.get(&p.name).copied().unwrap_or(1.0)),
+        });
+    }
+    interp::run(kernel, &mut host_args)?;
+    println!("{:<10} {:<6} {:<18} {:>11} {:>11} {:>11} {:>8}", "output", "dtype", "shape", "min", "max", "mean", "unset");
+    for (p, a) in kernel.params.iter().zip(&host_args) {
+        if let (ParamKind::Tensor { io, .. }, HostArg::Tensor(t)) = (&p.kind, a) {
+            if *io == tir::Io::In {
+                continue;
+            }
+            let written: Vec<f64> = t.data.iter().copied().filter(|x| !x.is_nan()).collect();
+            let (mn, mx) = written.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let mean = written.iter().sum::<f64>() / written.len().max(1) as f64;
+            println!(
+                "{:<10} {:<6} {:<18} {:>11.4e} {:>11.4e} {:>11.4e} {:>8}",
+                p.name,
+                t.dtype.name(),
+                format!("{:?}", t.shape),
+                mn,
+                mx,
+                mean,
+                t.data.len() - written.len()
+            );
+        }
+    }
+    Ok(())
+}
+

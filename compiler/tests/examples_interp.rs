@@ -1,0 +1,189 @@
+//! Every example kernel, run by the Tile IR interpreter on fresh random inputs (ragged sizes
+//! included, outputs poisoned first), against a float64 reference written from the math, not from
+//! the kernel (tessel-reference for attention, plain loops here for the rest).
+
+use rand::Rng;
+use tessel_compiler::interp::{self, HostArg, HostTensor};
+use tessel_compiler::sema::{self, parse_const, Overrides};
+use tessel_compiler::tir::{DType, Kernel};
+use tessel_reference::{attention, linear, max_rel_err};
+
+fn example(file: &str, defines: &[(&str, &str)]) -> Kernel {
+    let path = format!("{}/../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(&path).unwrap();
+    let overrides: Overrides = defines
+        .iter()
+        .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
+        .collect();
+    let mut kernels = sema::compile_source(&source, &overrides).unwrap_or_else(|d| {
+        panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source))
+    });
+    assert_eq!(kernels.len(), 1);
+    kernels.remove(0)
+}
+
+fn random(dtype: DType, shape: &[usize], scale: f64) -> HostTensor {
+    let mut rng = rand::rng();
+    let n = shape.iter().product();
+    HostTensor::new(dtype, shape.to_vec(), (0..n).map(|_| rng.random_range(-scale..scale)).collect())
+}
+
+fn tensor(a: &HostArg) -> &HostTensor {
+    match a {
+        HostArg::Tensor(t) => t,
+        HostArg::Scalar(_) => panic!("not a tensor"),
+    }
+}
+
+/// Worst error relative to the reference's largest magnitude: the right yardstick for outputs
+/// that are sums of many rounded terms, where individual elements can be near zero.
+fn err_vs_scale(got: &[f64], want: &[f64]) -> f64 {
+    assert!(got.iter().all(|x| x.is_finite()), "an output element is not finite (unwritten?)");
+    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max) / scale
+}
+
+#[test]
+fn elementwise_fma_matches_host() {
+    // The kernel computes in f32 (two roundings: the product, the sum) and rounds once more to T.
+    for (dtype, unit) in [("f32", 0.0), ("bf16", 2f64.powi(-8))] {
+        let k = example("elementwise.tsl", &[("BLOCK", "64"), ("T", dtype)]);
+        let dt = DType::parse(dtype).unwrap();
+        for n in [1, 63, 64, 1000] {
+            let (a, b, c) = (random(dt, &[n], 4.0), random(dt, &[n], 4.0), random(dt, &[n], 4.0));
+            let exact: Vec<f64> = (0..n).map(|i| a.data[i] * b.data[i] + c.data[i]).collect();
+            let bound: Vec<f64> = (0..n)
+                .map(|i| unit * exact[i].abs() + 2f64.powi(-22) * ((a.data[i] * b.data[i]).abs() + c.data[i].abs()))
+                .collect();
+            let mut args = vec![HostArg::Tensor(a), HostArg::Tensor(b), HostArg::Tensor(c)];
+            interp::run(&k, &mut args).unwrap();
+            let got = &tensor(&args[2]).data;
+            for i in 0..n {
+                assert!((got[i] - exact[i]).abs() <= bound[i], "{dtype} n={n} [{i}]: {} vs {}", got[i], exact[i]);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_float64_on_ragged_shapes() {
+    let k = example("matmul.tsl", &[("BM", "32"), ("BN", "16"), ("BK", "8")]);
+    for (m, n, kk) in [(1, 1, 1), (32, 16, 8), (45, 33, 17), (70, 20, 40)] {
+        let a = random(DType::Bf16, &[m, kk], 1.0);
+        let b = random(DType::Bf16, &[kk, n], 1.0);
+        let mut want = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = (0..kk).map(|p| a.data[i * kk + p] * b.data[p * n + j]).sum();
+            }
+        }
+        let mut args = vec![HostArg::Tensor(a), HostArg::Tensor(b), HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![m, n]))];
+        interp::run(&k, &mut args).unwrap();
+        let e = err_vs_scale(&tensor(&args[2]).data, &want);
+        assert!(e < 1e-2, "{m}x{n}x{kk}: {e}");
+    }
+}
+
+#[test]
+fn softmax_rows_match_float64() {
+    let k = example("softmax.tsl", &[("BM", "4"), ("BN", "128")]);
+    for (m, n) in [(1, 1), (5, 100), (9, 128)] {
+        let x = random(DType::F32, &[m, n], 5.0);
+        let mut want = vec![0.0; m * n];
+        for i in 0..m {
+            let row = &x.data[i * n..(i + 1) * n];
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+            for j in 0..n {
+                want[i * n + j] = (row[j] - mx).exp() / s;
+            }
+        }
+        let mut args = vec![HostArg::Tensor(x), HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![m, n]))];
+        interp::run(&k, &mut args).unwrap();
+        let e = max_rel_err(&tensor(&args[1]).data, &want, 1e-6);
+        assert!(e < 1e-5, "{m}x{n}: {e}");
+    }
+}
+
+#[test]
+fn flash_attention_forward_matches_reference() {
+    // (B, HQ, HKV, NQ, NK, causal): ragged lengths, GQA, NQ > NK (fully masked rows) and NQ < NK.
+    let cases = [
+        (1, 2, 2, 17, 17, false),
+        (1, 2, 2, 17, 17, true),
+        (2, 4, 2, 40, 40, true),
+        (1, 2, 1, 33, 20, true),
+        (1, 1, 1, 20, 45, true),
+        (1, 1, 1, 1, 1, false),
+    ];
+    for causal in ["false", "true"] {
+        let k = example("flash_attention.tsl", &[("BM", "16"), ("BN", "16"), ("D", "32"), ("CAUSAL", causal)]);
+        for &(b, hq, hkv, nq, nk, c) in cases.iter().filter(|c| c.5 == (causal == "true")) {
+            let d = 32;
+            let p = attention::Problem::gqa(b, hq, hkv, nq, nk, d, c);
+            let q = random(DType::Bf16, &[b, hq, nq, d], 2.0);
+            let kt = random(DType::Bf16, &[b, hkv, nk, d], 2.0);
+            let v = random(DType::Bf16, &[b, hkv, nk, d], 2.0);
+            let (o_ref, lse_ref) = attention::forward(&p, &q.data, &kt.data, &v.data);
+            let mut args = vec![
+                HostArg::Tensor(q),
+                HostArg::Tensor(kt),
+                HostArg::Tensor(v),
+                HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![b, hq, nq, d])),
+                HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, hq, nq])),
+                HostArg::Scalar(p.scale),
+            ];
+            interp::run(&k, &mut args).unwrap();
+            let o = &tensor(&args[3]).data;
+            let e = err_vs_scale(o, &o_ref);
+            assert!(e < 2e-2, "O {b}x{hq}/{hkv}x{nq}x{nk} causal={c}: {e}");
+            let lse = &tensor(&args[4]).data;
+            for (i, (g, w)) in lse.iter().zip(&lse_ref).enumerate() {
+                if w.is_infinite() {
+                    assert_eq!(g, w, "LSE row {i} should be +inf (no visible key)");
+                } else {
+                    assert!((g - w).abs() < 2e-2 * w.abs().max(1.0), "LSE row {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lightning_attention_forward_matches_reference() {
+    let k = example("lightning_attention.tsl", &[("BLK", "16"), ("D", "16"), ("E", "32"), ("T", "f32")]);
+    for (b, h, n) in [(1, 2, 1), (1, 2, 15), (2, 3, 16), (1, 2, 50)] {
+        let (d, e) = (16, 32);
+        let p = linear::Problem::new(b, h, n, d, e);
+        let q = random(DType::F32, &[b, h, n, d], 1.0);
+        let kt = random(DType::F32, &[b, h, n, d], 1.0);
+        let v = random(DType::F32, &[b, h, n, e], 1.0);
+        // Zero decay, mild decay and strong decay in one call.
+        let slopes: Vec<f64> = (0..h).map(|i| [0.0, 0.05, 1.5][i % 3]).collect();
+        let want = linear::forward(&p, &q.data, &kt.data, &v.data, &slopes);
+        let mut args = vec![
+            HostArg::Tensor(q),
+            HostArg::Tensor(kt),
+            HostArg::Tensor(v),
+            HostArg::Tensor(HostTensor::new(DType::F32, vec![h], slopes.clone())),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
+        ];
+        interp::run(&k, &mut args).unwrap();
+        let err = err_vs_scale(&tensor(&args[4]).data, &want);
+        assert!(err < 1e-5, "{b}x{h}x{n}: {err}");
+    }
+}
+
+#[test]
+fn interpreter_rejects_inconsistent_shapes_with_typed_errors() {
+    let k = example("matmul.tsl", &[]);
+    let mut args = vec![
+        HostArg::Tensor(random(DType::Bf16, &[4, 5], 1.0)),
+        HostArg::Tensor(random(DType::Bf16, &[6, 3], 1.0)),
+        HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![4, 3])),
+    ];
+    let e = interp::run(&k, &mut args).unwrap_err();
+    assert!(matches!(e, interp::InterpError::InconsistentDim { ref symbol, first: 5, second: 6 } if symbol == "K"), "{e}");
+    let mut args = vec![HostArg::Tensor(random(DType::F32, &[4, 5], 1.0))];
+    assert!(matches!(interp::run(&k, &mut args), Err(interp::InterpError::ArgCount { .. })));
+}

@@ -823,7 +823,7 @@ pub(super) fn closest(name: &str, candidates: &[String]) -> Option<String> {
     candidates
         .iter()
         .map(|c| (distance(name, c), c))
-        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
+        .filter(|(d, c)| *d <= (name.len().max(c.len()) + 2) / 3)
         .min()
         .map(|(_, c)| c.clone())
 }

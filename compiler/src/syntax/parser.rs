@@ -85,6 +85,13 @@ fn describe(rule: &Rule) -> String {
             "an operator"
         }
         Rule::kw_else => "`else`",
+        Rule::kw_let => "`let`",
+        Rule::kw_var => "`var`",
+        Rule::kw_for => "`for`",
+        Rule::kw_if => "`if`",
+        Rule::kw_in => "`in`",
+        Rule::semi => "`;`",
+        Rule::rbrace => "`}`",
         Rule::kw_step => "`step`",
         other => return format!("{other:?}"),
     }
@@ -222,7 +229,11 @@ fn param(p: Pair<Rule>) -> Param {
 fn block(p: Pair<Rule>) -> Block {
     let sp = span(&p);
     Block {
-        stmts: p.into_inner().map(stmt).collect(),
+        stmts: p
+            .into_inner()
+            .filter(|q| q.as_rule() != Rule::rbrace)
+            .map(stmt)
+            .collect(),
         span: sp,
     }
 }
@@ -230,7 +241,9 @@ fn block(p: Pair<Rule>) -> Block {
 fn stmt(p: Pair<Rule>) -> Stmt {
     let sp = span(&p);
     let rule = p.as_rule();
-    let mut inner = p.into_inner().filter(|q| !is_keyword(q.as_rule()));
+    let mut inner = p
+        .into_inner()
+        .filter(|q| !is_keyword(q.as_rule()) && !matches!(q.as_rule(), Rule::semi));
     match rule {
         Rule::let_stmt | Rule::var_stmt | Rule::assign_stmt => {
             let name = ident(inner.next().expect("grammar: binding name"));

@@ -22,8 +22,15 @@ struct Header {
 }
 
 fn header(text: &str) -> Header {
-    let mut h = Header { stages: Vec::new(), overrides: Overrides::new(), source_from: None };
-    for line in text.lines().take_while(|l| l.trim_start().starts_with("//") || l.trim().is_empty()) {
+    let mut h = Header {
+        stages: Vec::new(),
+        overrides: Overrides::new(),
+        source_from: None,
+    };
+    for line in text
+        .lines()
+        .take_while(|l| l.trim_start().starts_with("//") || l.trim().is_empty())
+    {
         let line = line.trim_start().trim_start_matches("//").trim();
         if let Some(rest) = line.strip_prefix("test:") {
             let mut words = rest.split_whitespace();
@@ -36,31 +43,56 @@ fn header(text: &str) -> Header {
                 .collect();
             h.stages.push((stage, args));
         } else if let Some(rest) = line.strip_prefix("define:") {
-            let (k, v) = rest.trim().split_once('=').expect("`// define: NAME=VALUE`");
-            h.overrides.insert(k.to_string(), parse_const(v).expect("a valid -D value"));
+            let (k, v) = rest
+                .trim()
+                .split_once('=')
+                .expect("`// define: NAME=VALUE`");
+            h.overrides
+                .insert(k.to_string(), parse_const(v).expect("a valid -D value"));
         } else if let Some(rest) = line.strip_prefix("source:") {
             h.source_from = Some(rest.trim().to_string());
         }
     }
-    assert!(!h.stages.is_empty(), "a file test needs at least one `// test:` line");
+    assert!(
+        !h.stages.is_empty(),
+        "a file test needs at least one `// test:` line"
+    );
     h
 }
 
-fn run_stage(stage: &str, _args: &[(String, String)], name: &str, source: &str, overrides: &Overrides) -> String {
+fn run_stage(
+    stage: &str,
+    _args: &[(String, String)],
+    name: &str,
+    source: &str,
+    overrides: &Overrides,
+) -> String {
     let kernels = match sema::compile_source(source, overrides) {
         Ok(k) => k,
         Err(diags) => return render_all(&diags, name, source),
     };
     match stage {
-        "check" => kernels.iter().map(|k| format!("ok: kernel {}\n", k.name)).collect(),
+        "check" => kernels
+            .iter()
+            .map(|k| format!("ok: kernel {}\n", k.name))
+            .collect(),
         "tir" => kernels
             .iter()
             .map(|k| {
                 let text = k.to_string();
-                let reparsed = tir::parse_kernel(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
-                tir::verify(&reparsed).unwrap_or_else(|e| panic!("{name}: reparsed IR invalid: {e}"));
-                assert_eq!(reparsed.to_string(), text, "{name}: print → parse → print changed the IR");
-                assert_eq!(&reparsed, k, "{name}: the parsed IR differs from the original");
+                let reparsed =
+                    tir::parse_kernel(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+                tir::verify(&reparsed)
+                    .unwrap_or_else(|e| panic!("{name}: reparsed IR invalid: {e}"));
+                assert_eq!(
+                    reparsed.to_string(),
+                    text,
+                    "{name}: print → parse → print changed the IR"
+                );
+                assert_eq!(
+                    &reparsed, k,
+                    "{name}: the parsed IR differs from the original"
+                );
                 text
             })
             .collect(),
@@ -69,7 +101,11 @@ fn run_stage(stage: &str, _args: &[(String, String)], name: &str, source: &str, 
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() && p.file_name().is_some_and(|n| n != "snapshots") {
@@ -86,18 +122,29 @@ fn filetests() {
     let dir = root.join("tests/filetests");
     let mut all = Vec::new();
     files(&dir, &mut all);
-    assert!(all.len() >= 30, "expected the file tests to be found, got {}", all.len());
+    assert!(
+        all.len() >= 30,
+        "expected the file tests to be found, got {}",
+        all.len()
+    );
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(dir.join("snapshots"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.bind(|| {
         for path in &all {
-            let rel = path.strip_prefix(&dir).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(&dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             let text = std::fs::read_to_string(path).unwrap();
             let h = header(&text);
             let (name, source) = match &h.source_from {
-                Some(src) => (src.clone(), std::fs::read_to_string(root.join(src)).unwrap()),
+                Some(src) => (
+                    src.clone(),
+                    std::fs::read_to_string(root.join(src)).unwrap(),
+                ),
                 None => (format!("tests/filetests/{rel}"), text.clone()),
             };
             let mut out = String::new();

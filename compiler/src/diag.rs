@@ -45,7 +45,8 @@ impl Diagnostic {
             let end = s.end.min(source.len());
             s.start.min(end)..end
         };
-        let mut labels = vec![Label::primary((), clamp(self.primary.0)).with_message(&self.primary.1)];
+        let mut labels =
+            vec![Label::primary((), clamp(self.primary.0)).with_message(&self.primary.1)];
         labels.extend(
             self.secondary
                 .iter()

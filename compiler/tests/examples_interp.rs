@@ -15,9 +15,8 @@ fn example(file: &str, defines: &[(&str, &str)]) -> Kernel {
         .iter()
         .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
         .collect();
-    let mut kernels = sema::compile_source(&source, &overrides).unwrap_or_else(|d| {
-        panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source))
-    });
+    let mut kernels = sema::compile_source(&source, &overrides)
+        .unwrap_or_else(|d| panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source)));
     assert_eq!(kernels.len(), 1);
     kernels.remove(0)
 }
@@ -25,7 +24,11 @@ fn example(file: &str, defines: &[(&str, &str)]) -> Kernel {
 fn random(dtype: DType, shape: &[usize], scale: f64) -> HostTensor {
     let mut rng = rand::rng();
     let n = shape.iter().product();
-    HostTensor::new(dtype, shape.to_vec(), (0..n).map(|_| rng.random_range(-scale..scale)).collect())
+    HostTensor::new(
+        dtype,
+        shape.to_vec(),
+        (0..n).map(|_| rng.random_range(-scale..scale)).collect(),
+    )
 }
 
 fn tensor(a: &HostArg) -> &HostTensor {
@@ -38,9 +41,16 @@ fn tensor(a: &HostArg) -> &HostTensor {
 /// Worst error relative to the reference's largest magnitude: the right yardstick for outputs
 /// that are sums of many rounded terms, where individual elements can be near zero.
 fn err_vs_scale(got: &[f64], want: &[f64]) -> f64 {
-    assert!(got.iter().all(|x| x.is_finite()), "an output element is not finite (unwritten?)");
+    assert!(
+        got.iter().all(|x| x.is_finite()),
+        "an output element is not finite (unwritten?)"
+    );
     let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
-    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max) / scale
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 #[test]
@@ -50,16 +60,28 @@ fn elementwise_fma_matches_host() {
         let k = example("elementwise.tsl", &[("BLOCK", "64"), ("T", dtype)]);
         let dt = DType::parse(dtype).unwrap();
         for n in [1, 63, 64, 1000] {
-            let (a, b, c) = (random(dt, &[n], 4.0), random(dt, &[n], 4.0), random(dt, &[n], 4.0));
+            let (a, b, c) = (
+                random(dt, &[n], 4.0),
+                random(dt, &[n], 4.0),
+                random(dt, &[n], 4.0),
+            );
             let exact: Vec<f64> = (0..n).map(|i| a.data[i] * b.data[i] + c.data[i]).collect();
             let bound: Vec<f64> = (0..n)
-                .map(|i| unit * exact[i].abs() + 2f64.powi(-22) * ((a.data[i] * b.data[i]).abs() + c.data[i].abs()))
+                .map(|i| {
+                    unit * exact[i].abs()
+                        + 2f64.powi(-22) * ((a.data[i] * b.data[i]).abs() + c.data[i].abs())
+                })
                 .collect();
             let mut args = vec![HostArg::Tensor(a), HostArg::Tensor(b), HostArg::Tensor(c)];
             interp::run(&k, &mut args).unwrap();
             let got = &tensor(&args[2]).data;
             for i in 0..n {
-                assert!((got[i] - exact[i]).abs() <= bound[i], "{dtype} n={n} [{i}]: {} vs {}", got[i], exact[i]);
+                assert!(
+                    (got[i] - exact[i]).abs() <= bound[i],
+                    "{dtype} n={n} [{i}]: {} vs {}",
+                    got[i],
+                    exact[i]
+                );
             }
         }
     }
@@ -74,10 +96,16 @@ fn matmul_matches_float64_on_ragged_shapes() {
         let mut want = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                want[i * n + j] = (0..kk).map(|p| a.data[i * kk + p] * b.data[p * n + j]).sum();
+                want[i * n + j] = (0..kk)
+                    .map(|p| a.data[i * kk + p] * b.data[p * n + j])
+                    .sum();
             }
         }
-        let mut args = vec![HostArg::Tensor(a), HostArg::Tensor(b), HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![m, n]))];
+        let mut args = vec![
+            HostArg::Tensor(a),
+            HostArg::Tensor(b),
+            HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![m, n])),
+        ];
         interp::run(&k, &mut args).unwrap();
         let e = err_vs_scale(&tensor(&args[2]).data, &want);
         assert!(e < 1e-2, "{m}x{n}x{kk}: {e}");
@@ -98,7 +126,10 @@ fn softmax_rows_match_float64() {
                 want[i * n + j] = (row[j] - mx).exp() / s;
             }
         }
-        let mut args = vec![HostArg::Tensor(x), HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![m, n]))];
+        let mut args = vec![
+            HostArg::Tensor(x),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![m, n])),
+        ];
         interp::run(&k, &mut args).unwrap();
         let e = max_rel_err(&tensor(&args[1]).data, &want, 1e-6);
         assert!(e < 1e-5, "{m}x{n}: {e}");
@@ -117,7 +148,10 @@ fn flash_attention_forward_matches_reference() {
         (1, 1, 1, 1, 1, false),
     ];
     for causal in ["false", "true"] {
-        let k = example("flash_attention.tsl", &[("BM", "16"), ("BN", "16"), ("D", "32"), ("CAUSAL", causal)]);
+        let k = example(
+            "flash_attention.tsl",
+            &[("BM", "16"), ("BN", "16"), ("D", "32"), ("CAUSAL", causal)],
+        );
         for &(b, hq, hkv, nq, nk, c) in cases.iter().filter(|c| c.5 == (causal == "true")) {
             let d = 32;
             let p = attention::Problem::gqa(b, hq, hkv, nq, nk, d, c);
@@ -142,7 +176,10 @@ fn flash_attention_forward_matches_reference() {
                 if w.is_infinite() {
                     assert_eq!(g, w, "LSE row {i} should be +inf (no visible key)");
                 } else {
-                    assert!((g - w).abs() < 2e-2 * w.abs().max(1.0), "LSE row {i}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() < 2e-2 * w.abs().max(1.0),
+                        "LSE row {i}: {g} vs {w}"
+                    );
                 }
             }
         }
@@ -151,7 +188,10 @@ fn flash_attention_forward_matches_reference() {
 
 #[test]
 fn lightning_attention_forward_matches_reference() {
-    let k = example("lightning_attention.tsl", &[("BLK", "16"), ("D", "16"), ("E", "32"), ("T", "f32")]);
+    let k = example(
+        "lightning_attention.tsl",
+        &[("BLK", "16"), ("D", "16"), ("E", "32"), ("T", "f32")],
+    );
     for (b, h, n) in [(1, 2, 1), (1, 2, 15), (2, 3, 16), (1, 2, 50)] {
         let (d, e) = (16, 32);
         let p = linear::Problem::new(b, h, n, d, e);
@@ -183,7 +223,13 @@ fn interpreter_rejects_inconsistent_shapes_with_typed_errors() {
         HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![4, 3])),
     ];
     let e = interp::run(&k, &mut args).unwrap_err();
-    assert!(matches!(e, interp::InterpError::InconsistentDim { ref symbol, first: 5, second: 6 } if symbol == "K"), "{e}");
+    assert!(
+        matches!(e, interp::InterpError::InconsistentDim { ref symbol, first: 5, second: 6 } if symbol == "K"),
+        "{e}"
+    );
     let mut args = vec![HostArg::Tensor(random(DType::F32, &[4, 5], 1.0))];
-    assert!(matches!(interp::run(&k, &mut args), Err(interp::InterpError::ArgCount { .. })));
+    assert!(matches!(
+        interp::run(&k, &mut args),
+        Err(interp::InterpError::ArgCount { .. })
+    ));
 }

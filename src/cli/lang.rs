@@ -61,7 +61,8 @@ fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::error::
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let mut overrides = Overrides::new();
     for (k, v) in key_values(&args.defines, "-D")? {
-        let value = sema::parse_const(&v).ok_or_else(|| format!("-D {k}={v}: expected an integer, true/false or a dtype"))?;
+        let value = sema::parse_const(&v)
+            .ok_or_else(|| format!("-D {k}={v}: expected an integer, true/false or a dtype"))?;
         overrides.insert(k, value);
     }
     sema::compile_source(&source, &overrides).map_err(|diags| {
@@ -75,7 +76,13 @@ pub fn check(args: SourceArgs) -> super::CliResult {
     let kernels = front_end(&args)?;
     for k in &kernels {
         let consts: Vec<String> = k.consts.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        println!("ok: kernel {} ({} params, {} values; {})", k.name, k.params.len(), k.types.len(), consts.join(" "));
+        println!(
+            "ok: kernel {} ({} params, {} values; {})",
+            k.name,
+            k.params.len(),
+            k.types.len(),
+            consts.join(" ")
+        );
     }
     Ok(())
 }
@@ -83,7 +90,10 @@ pub fn check(args: SourceArgs) -> super::CliResult {
 pub fn ir(args: IrArgs) -> super::CliResult {
     let kernels = front_end(&args.source)?;
     let mut printed = 0;
-    for k in kernels.iter().filter(|k| args.kernel.as_ref().is_none_or(|n| *n == k.name)) {
+    for k in kernels
+        .iter()
+        .filter(|k| args.kernel.as_ref().is_none_or(|n| *n == k.name))
+    {
         print!("{k}");
         printed += 1;
     }
@@ -111,50 +121,86 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
     let kernel = kernels
         .iter()
         .find(|k| k.name == args.kernel)
-        .ok_or_else(|| format!("no kernel named `{}` in {}", args.kernel, args.source.file.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "no kernel named `{}` in {}",
+                args.kernel,
+                args.source.file.display()
+            )
+        })?;
     let mut dims: HashMap<String, usize> = HashMap::new();
     for (k, v) in key_values(&args.shape, "--shape")? {
-        dims.insert(k.clone(), v.parse().map_err(|_| format!("--shape {k}={v}: not a size"))?);
+        dims.insert(
+            k.clone(),
+            v.parse()
+                .map_err(|_| format!("--shape {k}={v}: not a size"))?,
+        );
     }
     let scalars: HashMap<String, f64> = key_values(&args.scalar, "--scalar")?
         .into_iter()
-        .map(|(k, v)| v.parse().map(|x| (k.clone(), x)).map_err(|_| format!("--scalar {k}={v}: not a number")))
+        .map(|(k, v)| {
+            v.parse()
+                .map(|x| (k.clone(), x))
+                .map_err(|_| format!("--scalar {k}={v}: not a number"))
+        })
         .collect::<Result<_, _>>()?;
     let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
     });
     println!("kernel {} (seed {seed})", kernel.name);
     let mut rng = Rng(seed);
     let mut host_args = Vec::new();
     for p in &kernel.params {
         host_args.push(match &p.kind {
-            ParamKind::Tensor { io, dtype, dims: pd } => {
-                let shape = pd
-                    .iter()
-                    .map(|d| match d {
-                        Dim::Const(c) => Ok(*c as usize),
-                        Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| format!("give the size of `{s}` with --shape {s}=...")),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+            ParamKind::Tensor {
+                io,
+                dtype,
+                dims: pd,
+            } => {
+                let shape =
+                    pd.iter()
+                        .map(|d| match d {
+                            Dim::Const(c) => Ok(*c as usize),
+                            Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| {
+                                format!("give the size of `{s}` with --shape {s}=...")
+                            }),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
                 if *io == tir::Io::Out {
                     HostArg::Tensor(HostTensor::poisoned(*dtype, shape))
                 } else {
                     let n = shape.iter().product();
-                    HostArg::Tensor(HostTensor::new(*dtype, shape, (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect()))
+                    HostArg::Tensor(HostTensor::new(
+                        *dtype,
+                        shape,
+                        (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect(),
+                    ))
                 }
             }
-            ParamKind::Scalar { .. } => HostArg::Scalar(scalars.get(&p.name).copied().unwrap_or(1.0)),
+            ParamKind::Scalar { .. } => {
+                HostArg::Scalar(scalars.get(&p.name).copied().unwrap_or(1.0))
+            }
         });
     }
     interp::run(kernel, &mut host_args)?;
-    println!("{:<10} {:<6} {:<18} {:>11} {:>11} {:>11} {:>8}", "output", "dtype", "shape", "min", "max", "mean", "unset");
+    println!(
+        "{:<10} {:<6} {:<18} {:>11} {:>11} {:>11} {:>8}",
+        "output", "dtype", "shape", "min", "max", "mean", "unset"
+    );
     for (p, a) in kernel.params.iter().zip(&host_args) {
         if let (ParamKind::Tensor { io, .. }, HostArg::Tensor(t)) = (&p.kind, a) {
             if *io == tir::Io::In {
                 continue;
             }
             let written: Vec<f64> = t.data.iter().copied().filter(|x| !x.is_nan()).collect();
-            let (mn, mx) = written.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let (mn, mx) = written
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                });
             let mean = written.iter().sum::<f64>() / written.len().max(1) as f64;
             println!(
                 "{:<10} {:<6} {:<18} {:>11.4e} {:>11.4e} {:>11.4e} {:>8}",
@@ -170,4 +216,3 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
     }
     Ok(())
 }
-

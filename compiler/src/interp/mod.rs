@@ -26,7 +26,11 @@ pub struct HostTensor {
 impl HostTensor {
     /// A tensor whose elements are `data` rounded to `dtype`.
     pub fn new(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "data does not fill the shape");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "data does not fill the shape"
+        );
         let data = data.into_iter().map(|x| round(dtype, x)).collect();
         Self { dtype, shape, data }
     }
@@ -35,8 +39,16 @@ impl HostTensor {
     /// visibly wrong.
     pub fn poisoned(dtype: DType, shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        let p = if dtype.is_float() { f64::NAN } else { i32::MIN as f64 };
-        Self { dtype, shape, data: vec![p; n] }
+        let p = if dtype.is_float() {
+            f64::NAN
+        } else {
+            i32::MIN as f64
+        };
+        Self {
+            dtype,
+            shape,
+            data: vec![p; n],
+        }
     }
 }
 
@@ -50,11 +62,19 @@ pub enum HostArg {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InterpError {
     #[error("`{kernel}` takes {want} arguments, {got} given")]
-    ArgCount { kernel: String, want: usize, got: usize },
+    ArgCount {
+        kernel: String,
+        want: usize,
+        got: usize,
+    },
     #[error("argument `{param}`: {message}")]
     BadArg { param: String, message: String },
     #[error("shape symbol `{symbol}` is {first} in one tensor and {second} in another")]
-    InconsistentDim { symbol: String, first: usize, second: usize },
+    InconsistentDim {
+        symbol: String,
+        first: usize,
+        second: usize,
+    },
     #[error("grid extent {index} ({expr}) cannot be evaluated for these shapes")]
     BadGrid { index: usize, expr: String },
     #[error("integer division by zero in program {program:?}")]
@@ -95,14 +115,26 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
     }
     let mut dims: HashMap<String, usize> = HashMap::new();
     for (p, a) in kernel.params.iter().zip(args.iter()) {
-        let bad = |message: String| InterpError::BadArg { param: p.name.clone(), message };
+        let bad = |message: String| InterpError::BadArg {
+            param: p.name.clone(),
+            message,
+        };
         match (&p.kind, a) {
-            (ParamKind::Tensor { dtype, dims: pd, .. }, HostArg::Tensor(t)) => {
+            (
+                ParamKind::Tensor {
+                    dtype, dims: pd, ..
+                },
+                HostArg::Tensor(t),
+            ) => {
                 if t.dtype != *dtype {
                     return Err(bad(format!("expected {dtype}, got {}", t.dtype)));
                 }
                 if t.shape.len() != pd.len() {
-                    return Err(bad(format!("expected rank {}, got shape {:?}", pd.len(), t.shape)));
+                    return Err(bad(format!(
+                        "expected rank {}, got shape {:?}",
+                        pd.len(),
+                        t.shape
+                    )));
                 }
                 for (d, &n) in pd.iter().zip(&t.shape) {
                     match d {
@@ -115,7 +147,11 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
                             }
                             if let Some(&first) = dims.get(s) {
                                 if first != n {
-                                    return Err(InterpError::InconsistentDim { symbol: s.clone(), first, second: n });
+                                    return Err(InterpError::InconsistentDim {
+                                        symbol: s.clone(),
+                                        first,
+                                        second: n,
+                                    });
                                 }
                             }
                             dims.insert(s.clone(), n);
@@ -125,8 +161,12 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
                 }
             }
             (ParamKind::Scalar { .. }, HostArg::Scalar(_)) => {}
-            (ParamKind::Tensor { .. }, HostArg::Scalar(_)) => return Err(bad("expected a tensor, got a scalar".into())),
-            (ParamKind::Scalar { .. }, HostArg::Tensor(_)) => return Err(bad("expected a scalar, got a tensor".into())),
+            (ParamKind::Tensor { .. }, HostArg::Scalar(_)) => {
+                return Err(bad("expected a tensor, got a scalar".into()))
+            }
+            (ParamKind::Scalar { .. }, HostArg::Tensor(_)) => {
+                return Err(bad("expected a scalar, got a tensor".into()))
+            }
         }
     }
     let mut grid = [1usize; 3];
@@ -134,7 +174,10 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
         let v = g
             .eval(&|s| dims.get(s).map(|&n| n as i64))
             .filter(|v| *v >= 0)
-            .ok_or_else(|| InterpError::BadGrid { index: i, expr: g.to_string() })?;
+            .ok_or_else(|| InterpError::BadGrid {
+                index: i,
+                expr: g.to_string(),
+            })?;
         grid[i] = v as usize;
     }
     let mut m = Machine {
@@ -181,7 +224,9 @@ fn unflatten(mut i: usize, shape: &[usize], out: &mut [usize]) {
 
 impl Machine<'_, '_> {
     fn get(&self, v: ValueId) -> &Tile {
-        self.vals[v.0 as usize].as_ref().expect("verified IR defines values before use")
+        self.vals[v.0 as usize]
+            .as_ref()
+            .expect("verified IR defines values before use")
     }
 
     fn scalar(&self, v: ValueId) -> f64 {
@@ -208,7 +253,12 @@ impl Machine<'_, '_> {
     }
 
     /// Flat offsets (None = out of bounds) of every element of a slice.
-    fn slice_offsets(&self, tensor: usize, starts: &[ValueId], extents: &[Option<usize>]) -> Vec<Option<usize>> {
+    fn slice_offsets(
+        &self,
+        tensor: usize,
+        starts: &[ValueId],
+        extents: &[Option<usize>],
+    ) -> Vec<Option<usize>> {
         let dims = self.tensor_dims(tensor);
         let st = strides(&dims);
         let start: Vec<i64> = starts.iter().map(|s| self.scalar(*s) as i64).collect();
@@ -221,7 +271,14 @@ impl Machine<'_, '_> {
                 let mut off = 0usize;
                 let mut k = 0;
                 for (d, e) in extents.iter().enumerate() {
-                    let pos = start[d] + if e.is_some() { let p = idx[k] as i64; k += 1; p } else { 0 };
+                    let pos = start[d]
+                        + if e.is_some() {
+                            let p = idx[k] as i64;
+                            k += 1;
+                            p
+                        } else {
+                            0
+                        };
                     if pos < 0 || pos >= dims[d] as i64 {
                         return None;
                     }
@@ -236,11 +293,14 @@ impl Machine<'_, '_> {
         let out_ty = inst.results.first().map(|r| self.k.ty(*r).clone());
         let dtype = out_ty.as_ref().map(|t| t.dtype).unwrap_or(DType::F32);
         let data: Vec<f64> = match &inst.op {
-            Op::Const(l) => vec![round(dtype, match l {
-                Literal::Int(i) => *i as f64,
-                Literal::Float(f) => *f,
-                Literal::Bool(b) => f64::from(*b),
-            })],
+            Op::Const(l) => vec![round(
+                dtype,
+                match l {
+                    Literal::Int(i) => *i as f64,
+                    Literal::Float(f) => *f,
+                    Literal::Bool(b) => f64::from(*b),
+                },
+            )],
             Op::ProgramId(a) => vec![self.pid[*a] as f64],
             Op::NumPrograms(a) => vec![self.grid[*a] as f64],
             Op::DimSize { tensor, axis } => vec![self.tensor_dims(*tensor)[*axis] as f64],
@@ -258,7 +318,12 @@ impl Machine<'_, '_> {
                 (0..n)
                     .map(|i| {
                         unflatten(i, shape, &mut idx);
-                        let off: usize = idx.iter().zip(&src.ty.shape).zip(&sst).map(|((i, d), s)| if *d == 1 { 0 } else { i * s }).sum();
+                        let off: usize = idx
+                            .iter()
+                            .zip(&src.ty.shape)
+                            .zip(&sst)
+                            .map(|((i, d), s)| if *d == 1 { 0 } else { i * s })
+                            .sum();
                         src.data[off]
                     })
                     .collect()
@@ -271,7 +336,10 @@ impl Machine<'_, '_> {
             }
             Op::Unary { op, x } => {
                 let t = self.get(*x);
-                t.data.iter().map(|&v| round(dtype, unary(*op, v, dtype))).collect()
+                t.data
+                    .iter()
+                    .map(|&v| round(dtype, unary(*op, v, dtype)))
+                    .collect()
             }
             Op::Binary { op, a, b } => {
                 let (ta, tb) = (self.get(*a), self.get(*b));
@@ -286,53 +354,99 @@ impl Machine<'_, '_> {
             }
             Op::Cmp { op, a, b } => {
                 let (ta, tb) = (self.get(*a), self.get(*b));
-                ta.data.iter().zip(&tb.data).map(|(&x, &y)| f64::from(match op {
-                    CmpOp::Eq => x == y,
-                    CmpOp::Ne => x != y,
-                    CmpOp::Lt => x < y,
-                    CmpOp::Le => x <= y,
-                    CmpOp::Gt => x > y,
-                    CmpOp::Ge => x >= y,
-                })).collect()
+                ta.data
+                    .iter()
+                    .zip(&tb.data)
+                    .map(|(&x, &y)| {
+                        f64::from(match op {
+                            CmpOp::Eq => x == y,
+                            CmpOp::Ne => x != y,
+                            CmpOp::Lt => x < y,
+                            CmpOp::Le => x <= y,
+                            CmpOp::Gt => x > y,
+                            CmpOp::Ge => x >= y,
+                        })
+                    })
+                    .collect()
             }
             Op::Select { cond, a, b } => {
                 let (c, ta, tb) = (self.get(*cond), self.get(*a), self.get(*b));
-                c.data.iter().zip(ta.data.iter().zip(&tb.data)).map(|(&c, (&x, &y))| if c != 0.0 { x } else { y }).collect()
+                c.data
+                    .iter()
+                    .zip(ta.data.iter().zip(&tb.data))
+                    .map(|(&c, (&x, &y))| if c != 0.0 { x } else { y })
+                    .collect()
             }
             Op::Cast { x, to } => {
                 let t = self.get(*x);
-                t.data.iter().map(|&v| {
-                    if *to == DType::I32 && t.ty.dtype.is_float() {
-                        // Truncation toward zero, saturating; NaN becomes 0 (PTX cvt.rzi.s32).
-                        if v.is_nan() { 0.0 } else { v.trunc().clamp(i32::MIN as f64, i32::MAX as f64) }
-                    } else {
-                        round(*to, v)
-                    }
-                }).collect()
+                t.data
+                    .iter()
+                    .map(|&v| {
+                        if *to == DType::I32 && t.ty.dtype.is_float() {
+                            // Truncation toward zero, saturating; NaN becomes 0 (PTX cvt.rzi.s32).
+                            if v.is_nan() {
+                                0.0
+                            } else {
+                                v.trunc().clamp(i32::MIN as f64, i32::MAX as f64)
+                            }
+                        } else {
+                            round(*to, v)
+                        }
+                    })
+                    .collect()
             }
             Op::Reduce { op, x, axis } => {
                 let t = self.get(*x);
                 let shape = &t.ty.shape;
-                let (outer, len, inner) = (shape[..*axis].iter().product::<usize>(), shape[*axis], shape[*axis + 1..].iter().product::<usize>());
+                let (outer, len, inner) = (
+                    shape[..*axis].iter().product::<usize>(),
+                    shape[*axis],
+                    shape[*axis + 1..].iter().product::<usize>(),
+                );
                 let mut out = Vec::with_capacity(outer * inner);
                 for o in 0..outer {
                     for i in 0..inner {
                         let vals = (0..len).map(|r| t.data[(o * len + r) * inner + i]);
-                        out.push(round(dtype, match op {
-                            ReduceOp::Sum => vals.sum(),
-                            ReduceOp::Max => vals.fold(f64::NEG_INFINITY, f64::max),
-                        }));
+                        out.push(round(
+                            dtype,
+                            match op {
+                                ReduceOp::Sum => vals.sum(),
+                                ReduceOp::Max => vals.fold(f64::NEG_INFINITY, f64::max),
+                            },
+                        ));
                     }
                 }
                 out
             }
-            Op::Dot { a, b, acc, trans_a, trans_b } => {
+            Op::Dot {
+                a,
+                b,
+                acc,
+                trans_a,
+                trans_b,
+            } => {
                 let (ta, tb) = (self.get(*a), self.get(*b));
                 let (sa, sb) = (&ta.ty.shape, &tb.ty.shape);
-                let (m, k) = if *trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+                let (m, k) = if *trans_a {
+                    (sa[1], sa[0])
+                } else {
+                    (sa[0], sa[1])
+                };
                 let n = if *trans_b { sb[0] } else { sb[1] };
-                let at = |i: usize, kk: usize| if *trans_a { ta.data[kk * sa[1] + i] } else { ta.data[i * sa[1] + kk] };
-                let bt = |kk: usize, j: usize| if *trans_b { tb.data[j * sb[1] + kk] } else { tb.data[kk * sb[1] + j] };
+                let at = |i: usize, kk: usize| {
+                    if *trans_a {
+                        ta.data[kk * sa[1] + i]
+                    } else {
+                        ta.data[i * sa[1] + kk]
+                    }
+                };
+                let bt = |kk: usize, j: usize| {
+                    if *trans_b {
+                        tb.data[j * sb[1] + kk]
+                    } else {
+                        tb.data[kk * sb[1] + j]
+                    }
+                };
                 let accd = acc.map(|c| self.get(c).data.clone());
                 let mut out = vec![0.0; m * n];
                 for i in 0..m {
@@ -344,22 +458,41 @@ impl Machine<'_, '_> {
                 }
                 out
             }
-            Op::Load { tensor, starts, extents, mask, fill } => {
+            Op::Load {
+                tensor,
+                starts,
+                extents,
+                mask,
+                fill,
+            } => {
                 let offs = self.slice_offsets(*tensor, starts, extents);
                 let maskd = mask.map(|m| self.get(m).data.clone());
-                let HostArg::Tensor(t) = &self.args[*tensor] else { unreachable!("checked") };
+                let HostArg::Tensor(t) = &self.args[*tensor] else {
+                    unreachable!("checked")
+                };
                 let fill = round(t.dtype, *fill);
-                offs.iter().enumerate().map(|(i, o)| match (o, &maskd) {
-                    (Some(_), Some(m)) if m[i] == 0.0 => fill,
-                    (Some(o), _) => t.data[*o],
-                    (None, _) => fill,
-                }).collect()
+                offs.iter()
+                    .enumerate()
+                    .map(|(i, o)| match (o, &maskd) {
+                        (Some(_), Some(m)) if m[i] == 0.0 => fill,
+                        (Some(o), _) => t.data[*o],
+                        (None, _) => fill,
+                    })
+                    .collect()
             }
-            Op::Store { tensor, starts, extents, value, mask } => {
+            Op::Store {
+                tensor,
+                starts,
+                extents,
+                value,
+                mask,
+            } => {
                 let offs = self.slice_offsets(*tensor, starts, extents);
                 let maskd = mask.map(|m| self.get(m).data.clone());
                 let vals = self.get(*value).data.clone();
-                let HostArg::Tensor(t) = &mut self.args[*tensor] else { unreachable!("checked") };
+                let HostArg::Tensor(t) = &mut self.args[*tensor] else {
+                    unreachable!("checked")
+                };
                 for (i, o) in offs.iter().enumerate() {
                     if let Some(o) = o {
                         if maskd.as_ref().is_none_or(|m| m[i] != 0.0) {
@@ -369,9 +502,20 @@ impl Machine<'_, '_> {
                 }
                 return Ok(());
             }
-            Op::For { lo, hi, step, inits, body } => {
-                let (lo, hi, step) = (self.scalar(*lo) as i64, self.scalar(*hi) as i64, self.scalar(*step) as i64);
-                let mut carried: Vec<Vec<f64>> = inits.iter().map(|v| self.get(*v).data.clone()).collect();
+            Op::For {
+                lo,
+                hi,
+                step,
+                inits,
+                body,
+            } => {
+                let (lo, hi, step) = (
+                    self.scalar(*lo) as i64,
+                    self.scalar(*hi) as i64,
+                    self.scalar(*step) as i64,
+                );
+                let mut carried: Vec<Vec<f64>> =
+                    inits.iter().map(|v| self.get(*v).data.clone()).collect();
                 let mut iv = lo;
                 while iv < hi && step > 0 {
                     self.set(body.args[0], vec![iv as f64]);
@@ -379,7 +523,10 @@ impl Machine<'_, '_> {
                         self.set(*a, d.clone());
                     }
                     self.block(body)?;
-                    if let Some(Inst { op: Op::Yield(ys), .. }) = body.insts.last() {
+                    if let Some(Inst {
+                        op: Op::Yield(ys), ..
+                    }) = body.insts.last()
+                    {
                         carried = ys.iter().map(|y| self.get(*y).data.clone()).collect();
                     }
                     iv += step;
@@ -410,7 +557,11 @@ fn unary(op: UnaryOp, v: f64, dtype: DType) -> f64 {
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         UnaryOp::Silu => v / (1.0 + (-v).exp()),
         UnaryOp::Abs => {
-            if dtype == DType::I32 { (v as i64).abs() as f64 } else { v.abs() }
+            if dtype == DType::I32 {
+                (v as i64).abs() as f64
+            } else {
+                v.abs()
+            }
         }
     }
 }
@@ -423,17 +574,33 @@ fn binary(op: BinaryOp, x: f64, y: f64, dtype: DType) -> Option<f64> {
         BinaryOp::Sub => x - y,
         BinaryOp::Mul => x * y,
         BinaryOp::Div if int => {
-            if y == 0.0 { return None; }
+            if y == 0.0 {
+                return None;
+            }
             ((x as i64) / (y as i64)) as f64
         }
         BinaryOp::Rem if int => {
-            if y == 0.0 { return None; }
+            if y == 0.0 {
+                return None;
+            }
             ((x as i64) % (y as i64)) as f64
         }
         BinaryOp::Div => x / y,
         BinaryOp::Rem => x % y,
-        BinaryOp::Max => if x.is_nan() || y.is_nan() { f64::NAN } else { x.max(y) },
-        BinaryOp::Min => if x.is_nan() || y.is_nan() { f64::NAN } else { x.min(y) },
+        BinaryOp::Max => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.max(y)
+            }
+        }
+        BinaryOp::Min => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.min(y)
+            }
+        }
         BinaryOp::And => f64::from(x != 0.0 && y != 0.0),
         BinaryOp::Or => f64::from(x != 0.0 || y != 0.0),
     })

@@ -26,10 +26,17 @@ pub(super) enum Val {
 
 #[derive(Debug, Clone)]
 enum Binding {
-    Value { v: ValueId, mutable: bool, span: Span },
+    Value {
+        v: ValueId,
+        mutable: bool,
+        span: Span,
+    },
     Const(Val),
     Tensor(usize),
-    Dim { tensor: usize, axis: usize },
+    Dim {
+        tensor: usize,
+        axis: usize,
+    },
     Scalar(usize),
 }
 
@@ -79,8 +86,12 @@ pub fn lower_kernel(k: &ast::Kernel, overrides: &Overrides) -> Res<tir::Kernel> 
         types: l.types,
     };
     tir::verify(&kernel).map_err(|e| {
-        err(k.span, "internal compiler error: invalid Tile IR", e.to_string())
-            .with_note("this is a bug in tessel; please report it with this kernel")
+        err(
+            k.span,
+            "internal compiler error: invalid Tile IR",
+            e.to_string(),
+        )
+        .with_note("this is a bug in tessel; please report it with this kernel")
     })?;
     Ok(kernel)
 }
@@ -106,22 +117,35 @@ impl<'a> Lowerer<'a> {
 
     pub(super) fn emit(&mut self, op: Op, ty: TileType) -> ValueId {
         let v = self.new_value(ty);
-        self.blocks
-            .last_mut()
-            .expect("a block is open")
-            .push(Inst { results: vec![v], op });
+        self.blocks.last_mut().expect("a block is open").push(Inst {
+            results: vec![v],
+            op,
+        });
         v
     }
 
-    pub(super) fn emit_store(&mut self, tensor: usize, starts: Vec<ValueId>, extents: Vec<Option<usize>>, value: ValueId, mask: Option<ValueId>) {
-        self.emit_void(Op::Store { tensor, starts, extents, value, mask });
+    pub(super) fn emit_store(
+        &mut self,
+        tensor: usize,
+        starts: Vec<ValueId>,
+        extents: Vec<Option<usize>>,
+        value: ValueId,
+        mask: Option<ValueId>,
+    ) {
+        self.emit_void(Op::Store {
+            tensor,
+            starts,
+            extents,
+            value,
+            mask,
+        });
     }
 
     fn emit_void(&mut self, op: Op) {
-        self.blocks
-            .last_mut()
-            .expect("a block is open")
-            .push(Inst { results: vec![], op });
+        self.blocks.last_mut().expect("a block is open").push(Inst {
+            results: vec![],
+            op,
+        });
     }
 
     /// Emits into the entry block, so the value dominates every later use.
@@ -130,7 +154,10 @@ impl<'a> Lowerer<'a> {
             return *v;
         }
         let v = self.new_value(ty);
-        self.blocks[0].push(Inst { results: vec![v], op });
+        self.blocks[0].push(Inst {
+            results: vec![v],
+            op,
+        });
         self.hoisted.insert(key, v);
         v
     }
@@ -165,7 +192,10 @@ impl<'a> Lowerer<'a> {
     }
 
     fn name(&mut self, id: &ast::Ident) -> Res<Val> {
-        let b = self.lookup(&id.name).cloned().ok_or_else(|| self.unknown_name(id))?;
+        let b = self
+            .lookup(&id.name)
+            .cloned()
+            .ok_or_else(|| self.unknown_name(id))?;
         Ok(match b {
             Binding::Value { v, .. } => Val::Tile(v),
             Binding::Const(c) => c,
@@ -195,7 +225,11 @@ impl<'a> Lowerer<'a> {
         let mut out = Vec::new();
         for c in &self.kernel.consts {
             if self.lookup(&c.name.name).is_some() {
-                return Err(err(c.name.span, format!("`{}` is declared twice", c.name), "declared again here"));
+                return Err(err(
+                    c.name.span,
+                    format!("`{}` is declared twice", c.name),
+                    "declared again here",
+                ));
             }
             let value = match overrides.get(&c.name.name) {
                 Some(v) => *v,
@@ -209,7 +243,11 @@ impl<'a> Lowerer<'a> {
                             (kind, v) => {
                                 return Err(err(
                                     e.span,
-                                    format!("default of `{}` is {}, but it is declared `{kind}`", c.name, const_name(&v)),
+                                    format!(
+                                        "default of `{}` is {}, but it is declared `{kind}`",
+                                        c.name,
+                                        const_name(&v)
+                                    ),
                                     "wrong kind of value",
                                 ))
                             }
@@ -234,7 +272,10 @@ impl<'a> Lowerer<'a> {
             if !ok {
                 return Err(err(
                     c.span,
-                    format!("`{}` is declared `{}` but was given `{value}`", c.name, c.kind),
+                    format!(
+                        "`{}` is declared `{}` but was given `{value}`",
+                        c.name, c.kind
+                    ),
                     "declared here",
                 ));
             }
@@ -252,33 +293,58 @@ impl<'a> Lowerer<'a> {
     fn attributes(&mut self) -> Res<Vec<(String, Vec<i64>)>> {
         const KNOWN: [(&str, &str); 3] = [
             ("num_warps", "warps per block"),
-            ("stages", "software-pipelining depth of global→shared copies"),
+            (
+                "stages",
+                "software-pipelining depth of global→shared copies",
+            ),
             ("block", "block tile sizes"),
         ];
         let mut out: Vec<(String, Vec<i64>)> = Vec::new();
         for a in &self.kernel.attributes {
             if !KNOWN.iter().any(|(n, _)| *n == a.name.name) {
                 let known: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
-                return Err(err(a.name.span, format!("unknown attribute `@{}`", a.name), "not an attribute tessel knows")
-                    .with_note(format!("known attributes: {}", known.join(", "))));
+                return Err(err(
+                    a.name.span,
+                    format!("unknown attribute `@{}`", a.name),
+                    "not an attribute tessel knows",
+                )
+                .with_note(format!("known attributes: {}", known.join(", "))));
             }
             if out.iter().any(|(n, _)| *n == a.name.name) {
-                return Err(err(a.span, format!("attribute `@{}` is given twice", a.name), "repeated"));
+                return Err(err(
+                    a.span,
+                    format!("attribute `@{}` is given twice", a.name),
+                    "repeated",
+                ));
             }
             let mut args = Vec::new();
             for arg in &a.args {
                 match self.expr(&arg.value)? {
                     Val::Int(i) if i > 0 => args.push(i),
                     _ => {
-                        return Err(err(arg.span, "attribute arguments must be positive compile-time integers", "not a positive integer"))
+                        return Err(err(
+                            arg.span,
+                            "attribute arguments must be positive compile-time integers",
+                            "not a positive integer",
+                        ))
                     }
                 }
             }
             if args.is_empty() {
-                return Err(err(a.span, format!("`@{}` needs a value", a.name), "missing value"));
+                return Err(err(
+                    a.span,
+                    format!("`@{}` needs a value", a.name),
+                    "missing value",
+                ));
             }
-            if a.name.name == "num_warps" && !(args.len() == 1 && (args[0] as u64).is_power_of_two() && args[0] <= 32) {
-                return Err(err(a.span, "`@num_warps` takes one power of two between 1 and 32", "invalid warp count"));
+            if a.name.name == "num_warps"
+                && !(args.len() == 1 && (args[0] as u64).is_power_of_two() && args[0] <= 32)
+            {
+                return Err(err(
+                    a.span,
+                    "`@num_warps` takes one power of two between 1 and 32",
+                    "invalid warp count",
+                ));
             }
             out.push((a.name.name.clone(), args));
         }
@@ -291,8 +357,16 @@ impl<'a> Lowerer<'a> {
         }
         match self.lookup(&id.name) {
             Some(Binding::Const(Val::Dtype(d))) => Ok(*d),
-            Some(_) => Err(err(id.span, format!("`{id}` is not a dtype"), "expected bf16, f16, f32, i32, bool or a dtype parameter")),
-            None => Err(err(id.span, format!("unknown type `{id}`"), "expected bf16, f16, f32, i32, bool or a dtype parameter")),
+            Some(_) => Err(err(
+                id.span,
+                format!("`{id}` is not a dtype"),
+                "expected bf16, f16, f32, i32, bool or a dtype parameter",
+            )),
+            None => Err(err(
+                id.span,
+                format!("unknown type `{id}`"),
+                "expected bf16, f16, f32, i32, bool or a dtype parameter",
+            )),
         }
     }
 
@@ -300,20 +374,32 @@ impl<'a> Lowerer<'a> {
         let mut dim_names: HashSet<String> = HashSet::new();
         for (i, p) in self.kernel.params.iter().enumerate() {
             if self.lookup(&p.name.name).is_some() {
-                return Err(err(p.name.span, format!("`{}` is already defined", p.name), "defined again here"));
+                return Err(err(
+                    p.name.span,
+                    format!("`{}` is already defined", p.name),
+                    "defined again here",
+                ));
             }
             let kind = match &p.ty {
                 ast::ParamType::Tensor { io, elem, dims } => {
                     let dtype = self.dtype_of(elem)?;
                     if dtype == DType::Bool {
-                        return Err(err(elem.span, "tensors of bool are not supported", "use i32"));
+                        return Err(err(
+                            elem.span,
+                            "tensors of bool are not supported",
+                            "use i32",
+                        ));
                     }
                     let mut out = Vec::new();
                     for (axis, d) in dims.iter().enumerate() {
                         match d {
                             ast::Dim::Const(v, span) => {
                                 if *v <= 0 || *v > i32::MAX as i64 {
-                                    return Err(err(*span, "tensor dimensions must be positive 32-bit integers", "invalid dimension"));
+                                    return Err(err(
+                                        *span,
+                                        "tensor dimensions must be positive 32-bit integers",
+                                        "invalid dimension",
+                                    ));
                                 }
                                 out.push(tir::Dim::Const(*v));
                             }
@@ -325,7 +411,11 @@ impl<'a> Lowerer<'a> {
                                     }
                                     Some(Binding::Dim { .. }) | None => {}
                                     Some(_) => {
-                                        return Err(err(id.span, format!("`{id}` cannot name a dimension"), "already means something else"))
+                                        return Err(err(
+                                            id.span,
+                                            format!("`{id}` cannot name a dimension"),
+                                            "already means something else",
+                                        ))
                                     }
                                 }
                                 if dim_names.insert(id.name.clone()) {
@@ -341,7 +431,11 @@ impl<'a> Lowerer<'a> {
                         ast::Io::Out => tir::Io::Out,
                         ast::Io::InOut => tir::Io::InOut,
                     };
-                    ParamKind::Tensor { io, dtype, dims: out }
+                    ParamKind::Tensor {
+                        io,
+                        dtype,
+                        dims: out,
+                    }
                 }
                 ast::ParamType::Scalar(t) => {
                     let dtype = self.dtype_of(t)?;
@@ -360,7 +454,14 @@ impl<'a> Lowerer<'a> {
     fn grid(&mut self) -> Res<Vec<ShapeExpr>> {
         let k = self.kernel;
         if k.grid.is_empty() || k.grid.len() > 3 {
-            return Err(err(k.grid_span, format!("the grid has {} dimensions; it must have 1 to 3", k.grid.len()), "here"));
+            return Err(err(
+                k.grid_span,
+                format!(
+                    "the grid has {} dimensions; it must have 1 to 3",
+                    k.grid.len()
+                ),
+                "here",
+            ));
         }
         k.grid.iter().map(|e| self.shape_expr(e)).collect()
     }
@@ -370,9 +471,10 @@ impl<'a> Lowerer<'a> {
         let bad = |span| {
             err(span, "grid extents may only use shape symbols, compile-time integers, + - * / and cdiv, min, max", "not allowed in a grid extent")
         };
-        let two = |l: &mut Self, a: &ast::Expr, b: &ast::Expr| -> Res<(Box<ShapeExpr>, Box<ShapeExpr>)> {
-            Ok((Box::new(l.shape_expr(a)?), Box::new(l.shape_expr(b)?)))
-        };
+        let two =
+            |l: &mut Self, a: &ast::Expr, b: &ast::Expr| -> Res<(Box<ShapeExpr>, Box<ShapeExpr>)> {
+                Ok((Box::new(l.shape_expr(a)?), Box::new(l.shape_expr(b)?)))
+            };
         Ok(match &e.kind {
             ExprKind::Int(v) => ShapeExpr::Int(*v),
             ExprKind::Name(id) => match self.lookup(&id.name) {
@@ -391,7 +493,14 @@ impl<'a> Lowerer<'a> {
                     _ => return Err(bad(e.span)),
                 }
             }
-            ExprKind::Call { func, args, type_args } if type_args.is_empty() && args.len() == 2 && args.iter().all(|a| a.name.is_none()) => {
+            ExprKind::Call {
+                func,
+                args,
+                type_args,
+            } if type_args.is_empty()
+                && args.len() == 2
+                && args.iter().all(|a| a.name.is_none()) =>
+            {
                 let (a, b) = two(self, &args[0].value, &args[1].value)?;
                 match func.name.as_str() {
                     "cdiv" => ShapeExpr::CeilDiv(a, b),
@@ -418,8 +527,18 @@ impl<'a> Lowerer<'a> {
             Stmt::Let { name, value, .. } => {
                 let v = self.expr(value)?;
                 let b = match v {
-                    Val::Tile(v) => Binding::Value { v, mutable: false, span: name.span },
-                    Val::Tensor(_) => return Err(err(value.span, "a tensor cannot be bound with `let`", "use the parameter's name directly")),
+                    Val::Tile(v) => Binding::Value {
+                        v,
+                        mutable: false,
+                        span: name.span,
+                    },
+                    Val::Tensor(_) => {
+                        return Err(err(
+                            value.span,
+                            "a tensor cannot be bound with `let`",
+                            "use the parameter's name directly",
+                        ))
+                    }
                     c => Binding::Const(c),
                 };
                 self.bind(&name.name, b);
@@ -427,7 +546,14 @@ impl<'a> Lowerer<'a> {
             Stmt::Var { name, value, .. } => {
                 let v = self.expr(value)?;
                 let v = self.materialize(v, None, value.span)?;
-                self.bind(&name.name, Binding::Value { v, mutable: true, span: name.span });
+                self.bind(
+                    &name.name,
+                    Binding::Value {
+                        v,
+                        mutable: true,
+                        span: name.span,
+                    },
+                );
             }
             Stmt::Assign { name, value, span } => {
                 let (old, _) = self.mutable_var(name)?;
@@ -435,13 +561,29 @@ impl<'a> Lowerer<'a> {
                 let want = self.ty(old).clone();
                 let v = self.materialize(v, Some(want.dtype), value.span)?;
                 if *self.ty(v) != want {
-                    return Err(err(*span, format!("`{name}` holds {want}, but this assigns {}", self.ty(v)), "type changes here")
-                        .with_note("a variable keeps the type and shape it was declared with"));
+                    return Err(err(
+                        *span,
+                        format!("`{name}` holds {want}, but this assigns {}", self.ty(v)),
+                        "type changes here",
+                    )
+                    .with_note("a variable keeps the type and shape it was declared with"));
                 }
                 self.set_var(&name.name, v);
             }
-            Stmt::For { var, lo, hi, step, body, .. } => self.for_loop(var, lo, hi, step.as_ref(), body)?,
-            Stmt::If { cond, then, otherwise, .. } => match self.expr(cond)? {
+            Stmt::For {
+                var,
+                lo,
+                hi,
+                step,
+                body,
+                ..
+            } => self.for_loop(var, lo, hi, step.as_ref(), body)?,
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+                ..
+            } => match self.expr(cond)? {
                 Val::Bool(true) => self.block(then)?,
                 Val::Bool(false) => {
                     if let Some(b) = otherwise {
@@ -449,15 +591,26 @@ impl<'a> Lowerer<'a> {
                     }
                 }
                 _ => {
-                    return Err(err(cond.span, "`if` needs a condition known at compile time", "depends on run-time values")
-                        .with_note("use `where(cond, a, b)` or a masked load/store for run-time choices"))
+                    return Err(err(
+                        cond.span,
+                        "`if` needs a condition known at compile time",
+                        "depends on run-time values",
+                    )
+                    .with_note(
+                        "use `where(cond, a, b)` or a masked load/store for run-time choices",
+                    ))
                 }
             },
             Stmt::Expr(e) => {
-                let is_store = matches!(&e.kind, ExprKind::Call { func, .. } if func.name == "store");
+                let is_store =
+                    matches!(&e.kind, ExprKind::Call { func, .. } if func.name == "store");
                 if !is_store {
-                    return Err(err(e.span, "this expression's value is never used", "unused value")
-                        .with_note("bind it with `let`, or `store` it"));
+                    return Err(err(
+                        e.span,
+                        "this expression's value is never used",
+                        "unused value",
+                    )
+                    .with_note("bind it with `let`, or `store` it"));
                 }
                 self.expr(e)?;
             }
@@ -467,10 +620,25 @@ impl<'a> Lowerer<'a> {
 
     fn mutable_var(&self, name: &ast::Ident) -> Res<(ValueId, Span)> {
         match self.lookup(&name.name) {
-            Some(Binding::Value { v, mutable: true, span }) => Ok((*v, *span)),
-            Some(Binding::Value { span, .. }) => Err(err(name.span, format!("`{name}` cannot be assigned"), "assigned here")
-                .with_secondary(*span, "declared with `let`; use `var` to make it assignable")),
-            Some(_) => Err(err(name.span, format!("`{name}` cannot be assigned"), "not a variable")),
+            Some(Binding::Value {
+                v,
+                mutable: true,
+                span,
+            }) => Ok((*v, *span)),
+            Some(Binding::Value { span, .. }) => Err(err(
+                name.span,
+                format!("`{name}` cannot be assigned"),
+                "assigned here",
+            )
+            .with_secondary(
+                *span,
+                "declared with `let`; use `var` to make it assignable",
+            )),
+            Some(_) => Err(err(
+                name.span,
+                format!("`{name}` cannot be assigned"),
+                "not a variable",
+            )),
             None => Err(self.unknown_name(name)),
         }
     }
@@ -488,9 +656,13 @@ impl<'a> Lowerer<'a> {
     fn assigned(b: &ast::Block, out: &mut Vec<String>) {
         for s in &b.stmts {
             match s {
-                Stmt::Assign { name, .. } if !out.contains(&name.name) => out.push(name.name.clone()),
+                Stmt::Assign { name, .. } if !out.contains(&name.name) => {
+                    out.push(name.name.clone())
+                }
                 Stmt::For { body, .. } => Self::assigned(body, out),
-                Stmt::If { then, otherwise, .. } => {
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
                     Self::assigned(then, out);
                     if let Some(o) = otherwise {
                         Self::assigned(o, out);
@@ -501,12 +673,23 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn for_loop(&mut self, var: &ast::Ident, lo: &ast::Expr, hi: &ast::Expr, step: Option<&ast::Expr>, body: &ast::Block) -> Res<()> {
+    fn for_loop(
+        &mut self,
+        var: &ast::Ident,
+        lo: &ast::Expr,
+        hi: &ast::Expr,
+        step: Option<&ast::Expr>,
+        body: &ast::Block,
+    ) -> Res<()> {
         let bound = |l: &mut Self, e: &ast::Expr| -> Res<ValueId> {
             let v = l.expr(e)?;
             let v = l.materialize(v, Some(DType::I32), e.span)?;
             if *l.ty(v) != TileType::scalar(DType::I32) {
-                return Err(err(e.span, format!("loop bounds must be i32 scalars, this is {}", l.ty(v)), "not an i32 scalar"));
+                return Err(err(
+                    e.span,
+                    format!("loop bounds must be i32 scalars, this is {}", l.ty(v)),
+                    "not an i32 scalar",
+                ));
             }
             Ok(v)
         };
@@ -529,14 +712,23 @@ impl<'a> Lowerer<'a> {
         let carried: Vec<(String, ValueId)> = names
             .into_iter()
             .filter_map(|n| match self.lookup(&n) {
-                Some(Binding::Value { v, mutable: true, .. }) => Some((n, *v)),
+                Some(Binding::Value {
+                    v, mutable: true, ..
+                }) => Some((n, *v)),
                 _ => None,
             })
             .collect();
         let iv = self.new_value(TileType::scalar(DType::I32));
         let mut args = vec![iv];
         self.scopes.push(HashMap::new());
-        self.bind(&var.name, Binding::Value { v: iv, mutable: false, span: var.span });
+        self.bind(
+            &var.name,
+            Binding::Value {
+                v: iv,
+                mutable: false,
+                span: var.span,
+            },
+        );
         for (name, init) in &carried {
             let a = self.new_value(self.ty(*init).clone());
             args.push(a);
@@ -544,7 +736,14 @@ impl<'a> Lowerer<'a> {
                 Some(Binding::Value { span, .. }) => *span,
                 _ => var.span,
             };
-            self.bind(name, Binding::Value { v: a, mutable: true, span });
+            self.bind(
+                name,
+                Binding::Value {
+                    v: a,
+                    mutable: true,
+                    span,
+                },
+            );
         }
         self.blocks.push(Vec::new());
         let r = self.block(body);
@@ -559,7 +758,10 @@ impl<'a> Lowerer<'a> {
         let insts = self.blocks.pop().expect("loop block pushed above");
         self.scopes.pop();
         r?;
-        let results: Vec<ValueId> = carried.iter().map(|(_, init)| self.new_value(self.ty(*init).clone())).collect();
+        let results: Vec<ValueId> = carried
+            .iter()
+            .map(|(_, init)| self.new_value(self.ty(*init).clone()))
+            .collect();
         self.blocks.last_mut().expect("a block is open").push(Inst {
             results: results.clone(),
             op: Op::For {
@@ -582,13 +784,21 @@ impl<'a> Lowerer<'a> {
         match &e.kind {
             ExprKind::Int(v) => {
                 if *v > i32::MAX as i64 {
-                    return Err(err(e.span, "integer literal does not fit in 32 bits", "too large"));
+                    return Err(err(
+                        e.span,
+                        "integer literal does not fit in 32 bits",
+                        "too large",
+                    ));
                 }
                 Ok(Val::Int(*v))
             }
             ExprKind::Float(v) => {
                 if !v.is_finite() {
-                    return Err(err(e.span, "number literal out of range", "not representable"));
+                    return Err(err(
+                        e.span,
+                        "number literal out of range",
+                        "not representable",
+                    ));
                 }
                 Ok(Val::Float(*v))
             }
@@ -609,8 +819,16 @@ impl<'a> Lowerer<'a> {
                 let (va, vb) = (self.expr(a)?, self.expr(b)?);
                 self.binary(*op, va, vb, a.span, b.span, e.span)
             }
-            ExprKind::Call { func, type_args, args } => self.call(func, type_args, args, e.span),
-            ExprKind::Slice { tensor, .. } => Err(err(e.span, format!("a slice of `{tensor}` can only be loaded or stored"), "use load(...) or store(...)")),
+            ExprKind::Call {
+                func,
+                type_args,
+                args,
+            } => self.call(func, type_args, args, e.span),
+            ExprKind::Slice { tensor, .. } => Err(err(
+                e.span,
+                format!("a slice of `{tensor}` can only be loaded or stored"),
+                "use load(...) or store(...)",
+            )),
         }
     }
 
@@ -620,39 +838,80 @@ impl<'a> Lowerer<'a> {
             (Val::Tile(v), _) => return Ok(v),
             (Val::Int(i), Some(d)) if d.is_float() => (Literal::Float(i as f64), d),
             (Val::Int(i), Some(DType::Bool)) => {
-                return Err(err(span, format!("the integer {i} is used where a bool is expected"), "not a bool"))
+                return Err(err(
+                    span,
+                    format!("the integer {i} is used where a bool is expected"),
+                    "not a bool",
+                ))
             }
             (Val::Int(i), _) => (Literal::Int(i), DType::I32),
             (Val::Float(f), Some(d)) if d.is_float() => (Literal::Float(f), d),
             (Val::Float(f), Some(d)) => {
-                return Err(err(span, format!("the number {f} is used where {d} is expected"), format!("not {d}"))
-                    .with_note("integers and floats do not mix implicitly; use cast<...>(...)"))
+                return Err(err(
+                    span,
+                    format!("the number {f} is used where {d} is expected"),
+                    format!("not {d}"),
+                )
+                .with_note("integers and floats do not mix implicitly; use cast<...>(...)"))
             }
             (Val::Float(f), None) => (Literal::Float(f), DType::F32),
             (Val::Bool(b), None | Some(DType::Bool)) => (Literal::Bool(b), DType::Bool),
-            (Val::Bool(_), Some(d)) => return Err(err(span, format!("a bool is used where {d} is expected"), "bool here")),
-            (Val::Dtype(d), _) => return Err(err(span, format!("the type `{d}` is used as a value"), "a type, not a value")),
+            (Val::Bool(_), Some(d)) => {
+                return Err(err(
+                    span,
+                    format!("a bool is used where {d} is expected"),
+                    "bool here",
+                ))
+            }
+            (Val::Dtype(d), _) => {
+                return Err(err(
+                    span,
+                    format!("the type `{d}` is used as a value"),
+                    "a type, not a value",
+                ))
+            }
             (Val::Tensor(t), _) => {
-                return Err(err(span, format!("tensor `{}` is used as a value", self.params[t].name), "a tensor")
-                    .with_note("read it with load(t[start : +len, ...])"))
+                return Err(err(
+                    span,
+                    format!("tensor `{}` is used as a value", self.params[t].name),
+                    "a tensor",
+                )
+                .with_note("read it with load(t[start : +len, ...])"))
             }
         };
         Ok(self.emit(Op::Const(lit), TileType::scalar(dtype)))
     }
 
     /// Gives two operands one shape: scalars are splat, size-1 dimensions broadcast.
-    pub(super) fn unify(&mut self, a: Val, b: Val, sa: Span, sb: Span, whole: Span) -> Res<(ValueId, ValueId)> {
-        let hint_of = |l: &Self, v: &Val| if let Val::Tile(t) = v { Some(l.ty(*t).dtype) } else { None };
+    pub(super) fn unify(
+        &mut self,
+        a: Val,
+        b: Val,
+        sa: Span,
+        sb: Span,
+        whole: Span,
+    ) -> Res<(ValueId, ValueId)> {
+        let hint_of = |l: &Self, v: &Val| {
+            if let Val::Tile(t) = v {
+                Some(l.ty(*t).dtype)
+            } else {
+                None
+            }
+        };
         let ha = hint_of(self, &a);
         let hb = hint_of(self, &b);
         let va = self.materialize(a, hb, sa)?;
         let vb = self.materialize(b, ha.or(Some(self.ty(va).dtype)), sb)?;
         let (ta, tb) = (self.ty(va).clone(), self.ty(vb).clone());
         if ta.dtype != tb.dtype {
-            return Err(err(whole, format!("mismatched element types: {} and {}", ta.dtype, tb.dtype), "operands differ")
-                .with_secondary(sa, format!("this is {ta}"))
-                .with_secondary(sb, format!("this is {tb}"))
-                .with_note("convert one side with cast<...>(...)"));
+            return Err(err(
+                whole,
+                format!("mismatched element types: {} and {}", ta.dtype, tb.dtype),
+                "operands differ",
+            )
+            .with_secondary(sa, format!("this is {ta}"))
+            .with_secondary(sb, format!("this is {tb}"))
+            .with_note("convert one side with cast<...>(...)"));
         }
         let shape = if ta.shape == tb.shape {
             return Ok((va, vb));
@@ -661,9 +920,17 @@ impl<'a> Lowerer<'a> {
         } else if tb.is_scalar() {
             ta.shape.clone()
         } else if ta.shape.len() == tb.shape.len()
-            && ta.shape.iter().zip(&tb.shape).all(|(x, y)| x == y || *x == 1 || *y == 1)
+            && ta
+                .shape
+                .iter()
+                .zip(&tb.shape)
+                .all(|(x, y)| x == y || *x == 1 || *y == 1)
         {
-            ta.shape.iter().zip(&tb.shape).map(|(x, y)| *x.max(y)).collect()
+            ta.shape
+                .iter()
+                .zip(&tb.shape)
+                .map(|(x, y)| *x.max(y))
+                .collect()
         } else {
             return Err(err(whole, format!("shapes {ta} and {tb} do not broadcast"), "incompatible shapes")
                 .with_secondary(sa, format!("this is {ta}"))
@@ -680,9 +947,21 @@ impl<'a> Lowerer<'a> {
         if t.shape == shape {
             v
         } else if t.is_scalar() {
-            self.emit(Op::Splat { x: v, shape: shape.to_vec() }, TileType::new(t.dtype, shape.to_vec()))
+            self.emit(
+                Op::Splat {
+                    x: v,
+                    shape: shape.to_vec(),
+                },
+                TileType::new(t.dtype, shape.to_vec()),
+            )
         } else {
-            self.emit(Op::Broadcast { x: v, shape: shape.to_vec() }, TileType::new(t.dtype, shape.to_vec()))
+            self.emit(
+                Op::Broadcast {
+                    x: v,
+                    shape: shape.to_vec(),
+                },
+                TileType::new(t.dtype, shape.to_vec()),
+            )
         }
     }
 
@@ -700,7 +979,11 @@ impl<'a> Lowerer<'a> {
                 };
                 if !ok {
                     let sym = if op == UnOp::Neg { "-" } else { "!" };
-                    return Err(err(span, format!("`{sym}` does not apply to {t}"), "wrong element type"));
+                    return Err(err(
+                        span,
+                        format!("`{sym}` does not apply to {t}"),
+                        "wrong element type",
+                    ));
                 }
                 Ok(Val::Tile(self.emit(Op::Unary { op: uop, x }, t)))
             }
@@ -730,13 +1013,25 @@ impl<'a> Lowerer<'a> {
             BinOp::Ge => (None, cmp(CmpOp::Ge)),
         };
         let logical = matches!(op, BinOp::And | BinOp::Or);
-        let bad = if logical { t.dtype != DType::Bool } else { t.dtype == DType::Bool && cop.is_none() };
-        if bad || (cop.is_some() && t.dtype == DType::Bool && !matches!(op, BinOp::Eq | BinOp::Ne)) {
-            return Err(err(whole, format!("`{}` does not apply to {}", op.symbol(), t.dtype), "wrong element type"));
+        let bad = if logical {
+            t.dtype != DType::Bool
+        } else {
+            t.dtype == DType::Bool && cop.is_none()
+        };
+        if bad || (cop.is_some() && t.dtype == DType::Bool && !matches!(op, BinOp::Eq | BinOp::Ne))
+        {
+            return Err(err(
+                whole,
+                format!("`{}` does not apply to {}", op.symbol(), t.dtype),
+                "wrong element type",
+            ));
         }
         Ok(Val::Tile(match (bop, cop) {
             (Some(op), _) => self.emit(Op::Binary { op, a: va, b: vb }, t),
-            (None, Some(op)) => self.emit(Op::Cmp { op, a: va, b: vb }, TileType::new(DType::Bool, t.shape)),
+            (None, Some(op)) => self.emit(
+                Op::Cmp { op, a: va, b: vb },
+                TileType::new(DType::Bool, t.shape),
+            ),
             (None, None) => unreachable!("every operator is arithmetic or a comparison"),
         }))
     }
@@ -744,7 +1039,13 @@ impl<'a> Lowerer<'a> {
 
 /// Folds an operator over two compile-time operands; None when either is a tile.
 fn fold(op: BinOp, a: &Val, b: &Val, span: Span) -> Res<Option<Val>> {
-    let overflow = || err(span, "compile-time integer arithmetic overflows", "overflows i32");
+    let overflow = || {
+        err(
+            span,
+            "compile-time integer arithmetic overflows",
+            "overflows i32",
+        )
+    };
     Ok(Some(match (a, b) {
         (Val::Int(x), Val::Int(y)) => {
             let (x, y) = (*x, *y);
@@ -752,7 +1053,13 @@ fn fold(op: BinOp, a: &Val, b: &Val, span: Span) -> Res<Option<Val>> {
                 BinOp::Add => x.checked_add(y),
                 BinOp::Sub => x.checked_sub(y),
                 BinOp::Mul => x.checked_mul(y),
-                BinOp::Div | BinOp::Rem if y == 0 => return Err(err(span, "division by zero in a compile-time expression", "divides by zero")),
+                BinOp::Div | BinOp::Rem if y == 0 => {
+                    return Err(err(
+                        span,
+                        "division by zero in a compile-time expression",
+                        "divides by zero",
+                    ))
+                }
                 BinOp::Div => x.checked_div(y),
                 BinOp::Rem => x.checked_rem(y),
                 BinOp::Eq => return Ok(Some(Val::Bool(x == y))),
@@ -761,14 +1068,22 @@ fn fold(op: BinOp, a: &Val, b: &Val, span: Span) -> Res<Option<Val>> {
                 BinOp::Le => return Ok(Some(Val::Bool(x <= y))),
                 BinOp::Gt => return Ok(Some(Val::Bool(x > y))),
                 BinOp::Ge => return Ok(Some(Val::Bool(x >= y))),
-                BinOp::And | BinOp::Or => return Err(err(span, format!("`{}` needs bools, not integers", op.symbol()), "integers here")),
+                BinOp::And | BinOp::Or => {
+                    return Err(err(
+                        span,
+                        format!("`{}` needs bools, not integers", op.symbol()),
+                        "integers here",
+                    ))
+                }
             };
             match v {
                 Some(v) if (i32::MIN as i64..=i32::MAX as i64).contains(&v) => Val::Int(v),
                 _ => return Err(overflow()),
             }
         }
-        (Val::Float(_), Val::Float(_)) | (Val::Int(_), Val::Float(_)) | (Val::Float(_), Val::Int(_)) => {
+        (Val::Float(_), Val::Float(_))
+        | (Val::Int(_), Val::Float(_))
+        | (Val::Float(_), Val::Int(_)) => {
             let f = |v: &Val| match v {
                 Val::Int(i) => *i as f64,
                 Val::Float(f) => *f,
@@ -787,7 +1102,13 @@ fn fold(op: BinOp, a: &Val, b: &Val, span: Span) -> Res<Option<Val>> {
                 BinOp::Le => Val::Bool(x <= y),
                 BinOp::Gt => Val::Bool(x > y),
                 BinOp::Ge => Val::Bool(x >= y),
-                BinOp::And | BinOp::Or => return Err(err(span, format!("`{}` needs bools, not numbers", op.symbol()), "numbers here")),
+                BinOp::And | BinOp::Or => {
+                    return Err(err(
+                        span,
+                        format!("`{}` needs bools, not numbers", op.symbol()),
+                        "numbers here",
+                    ))
+                }
             }
         }
         (Val::Bool(x), Val::Bool(y)) => match op {
@@ -795,12 +1116,24 @@ fn fold(op: BinOp, a: &Val, b: &Val, span: Span) -> Res<Option<Val>> {
             BinOp::Or => Val::Bool(*x || *y),
             BinOp::Eq => Val::Bool(x == y),
             BinOp::Ne => Val::Bool(x != y),
-            _ => return Err(err(span, format!("`{}` does not apply to bools", op.symbol()), "bools here")),
+            _ => {
+                return Err(err(
+                    span,
+                    format!("`{}` does not apply to bools", op.symbol()),
+                    "bools here",
+                ))
+            }
         },
         (Val::Dtype(x), Val::Dtype(y)) => match op {
             BinOp::Eq => Val::Bool(x == y),
             BinOp::Ne => Val::Bool(x != y),
-            _ => return Err(err(span, format!("`{}` does not apply to types", op.symbol()), "types here")),
+            _ => {
+                return Err(err(
+                    span,
+                    format!("`{}` does not apply to types", op.symbol()),
+                    "types here",
+                ))
+            }
         },
         _ => return Ok(None),
     }))
@@ -814,7 +1147,11 @@ pub(super) fn closest(name: &str, candidates: &[String]) -> Option<String> {
         for (i, ca) in a.chars().enumerate() {
             let mut cur = vec![i + 1];
             for (j, cb) in b.iter().enumerate() {
-                cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+                cur.push(
+                    (prev[j] + usize::from(ca != *cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1),
+                );
             }
             prev = cur;
         }

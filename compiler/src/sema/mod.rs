@@ -58,7 +58,10 @@ pub fn lower_file(file: &ast::File, overrides: &Overrides) -> (Vec<tir::Kernel>,
 }
 
 /// Front end in one call: parse, then lower every kernel.
-pub fn compile_source(source: &str, overrides: &Overrides) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
+pub fn compile_source(
+    source: &str,
+    overrides: &Overrides,
+) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
     let file = crate::syntax::parse(source).map_err(|d| vec![d])?;
     let (kernels, diags) = lower_file(&file, overrides);
     if diags.is_empty() {

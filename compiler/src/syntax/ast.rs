@@ -115,11 +115,7 @@ pub enum Dim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamType {
     /// `in tensor<bf16>[M, K]`; the element type may name a dtype const parameter.
-    Tensor {
-        io: Io,
-        elem: Ident,
-        dims: Vec<Dim>,
-    },
+    Tensor { io: Io, elem: Ident, dims: Vec<Dim> },
     /// A run-time scalar: `scale: f32`.
     Scalar(Ident),
 }
@@ -244,7 +240,10 @@ pub enum ExprKind {
         args: Vec<Arg>,
     },
     /// `a[r0 : +BM, k : +BK]`: only meaningful as the first argument of `load`/`store`.
-    Slice { tensor: Ident, ranges: Vec<Range> },
+    Slice {
+        tensor: Ident,
+        ranges: Vec<Range>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

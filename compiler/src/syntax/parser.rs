@@ -22,7 +22,9 @@ const MAX_NESTING: usize = 200;
 pub fn parse(source: &str) -> Result<File, Diagnostic> {
     check_nesting(source)?;
     let mut pairs = TesselParser::parse(Rule::file, source).map_err(syntax_error)?;
-    let file = pairs.next().expect("the file rule always produces one pair");
+    let file = pairs
+        .next()
+        .expect("the file rule always produces one pair");
     let kernels = file
         .into_inner()
         .filter(|p| p.as_rule() == Rule::kernel)
@@ -173,7 +175,11 @@ fn attribute(p: Pair<Rule>) -> Attribute {
     let mut inner = p.into_inner();
     let name = ident(inner.next().expect("grammar: attribute name"));
     let args = inner.next().map(args).unwrap_or_default();
-    Attribute { name, args, span: sp }
+    Attribute {
+        name,
+        args,
+        span: sp,
+    }
 }
 
 fn const_param(p: Pair<Rule>) -> ConstParam {
@@ -212,9 +218,7 @@ fn param(p: Pair<Rule>) -> Param {
                 .map(|d| {
                     let d = d.into_inner().next().expect("grammar: dim");
                     match d.as_rule() {
-                        Rule::int => {
-                            Dim::Const(d.as_str().parse().unwrap_or(i64::MAX), span(&d))
-                        }
+                        Rule::int => Dim::Const(d.as_str().parse().unwrap_or(i64::MAX), span(&d)),
                         _ => Dim::Sym(ident(d)),
                     }
                 })
@@ -249,9 +253,21 @@ fn stmt(p: Pair<Rule>) -> Stmt {
             let name = ident(inner.next().expect("grammar: binding name"));
             let value = expr(inner.next().expect("grammar: binding value"));
             match rule {
-                Rule::let_stmt => Stmt::Let { name, value, span: sp },
-                Rule::var_stmt => Stmt::Var { name, value, span: sp },
-                _ => Stmt::Assign { name, value, span: sp },
+                Rule::let_stmt => Stmt::Let {
+                    name,
+                    value,
+                    span: sp,
+                },
+                Rule::var_stmt => Stmt::Var {
+                    name,
+                    value,
+                    span: sp,
+                },
+                _ => Stmt::Assign {
+                    name,
+                    value,
+                    span: sp,
+                },
             }
         }
         Rule::for_stmt => {

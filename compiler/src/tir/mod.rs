@@ -202,8 +202,14 @@ impl fmt::Display for Dim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamKind {
     /// A dense row-major tensor in global memory (strides follow from the dims).
-    Tensor { io: Io, dtype: DType, dims: Vec<Dim> },
-    Scalar { dtype: DType },
+    Tensor {
+        io: Io,
+        dtype: DType,
+        dims: Vec<Dim>,
+    },
+    Scalar {
+        dtype: DType,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -302,37 +308,97 @@ pub enum Op {
     ProgramId(usize),
     NumPrograms(usize),
     /// Run-time extent of tensor parameter `tensor` along `axis`, as an i32.
-    DimSize { tensor: usize, axis: usize },
+    DimSize {
+        tensor: usize,
+        axis: usize,
+    },
     /// Value of scalar parameter `param`.
     ScalarParam(usize),
     /// The 1-D i32 tile 0, 1, …, n−1.
     Iota(usize),
     /// A scalar repeated over `shape`.
-    Splat { x: ValueId, shape: Vec<usize> },
+    Splat {
+        x: ValueId,
+        shape: Vec<usize>,
+    },
     /// Size-1 dimensions of `x` stretched to `shape` (same rank).
-    Broadcast { x: ValueId, shape: Vec<usize> },
+    Broadcast {
+        x: ValueId,
+        shape: Vec<usize>,
+    },
     /// A size-1 dimension inserted before `axis`.
-    ExpandDims { x: ValueId, axis: usize },
+    ExpandDims {
+        x: ValueId,
+        axis: usize,
+    },
     /// 2-D transpose.
-    Trans { x: ValueId },
-    Unary { op: UnaryOp, x: ValueId },
-    Binary { op: BinaryOp, a: ValueId, b: ValueId },
-    Cmp { op: CmpOp, a: ValueId, b: ValueId },
-    Select { cond: ValueId, a: ValueId, b: ValueId },
-    Cast { x: ValueId, to: DType },
-    Reduce { op: ReduceOp, x: ValueId, axis: usize },
+    Trans {
+        x: ValueId,
+    },
+    Unary {
+        op: UnaryOp,
+        x: ValueId,
+    },
+    Binary {
+        op: BinaryOp,
+        a: ValueId,
+        b: ValueId,
+    },
+    Cmp {
+        op: CmpOp,
+        a: ValueId,
+        b: ValueId,
+    },
+    Select {
+        cond: ValueId,
+        a: ValueId,
+        b: ValueId,
+    },
+    Cast {
+        x: ValueId,
+        to: DType,
+    },
+    Reduce {
+        op: ReduceOp,
+        x: ValueId,
+        axis: usize,
+    },
     /// a·b (+ acc), operands optionally transposed, accumulated in f32.
-    Dot { a: ValueId, b: ValueId, acc: Option<ValueId>, trans_a: bool, trans_b: bool },
+    Dot {
+        a: ValueId,
+        b: ValueId,
+        acc: Option<ValueId>,
+        trans_a: bool,
+        trans_b: bool,
+    },
     /// The tile of a tensor parameter starting at `starts`, with `extents[d]` elements along
     /// dimension d, or, where it is None, the single index `starts[d]` with that dimension
     /// dropped from the tile. Elements outside the tensor (or where `mask` is false) read as
     /// `fill`.
-    Load { tensor: usize, starts: Vec<ValueId>, extents: Vec<Option<usize>>, mask: Option<ValueId>, fill: f64 },
+    Load {
+        tensor: usize,
+        starts: Vec<ValueId>,
+        extents: Vec<Option<usize>>,
+        mask: Option<ValueId>,
+        fill: f64,
+    },
     /// Writes `value` (shaped like the load of the same slice); elements outside the tensor or
     /// masked off are not written.
-    Store { tensor: usize, starts: Vec<ValueId>, extents: Vec<Option<usize>>, value: ValueId, mask: Option<ValueId> },
+    Store {
+        tensor: usize,
+        starts: Vec<ValueId>,
+        extents: Vec<Option<usize>>,
+        value: ValueId,
+        mask: Option<ValueId>,
+    },
     /// for iv = lo; iv < hi; iv += step, carrying `inits` through the body's block arguments.
-    For { lo: ValueId, hi: ValueId, step: ValueId, inits: Vec<ValueId>, body: Block },
+    For {
+        lo: ValueId,
+        hi: ValueId,
+        step: ValueId,
+        inits: Vec<ValueId>,
+        body: Block,
+    },
     Yield(Vec<ValueId>),
 }
 
@@ -393,7 +459,12 @@ impl Op {
     pub fn operands(&self) -> Vec<ValueId> {
         use Op::*;
         match self {
-            Const(_) | ProgramId(_) | NumPrograms(_) | DimSize { .. } | ScalarParam(_) | Iota(_) => {
+            Const(_)
+            | ProgramId(_)
+            | NumPrograms(_)
+            | DimSize { .. }
+            | ScalarParam(_)
+            | Iota(_) => {
                 vec![]
             }
             Splat { x, .. } | Broadcast { x, .. } | ExpandDims { x, .. } | Trans { x } => vec![*x],
@@ -414,8 +485,15 @@ impl Op {
                 .chain(*mask)
                 .collect(),
             For {
-                lo, hi, step, inits, ..
-            } => [*lo, *hi, *step].into_iter().chain(inits.iter().copied()).collect(),
+                lo,
+                hi,
+                step,
+                inits,
+                ..
+            } => [*lo, *hi, *step]
+                .into_iter()
+                .chain(inits.iter().copied())
+                .collect(),
             Yield(vs) => vs.clone(),
         }
     }

@@ -188,7 +188,8 @@ impl Lexer {
 
     fn usize(&mut self) -> Result<usize, TirParseError> {
         let v = self.int()?;
-        usize::try_from(v).or_else(|_| self.err(format!("expected a non-negative integer, found {v}")))
+        usize::try_from(v)
+            .or_else(|_| self.err(format!("expected a non-negative integer, found {v}")))
     }
 
     fn float(&mut self) -> Result<f64, TirParseError> {
@@ -356,7 +357,8 @@ impl Ctx {
             }
             "cmp" => {
                 let w = lx.word()?;
-                let op = CmpOp::parse(&w).map_or_else(|| lx.err(format!("unknown comparison `{w}`")), Ok)?;
+                let op = CmpOp::parse(&w)
+                    .map_or_else(|| lx.err(format!("unknown comparison `{w}`")), Ok)?;
                 let a = lx.value()?;
                 lx.punct(',')?;
                 Op::Cmp {
@@ -378,7 +380,8 @@ impl Ctx {
             }
             "reduce" => {
                 let w = lx.word()?;
-                let op = ReduceOp::parse(&w).map_or_else(|| lx.err(format!("unknown reduction `{w}`")), Ok)?;
+                let op = ReduceOp::parse(&w)
+                    .map_or_else(|| lx.err(format!("unknown reduction `{w}`")), Ok)?;
                 let x = lx.value()?;
                 lx.punct(',')?;
                 Op::Reduce {
@@ -409,7 +412,11 @@ impl Ctx {
                 let mut extents = Vec::new();
                 while !lx.is_punct(']') {
                     starts.push(lx.value()?);
-                    extents.push(if lx.eat_punct('+') { Some(lx.usize()?) } else { None });
+                    extents.push(if lx.eat_punct('+') {
+                        Some(lx.usize()?)
+                    } else {
+                        None
+                    });
                     if !lx.eat_punct(',') {
                         break;
                     }
@@ -507,7 +514,10 @@ impl Ctx {
             }
             other => {
                 let op = if let Some(u) = UnaryOp::parse(other) {
-                    Op::Unary { op: u, x: lx.value()? }
+                    Op::Unary {
+                        op: u,
+                        x: lx.value()?,
+                    }
                 } else if let Some(b) = BinaryOp::parse(other) {
                     let a = lx.value()?;
                     lx.punct(',')?;
@@ -642,7 +652,11 @@ pub fn parse_kernel(src: &str) -> Result<Kernel, TirParseError> {
     for i in 0..count {
         match ctx.types.remove(&(i as u32)) {
             Some(t) => types.push(t),
-            None => return ctx.lx.err(format!("value %{i} is never defined (values must be numbered densely)")),
+            None => {
+                return ctx.lx.err(format!(
+                    "value %{i} is never defined (values must be numbered densely)"
+                ))
+            }
         }
     }
     Ok(Kernel {

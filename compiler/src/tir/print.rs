@@ -34,15 +34,21 @@ fn slice(starts: &[ValueId], extents: &[Option<usize>]) -> String {
 }
 
 fn list(vs: &[ValueId]) -> String {
-    vs.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+    vs.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
-
 
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "kernel {}", self.name)?;
         if !self.consts.is_empty() {
-            let cs: Vec<String> = self.consts.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+            let cs: Vec<String> = self
+                .consts
+                .iter()
+                .map(|(n, v)| format!("{n} = {v}"))
+                .collect();
             write!(f, "<{}>", cs.join(", "))?;
         }
         for (name, args) in &self.attrs {
@@ -149,7 +155,12 @@ impl Kernel {
                 value,
                 mask,
             } => {
-                write!(out, "store {}[{}], {value}", pname(*tensor), slice(starts, extents))?;
+                write!(
+                    out,
+                    "store {}[{}], {value}",
+                    pname(*tensor),
+                    slice(starts, extents)
+                )?;
                 if let Some(m) = mask {
                     write!(out, " mask {m}")?;
                 }

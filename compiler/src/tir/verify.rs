@@ -74,7 +74,10 @@ impl Verifier<'_> {
                 if !last {
                     return Err("`yield` must end its block".into());
                 }
-                let got: Vec<TileType> = vs.iter().map(|v| self.ty(*v).cloned()).collect::<Result<_, _>>()?;
+                let got: Vec<TileType> = vs
+                    .iter()
+                    .map(|v| self.ty(*v).cloned())
+                    .collect::<Result<_, _>>()?;
                 if got != want {
                     return Err(format!("loop yields {got:?} but carries {want:?}"));
                 }
@@ -100,16 +103,30 @@ impl Verifier<'_> {
             _ => 1,
         };
         if inst.results.len() != expect_results {
-            return Err(format!("{:?} has {} results, expected {expect_results}", inst.op, inst.results.len()));
+            return Err(format!(
+                "{:?} has {} results, expected {expect_results}",
+                inst.op,
+                inst.results.len()
+            ));
         }
-        if let Op::For { lo, hi, step, inits, body } = &inst.op {
+        if let Op::For {
+            lo,
+            hi,
+            step,
+            inits,
+            body,
+        } = &inst.op
+        {
             for b in [lo, hi, step] {
                 if *self.ty(*b)? != TileType::scalar(DType::I32) {
                     return Err(format!("loop bound {b} must be an i32 scalar"));
                 }
             }
             if body.args.len() != inits.len() + 1 {
-                return Err("a loop body has the induction variable and one argument per carried value".into());
+                return Err(
+                    "a loop body has the induction variable and one argument per carried value"
+                        .into(),
+                );
             }
             if *self.ty(body.args[0])? != TileType::scalar(DType::I32) {
                 return Err("the induction variable must be an i32 scalar".into());
@@ -118,7 +135,9 @@ impl Verifier<'_> {
             for ((init, arg), res) in inits.iter().zip(&body.args[1..]).zip(&inst.results) {
                 let t = self.ty(*init)?.clone();
                 if *self.ty(*arg)? != t || *self.ty(*res)? != t {
-                    return Err(format!("carried value {init} changes type through the loop"));
+                    return Err(format!(
+                        "carried value {init} changes type through the loop"
+                    ));
                 }
                 carried.push(t);
             }
@@ -173,7 +192,10 @@ impl Verifier<'_> {
             }
             Op::ProgramId(a) | Op::NumPrograms(a) => {
                 if *a >= self.k.grid.len() {
-                    return Err(format!("program axis {a} outside a {}-D grid", self.k.grid.len()));
+                    return Err(format!(
+                        "program axis {a} outside a {}-D grid",
+                        self.k.grid.len()
+                    ));
                 }
                 same(out, &TileType::scalar(DType::I32), "program id")?;
             }
@@ -219,7 +241,11 @@ impl Verifier<'_> {
                 if t.shape.len() != 2 {
                     return Err(format!("trans of {t}"));
                 }
-                same(out, &TileType::new(t.dtype, vec![t.shape[1], t.shape[0]]), "trans")?;
+                same(
+                    out,
+                    &TileType::new(t.dtype, vec![t.shape[1], t.shape[0]]),
+                    "trans",
+                )?;
             }
             Op::Unary { op, x } => {
                 let t = self.ty(*x)?;
@@ -245,13 +271,21 @@ impl Verifier<'_> {
             Op::Cmp { a, b, .. } => {
                 let (ta, tb) = (self.ty(*a)?, self.ty(*b)?);
                 same(ta, tb, "comparison operands")?;
-                same(out, &TileType::new(DType::Bool, ta.shape.clone()), "comparison result")?;
+                same(
+                    out,
+                    &TileType::new(DType::Bool, ta.shape.clone()),
+                    "comparison result",
+                )?;
             }
             Op::Select { cond, a, b } => {
                 let (tc, ta, tb) = (self.ty(*cond)?, self.ty(*a)?, self.ty(*b)?);
                 same(ta, tb, "select operands")?;
                 same(out, ta, "select result")?;
-                same(tc, &TileType::new(DType::Bool, ta.shape.clone()), "select condition")?;
+                same(
+                    tc,
+                    &TileType::new(DType::Bool, ta.shape.clone()),
+                    "select condition",
+                )?;
             }
             Op::Cast { x, to } => {
                 let t = self.ty(*x)?;
@@ -266,13 +300,31 @@ impl Verifier<'_> {
                 s.remove(*axis);
                 same(out, &TileType::new(t.dtype, s), "reduce")?;
             }
-            Op::Dot { a, b, acc, trans_a, trans_b } => {
+            Op::Dot {
+                a,
+                b,
+                acc,
+                trans_a,
+                trans_b,
+            } => {
                 let (ta, tb) = (self.ty(*a)?, self.ty(*b)?);
-                if ta.shape.len() != 2 || tb.shape.len() != 2 || ta.dtype != tb.dtype || !ta.dtype.is_float() {
+                if ta.shape.len() != 2
+                    || tb.shape.len() != 2
+                    || ta.dtype != tb.dtype
+                    || !ta.dtype.is_float()
+                {
                     return Err(format!("dot of {ta} and {tb}"));
                 }
-                let (m, ka) = if *trans_a { (ta.shape[1], ta.shape[0]) } else { (ta.shape[0], ta.shape[1]) };
-                let (kb, n) = if *trans_b { (tb.shape[1], tb.shape[0]) } else { (tb.shape[0], tb.shape[1]) };
+                let (m, ka) = if *trans_a {
+                    (ta.shape[1], ta.shape[0])
+                } else {
+                    (ta.shape[0], ta.shape[1])
+                };
+                let (kb, n) = if *trans_b {
+                    (tb.shape[1], tb.shape[0])
+                } else {
+                    (tb.shape[0], tb.shape[1])
+                };
                 if ka != kb {
                     return Err(format!("dot inner dimensions {ka} and {kb}"));
                 }
@@ -282,33 +334,62 @@ impl Verifier<'_> {
                     same(self.ty(*acc)?, &want, "dot accumulator")?;
                 }
             }
-            Op::Load { tensor, starts, extents, mask, .. } => {
+            Op::Load {
+                tensor,
+                starts,
+                extents,
+                mask,
+                ..
+            } => {
                 let (dtype, rank, _) = self.tensor(*tensor)?;
                 let shape = &slice_shape(extents);
                 if starts.len() != rank || extents.len() != rank {
-                    return Err(format!("load of a rank-{rank} tensor with {} starts", starts.len()));
+                    return Err(format!(
+                        "load of a rank-{rank} tensor with {} starts",
+                        starts.len()
+                    ));
                 }
                 starts.iter().try_for_each(|s| scalar_i32(*s))?;
                 same(out, &TileType::new(dtype, shape.clone()), "load")?;
                 if let Some(m) = mask {
-                    same(self.ty(*m)?, &TileType::new(DType::Bool, shape.clone()), "load mask")?;
+                    same(
+                        self.ty(*m)?,
+                        &TileType::new(DType::Bool, shape.clone()),
+                        "load mask",
+                    )?;
                 }
             }
-            Op::Store { tensor, starts, extents, value, mask } => {
+            Op::Store {
+                tensor,
+                starts,
+                extents,
+                value,
+                mask,
+            } => {
                 let (dtype, rank, io) = self.tensor(*tensor)?;
                 if io == Io::In {
                     return Err("store to an input tensor".into());
                 }
                 if starts.len() != rank || extents.len() != rank {
-                    return Err(format!("store to a rank-{rank} tensor with {} starts", starts.len()));
+                    return Err(format!(
+                        "store to a rank-{rank} tensor with {} starts",
+                        starts.len()
+                    ));
                 }
                 starts.iter().try_for_each(|s| scalar_i32(*s))?;
                 let t = self.ty(*value)?;
                 if t.dtype != dtype || t.shape != slice_shape(extents) {
-                    return Err(format!("store of {t} into a {dtype} slice of shape {:?}", slice_shape(extents)));
+                    return Err(format!(
+                        "store of {t} into a {dtype} slice of shape {:?}",
+                        slice_shape(extents)
+                    ));
                 }
                 if let Some(m) = mask {
-                    same(self.ty(*m)?, &TileType::new(DType::Bool, t.shape.clone()), "store mask")?;
+                    same(
+                        self.ty(*m)?,
+                        &TileType::new(DType::Bool, t.shape.clone()),
+                        "store mask",
+                    )?;
                 }
             }
             Op::For { .. } | Op::Yield(_) => {}

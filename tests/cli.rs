@@ -73,3 +73,60 @@ fn devices_without_a_driver_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("no CUDA driver found"), "{err}");
 }
+
+#[test]
+fn check_reports_rendered_diagnostics_and_fails() {
+    let dir = std::env::temp_dir().join(format!("tessel-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.tsl");
+    std::fs::write(
+        &file,
+        "kernel k(a: in tensor<f32>[N]) grid(N) {\n    let x = lod(a[0 : +4]);\n}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = tessel(&["check", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("unknown function `lod`"), "{err}");
+    assert!(err.contains("bad.tsl:2:13"), "{err}");
+    assert!(err.contains("did you mean `load`?"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ir_and_interpret_run_the_examples() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mm = format!("{root}/dsl-examples/matmul.tsl");
+    let (ok, out, err) = tessel(&["ir", &mm, "-D", "BM=64", "-D", "T=f16"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("kernel matmul<BM = 64, BN = 128, BK = 32, T = f16>"),
+        "{out}"
+    );
+    assert!(out.contains("dot %"), "{out}");
+    let (ok, out, err) = tessel(&[
+        "interpret",
+        &mm,
+        "--kernel",
+        "matmul",
+        "--shape",
+        "M=33,N=20,K=17",
+        "-D",
+        "BM=16",
+        "-D",
+        "BN=16",
+        "-D",
+        "BK=8",
+        "--seed",
+        "7",
+    ]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("c "))
+        .expect("a summary row for c");
+    // Every element written: the last column counts elements still poisoned.
+    assert!(line.trim_end().ends_with(" 0"), "{line}");
+    let (ok, _, err) = tessel(&["interpret", &mm, "--kernel", "matmul", "--shape", "M=4"]);
+    assert!(!ok);
+    assert!(err.contains("give the size of `K`"), "{err}");
+}

@@ -577,7 +577,7 @@ impl<'a> Lowerer<'a> {
                 step,
                 body,
                 ..
-            } => self.for_loop(var, lo, hi, step.as_ref(), body)?,
+            } => self.for_loop(var, lo, hi, step.as_deref(), body)?,
             Stmt::If {
                 cond,
                 then,
@@ -1160,7 +1160,7 @@ pub(super) fn closest(name: &str, candidates: &[String]) -> Option<String> {
     candidates
         .iter()
         .map(|c| (distance(name, c), c))
-        .filter(|(d, c)| *d <= (name.len().max(c.len()) + 2) / 3)
+        .filter(|(d, c)| *d <= name.len().max(c.len()).div_ceil(3))
         .min()
         .map(|(_, c)| c.clone())
 }

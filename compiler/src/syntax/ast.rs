@@ -154,7 +154,7 @@ pub enum Stmt {
         var: Ident,
         lo: Expr,
         hi: Expr,
-        step: Option<Expr>,
+        step: Option<Box<Expr>>,
         body: Block,
         span: Span,
     },

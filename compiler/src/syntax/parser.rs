@@ -276,7 +276,7 @@ fn stmt(p: Pair<Rule>) -> Stmt {
             let hi = expr(inner.next().expect("grammar: loop end"));
             let mut rest: Vec<Pair<Rule>> = inner.collect();
             let body = block(rest.pop().expect("grammar: loop body"));
-            let step = rest.pop().map(expr);
+            let step = rest.pop().map(|e| Box::new(expr(e)));
             Stmt::For {
                 var,
                 lo,

@@ -1,0 +1,353 @@
+//! Checking a call against a kernel's manifest entry, before anything touches the GPU.
+//!
+//! `plan` binds every shape symbol from the tensors passed, checks each argument (kind, dtype,
+//! rank, fixed dimensions, agreement of symbols across tensors, density, pointer alignment,
+//! outputs not overlapping other tensors), evaluates the launch grid, and returns the exact
+//! parameter values to launch with. It is a pure function, so every refusal is testable without a
+//! GPU.
+
+use std::collections::BTreeMap;
+
+use crate::manifest::{DType, DimSpec, Io, KernelEntry, ParamSpec};
+
+/// Alignment every tensor pointer must have: kernels use 16-byte vector accesses.
+pub const POINTER_ALIGN: u64 = 16;
+
+/// What the caller passes for one non-shape parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgInfo {
+    Tensor {
+        dtype: DType,
+        shape: Vec<usize>,
+        /// Element strides.
+        strides: Vec<usize>,
+        ptr: u64,
+    },
+    Scalar(f64),
+}
+
+/// One launch parameter value, in PTX order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamValue {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+    /// A 16-bit float scalar's bits.
+    B16(u16),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchPlan {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    pub params: Vec<ParamValue>,
+    /// The value of every shape symbol, as bound from the arguments.
+    pub symbols: BTreeMap<String, i64>,
+}
+
+impl LaunchPlan {
+    /// True when the grid is empty (a zero-sized problem): nothing to launch.
+    pub fn is_empty(&self) -> bool {
+        self.grid.contains(&0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LaunchError {
+    #[error("`{kernel}` takes {want} arguments, {got} given")]
+    ArgCount {
+        kernel: String,
+        want: usize,
+        got: usize,
+    },
+    #[error("argument `{param}` must be a tensor")]
+    NotATensor { param: String },
+    #[error("argument `{param}` must be a scalar")]
+    NotAScalar { param: String },
+    #[error("argument `{param}` must be {want}, got {got}")]
+    Dtype {
+        param: String,
+        want: DType,
+        got: DType,
+    },
+    #[error("argument `{param}` must have rank {want}, got shape {got:?}")]
+    Rank {
+        param: String,
+        want: usize,
+        got: Vec<usize>,
+    },
+    #[error("argument `{param}` dimension {axis} must be {want}, got {got}")]
+    FixedDim {
+        param: String,
+        axis: usize,
+        want: i64,
+        got: usize,
+    },
+    #[error("shape symbol `{symbol}` is {first} from `{first_param}` but {value} from `{param}`")]
+    SymbolMismatch {
+        symbol: String,
+        first_param: String,
+        first: i64,
+        param: String,
+        value: i64,
+    },
+    #[error(
+        "argument `{param}` dimension {axis} is {value}, beyond the i32 range kernels index with"
+    )]
+    DimTooLarge {
+        param: String,
+        axis: usize,
+        value: usize,
+    },
+    #[error("argument `{param}` is not dense row-major (strides {strides:?} for shape {shape:?})")]
+    NotContiguous {
+        param: String,
+        shape: Vec<usize>,
+        strides: Vec<usize>,
+    },
+    #[error("argument `{param}` is at {ptr:#x}, not {align}-byte aligned")]
+    Misaligned { param: String, ptr: u64, align: u64 },
+    #[error("output `{output}` overlaps `{other}` in memory")]
+    Aliasing { output: String, other: String },
+    #[error("scalar `{param}` = {value} does not fit {dtype}")]
+    ScalarRange {
+        param: String,
+        value: f64,
+        dtype: DType,
+    },
+    #[error("shape symbol `{symbol}` is not bound by any tensor argument")]
+    UnboundSymbol { symbol: String },
+    #[error("grid extent {index} ({expr}) is invalid for these shapes")]
+    Grid { index: usize, expr: String },
+}
+
+fn dense_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Checks `args` against `entry` and computes the launch.
+pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchError> {
+    let given: Vec<&ParamSpec> = entry
+        .params
+        .iter()
+        .filter(|p| !matches!(p, ParamSpec::Shape { .. }))
+        .collect();
+    if given.len() != args.len() {
+        return Err(LaunchError::ArgCount {
+            kernel: entry.name.clone(),
+            want: given.len(),
+            got: args.len(),
+        });
+    }
+    let mut symbols: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    // (name, io, byte range) of every tensor, for the overlap check.
+    let mut ranges: Vec<(String, Io, u64, u64)> = Vec::new();
+    for (spec, arg) in given.iter().zip(args) {
+        match (spec, arg) {
+            (
+                ParamSpec::Tensor {
+                    name,
+                    dtype,
+                    dims,
+                    io,
+                },
+                ArgInfo::Tensor {
+                    dtype: got,
+                    shape,
+                    strides,
+                    ptr,
+                },
+            ) => {
+                if got != dtype {
+                    return Err(LaunchError::Dtype {
+                        param: name.clone(),
+                        want: *dtype,
+                        got: *got,
+                    });
+                }
+                if shape.len() != dims.len() || strides.len() != dims.len() {
+                    return Err(LaunchError::Rank {
+                        param: name.clone(),
+                        want: dims.len(),
+                        got: shape.clone(),
+                    });
+                }
+                for (axis, (d, &n)) in dims.iter().zip(shape).enumerate() {
+                    if n > i32::MAX as usize {
+                        return Err(LaunchError::DimTooLarge {
+                            param: name.clone(),
+                            axis,
+                            value: n,
+                        });
+                    }
+                    match d {
+                        DimSpec::Const(c) if *c != n as i64 => {
+                            return Err(LaunchError::FixedDim {
+                                param: name.clone(),
+                                axis,
+                                want: *c,
+                                got: n,
+                            })
+                        }
+                        DimSpec::Const(_) => {}
+                        DimSpec::Sym(s) => match symbols.get(s) {
+                            Some((first, first_param)) if *first != n as i64 => {
+                                return Err(LaunchError::SymbolMismatch {
+                                    symbol: s.clone(),
+                                    first_param: first_param.clone(),
+                                    first: *first,
+                                    param: name.clone(),
+                                    value: n as i64,
+                                })
+                            }
+                            Some(_) => {}
+                            None => {
+                                symbols.insert(s.clone(), (n as i64, name.clone()));
+                            }
+                        },
+                    }
+                }
+                let numel: usize = shape.iter().product();
+                if numel > 1 && *strides != dense_strides(shape) {
+                    return Err(LaunchError::NotContiguous {
+                        param: name.clone(),
+                        shape: shape.clone(),
+                        strides: strides.clone(),
+                    });
+                }
+                if ptr % POINTER_ALIGN != 0 {
+                    return Err(LaunchError::Misaligned {
+                        param: name.clone(),
+                        ptr: *ptr,
+                        align: POINTER_ALIGN,
+                    });
+                }
+                let bytes = (numel * dtype.size()) as u64;
+                if bytes > 0 {
+                    ranges.push((name.clone(), *io, *ptr, ptr + bytes));
+                }
+            }
+            (ParamSpec::Tensor { name, .. }, ArgInfo::Scalar(_)) => {
+                return Err(LaunchError::NotATensor {
+                    param: name.clone(),
+                })
+            }
+            (ParamSpec::Scalar { name, .. }, ArgInfo::Tensor { .. }) => {
+                return Err(LaunchError::NotAScalar {
+                    param: name.clone(),
+                })
+            }
+            (ParamSpec::Scalar { .. }, ArgInfo::Scalar(_)) => {}
+            (ParamSpec::Shape { .. }, _) => unreachable!("shape parameters are not passed"),
+        }
+    }
+    for (i, (out, io, a0, a1)) in ranges.iter().enumerate() {
+        if *io == Io::In {
+            continue;
+        }
+        for (j, (other, _, b0, b1)) in ranges.iter().enumerate() {
+            if i != j && a0 < b1 && b0 < a1 {
+                return Err(LaunchError::Aliasing {
+                    output: out.clone(),
+                    other: other.clone(),
+                });
+            }
+        }
+    }
+    let lookup = |s: &str| symbols.get(s).map(|(v, _)| *v);
+    let mut grid = [1u32; 3];
+    for (i, g) in entry.launch.grid.iter().enumerate().take(3) {
+        let v = g
+            .eval(&lookup)
+            .filter(|v| (0..=u32::MAX as i64).contains(v))
+            .ok_or_else(|| LaunchError::Grid {
+                index: i,
+                expr: g.to_string(),
+            })?;
+        grid[i] = v as u32;
+    }
+    let mut params = Vec::with_capacity(entry.params.len());
+    let mut args = args.iter();
+    for spec in &entry.params {
+        params.push(match spec {
+            ParamSpec::Tensor { .. } => match args.next() {
+                Some(ArgInfo::Tensor { ptr, .. }) => ParamValue::Ptr(*ptr),
+                _ => unreachable!("kinds were checked above"),
+            },
+            ParamSpec::Scalar { name, dtype } => {
+                let Some(ArgInfo::Scalar(v)) = args.next() else {
+                    unreachable!("kinds were checked above")
+                };
+                match dtype {
+                    DType::F32 => ParamValue::F32(*v as f32),
+                    DType::I32 => {
+                        if v.fract() != 0.0 || *v < i32::MIN as f64 || *v > i32::MAX as f64 {
+                            return Err(LaunchError::ScalarRange {
+                                param: name.clone(),
+                                value: *v,
+                                dtype: *dtype,
+                            });
+                        }
+                        ParamValue::I32(*v as i32)
+                    }
+                    DType::Bf16 => ParamValue::B16(bf16_bits(*v)),
+                    DType::F16 => ParamValue::B16(f16_bits(*v)),
+                }
+            }
+            ParamSpec::Shape { symbol } => {
+                let v = lookup(symbol).ok_or_else(|| LaunchError::UnboundSymbol {
+                    symbol: symbol.clone(),
+                })?;
+                ParamValue::I32(v as i32)
+            }
+        });
+    }
+    Ok(LaunchPlan {
+        grid,
+        block: entry.launch.block,
+        shared_bytes: entry.launch.shared_bytes,
+        params,
+        symbols: symbols.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+    })
+}
+
+/// bf16 bits of `v`, rounded to nearest even.
+fn bf16_bits(v: f64) -> u16 {
+    let bits = (v as f32).to_bits();
+    if (v as f32).is_nan() {
+        return 0x7fc0;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    ((bits.wrapping_add(round)) >> 16) as u16
+}
+
+/// f16 bits of `v` (via f32; scalars are rarely at f16's edges, but overflow saturates to inf).
+fn f16_bits(v: f64) -> u16 {
+    let f = v as f32;
+    let bits = f.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    if f.is_nan() {
+        return 0x7e00;
+    }
+    let a = f.abs();
+    if a >= 65520.0 {
+        return sign | 0x7c00;
+    }
+    if a < 6.1e-5 {
+        // Subnormal range: scale into the 10-bit mantissa.
+        return sign | (a / 5.960_464_5e-8).round() as u16;
+    }
+    let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
+    let mant = bits & 0x7f_ffff;
+    let mut h = ((exp as u32) << 10) | (mant >> 13);
+    let rest = mant & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && (h & 1) == 1) {
+        h += 1;
+    }
+    sign | h as u16
+}

@@ -1,0 +1,139 @@
+//! The manifest of an AOT package: everything the runtime needs to check a call and launch it,
+//! with no compiler at hand.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ShapeExpr;
+
+/// Element types a kernel parameter can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    Bf16,
+    F16,
+    F32,
+    I32,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::Bf16 | DType::F16 => 2,
+            DType::F32 | DType::I32 => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bf16 => "bf16",
+            DType::F16 => "f16",
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DType> {
+        [DType::Bf16, DType::F16, DType::F32, DType::I32]
+            .into_iter()
+            .find(|d| d.name() == s)
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Io {
+    In,
+    Out,
+    InOut,
+}
+
+/// One dimension of a tensor parameter: a shape symbol bound by the call, or a fixed size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DimSpec {
+    Const(i64),
+    Sym(String),
+}
+
+/// A kernel parameter, in the order the PTX entry takes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ParamSpec {
+    /// A dense row-major tensor, passed as a global pointer.
+    Tensor {
+        name: String,
+        dtype: DType,
+        dims: Vec<DimSpec>,
+        io: Io,
+    },
+    /// A run-time scalar, passed by value.
+    Scalar { name: String, dtype: DType },
+    /// The value of a shape symbol bound from the tensors, passed as an i32.
+    Shape { symbol: String },
+}
+
+impl ParamSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            ParamSpec::Tensor { name, .. } | ParamSpec::Scalar { name, .. } => name,
+            ParamSpec::Shape { symbol } => symbol,
+        }
+    }
+}
+
+/// How to launch: the grid as expressions of the shape symbols, the block, dynamic shared memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchRule {
+    pub grid: Vec<ShapeExpr>,
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+}
+
+/// Where a kernel's PTX lies in the package's blob section, and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelEntry {
+    /// The name callers use.
+    pub name: String,
+    /// The PTX `.entry` symbol.
+    pub entry: String,
+    pub params: Vec<ParamSpec>,
+    /// The compile-time values the kernel was specialised with, as `NAME=VALUE` text.
+    pub consts: Vec<(String, String)>,
+    pub launch: LaunchRule,
+    /// Floating-point operations and bytes moved per call, for benchmarks' TFLOP/s and GB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops: Option<ShapeExpr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<ShapeExpr>,
+    pub ptx: Blob,
+    /// The kernel's Tile IR, when it has one: `tessel run` interprets it as the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile_ir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    pub arch: String,
+    pub ptx_isa: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub tessel_version: String,
+    pub target: TargetSpec,
+    pub kernels: Vec<KernelEntry>,
+}

@@ -1,0 +1,319 @@
+//! Every refusal of `plan`, and the launch it computes when the call is right: no GPU needed.
+
+use tessel_package::manifest::Blob;
+use tessel_package::*;
+
+fn sym(s: &str) -> ShapeExpr {
+    ShapeExpr::Sym(s.into())
+}
+
+/// attention-like: q [B, H, N, 64] in, o [B, H, N, 64] out, scale: f32, then N as i32.
+fn entry() -> KernelEntry {
+    let t = |name: &str, io| ParamSpec::Tensor {
+        name: name.into(),
+        dtype: DType::Bf16,
+        dims: vec![
+            DimSpec::Sym("B".into()),
+            DimSpec::Sym("H".into()),
+            DimSpec::Sym("N".into()),
+            DimSpec::Const(64),
+        ],
+        io,
+    };
+    KernelEntry {
+        name: "attn".into(),
+        entry: "attn".into(),
+        params: vec![
+            t("q", Io::In),
+            t("o", Io::Out),
+            ParamSpec::Scalar {
+                name: "scale".into(),
+                dtype: DType::F32,
+            },
+            ParamSpec::Shape { symbol: "N".into() },
+        ],
+        consts: vec![],
+        launch: LaunchRule {
+            grid: vec![
+                ShapeExpr::CeilDiv(Box::new(sym("N")), Box::new(ShapeExpr::Int(128))),
+                ShapeExpr::Mul(Box::new(sym("B")), Box::new(sym("H"))),
+            ],
+            block: [128, 1, 1],
+            shared_bytes: 49152,
+        },
+        flops: None,
+        bytes: None,
+        ptx: Blob {
+            offset: 0,
+            len: 0,
+            sha256: String::new(),
+        },
+        tile_ir: None,
+    }
+}
+
+fn tensor(shape: &[usize], ptr: u64) -> ArgInfo {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len() - 1).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    ArgInfo::Tensor {
+        dtype: DType::Bf16,
+        shape: shape.to_vec(),
+        strides,
+        ptr,
+    }
+}
+
+const Q: u64 = 0x1000_0000;
+const O: u64 = 0x2000_0000;
+
+#[test]
+fn a_correct_call_binds_symbols_and_evaluates_the_grid() {
+    let p = plan(
+        &entry(),
+        &[
+            tensor(&[2, 3, 1000, 64], Q),
+            tensor(&[2, 3, 1000, 64], O),
+            ArgInfo::Scalar(0.125),
+        ],
+    )
+    .unwrap();
+    assert_eq!(p.grid, [8, 6, 1]);
+    assert_eq!(p.block, [128, 1, 1]);
+    assert_eq!(p.shared_bytes, 49152);
+    assert_eq!(
+        p.params,
+        vec![
+            ParamValue::Ptr(Q),
+            ParamValue::Ptr(O),
+            ParamValue::F32(0.125),
+            ParamValue::I32(1000)
+        ]
+    );
+    assert_eq!(p.symbols.get("B"), Some(&2));
+    assert!(!p.is_empty());
+    let empty = plan(
+        &entry(),
+        &[
+            tensor(&[2, 3, 0, 64], Q),
+            tensor(&[2, 3, 0, 64], O),
+            ArgInfo::Scalar(1.0),
+        ],
+    )
+    .unwrap();
+    assert!(empty.is_empty());
+}
+
+fn refuse(args: &[ArgInfo]) -> LaunchError {
+    plan(&entry(), args).unwrap_err()
+}
+
+#[test]
+fn wrong_count_kind_dtype_rank() {
+    let ok_q = tensor(&[1, 1, 8, 64], Q);
+    let ok_o = tensor(&[1, 1, 8, 64], O);
+    assert!(matches!(
+        refuse(&[ok_q.clone(), ok_o.clone()]),
+        LaunchError::ArgCount {
+            want: 3,
+            got: 2,
+            ..
+        }
+    ));
+    assert!(matches!(
+        refuse(&[ArgInfo::Scalar(1.0), ok_o.clone(), ArgInfo::Scalar(1.0)]),
+        LaunchError::NotATensor { .. }
+    ));
+    assert!(matches!(
+        refuse(&[ok_q.clone(), ok_o.clone(), ok_q.clone()]),
+        LaunchError::NotAScalar { .. }
+    ));
+    let f32_q = ArgInfo::Tensor {
+        dtype: DType::F32,
+        shape: vec![1, 1, 8, 64],
+        strides: vec![512, 512, 64, 1],
+        ptr: Q,
+    };
+    assert!(matches!(
+        refuse(&[f32_q, ok_o.clone(), ArgInfo::Scalar(1.0)]),
+        LaunchError::Dtype {
+            want: DType::Bf16,
+            got: DType::F32,
+            ..
+        }
+    ));
+    assert!(matches!(
+        refuse(&[tensor(&[8, 64], Q), ok_o.clone(), ArgInfo::Scalar(1.0)]),
+        LaunchError::Rank { want: 4, .. }
+    ));
+}
+
+#[test]
+fn shape_relations() {
+    let e = refuse(&[
+        tensor(&[1, 1, 8, 64], Q),
+        tensor(&[1, 1, 9, 64], O),
+        ArgInfo::Scalar(1.0),
+    ]);
+    assert_eq!(
+        e,
+        LaunchError::SymbolMismatch {
+            symbol: "N".into(),
+            first_param: "q".into(),
+            first: 8,
+            param: "o".into(),
+            value: 9
+        }
+    );
+    assert!(matches!(
+        refuse(&[
+            tensor(&[1, 1, 8, 32], Q),
+            tensor(&[1, 1, 8, 32], O),
+            ArgInfo::Scalar(1.0)
+        ]),
+        LaunchError::FixedDim {
+            axis: 3,
+            want: 64,
+            got: 32,
+            ..
+        }
+    ));
+    assert!(matches!(
+        refuse(&[
+            tensor(&[1, 1, 1 << 31, 64], Q),
+            tensor(&[1, 1, 1 << 31, 64], O),
+            ArgInfo::Scalar(1.0)
+        ]),
+        LaunchError::DimTooLarge { .. }
+    ));
+}
+
+#[test]
+fn layout_alignment_and_aliasing() {
+    let strided = ArgInfo::Tensor {
+        dtype: DType::Bf16,
+        shape: vec![1, 1, 8, 64],
+        strides: vec![1024, 1024, 128, 1],
+        ptr: Q,
+    };
+    assert!(matches!(
+        refuse(&[strided, tensor(&[1, 1, 8, 64], O), ArgInfo::Scalar(1.0)]),
+        LaunchError::NotContiguous { .. }
+    ));
+    assert!(matches!(
+        refuse(&[
+            tensor(&[1, 1, 8, 64], Q + 8),
+            tensor(&[1, 1, 8, 64], O),
+            ArgInfo::Scalar(1.0)
+        ]),
+        LaunchError::Misaligned { align: 16, .. }
+    ));
+    // The output starts inside the input's 1 KiB.
+    let e = refuse(&[
+        tensor(&[1, 1, 8, 64], Q),
+        tensor(&[1, 1, 8, 64], Q + 512),
+        ArgInfo::Scalar(1.0),
+    ]);
+    assert_eq!(
+        e,
+        LaunchError::Aliasing {
+            output: "o".into(),
+            other: "q".into()
+        }
+    );
+    // Adjacent buffers are fine.
+    assert!(plan(
+        &entry(),
+        &[
+            tensor(&[1, 1, 8, 64], Q),
+            tensor(&[1, 1, 8, 64], Q + 1024),
+            ArgInfo::Scalar(1.0)
+        ]
+    )
+    .is_ok());
+}
+
+#[test]
+fn grid_that_cannot_be_evaluated_is_an_error() {
+    let mut e = entry();
+    e.launch.grid[0] = ShapeExpr::Div(
+        Box::new(sym("N")),
+        Box::new(ShapeExpr::Sub(Box::new(sym("H")), Box::new(sym("H")))),
+    );
+    let r = plan(
+        &e,
+        &[
+            tensor(&[1, 1, 8, 64], Q),
+            tensor(&[1, 1, 8, 64], O),
+            ArgInfo::Scalar(1.0),
+        ],
+    );
+    assert!(
+        matches!(r, Err(LaunchError::Grid { index: 0, .. })),
+        "{r:?}"
+    );
+    e.launch.grid[0] = sym("M");
+    let r = plan(
+        &e,
+        &[
+            tensor(&[1, 1, 8, 64], Q),
+            tensor(&[1, 1, 8, 64], O),
+            ArgInfo::Scalar(1.0),
+        ],
+    );
+    assert!(matches!(r, Err(LaunchError::Grid { .. })), "{r:?}");
+}
+
+#[test]
+fn integer_and_half_scalars() {
+    let mut e = entry();
+    e.params[2] = ParamSpec::Scalar {
+        name: "k".into(),
+        dtype: DType::I32,
+    };
+    let args = |v| {
+        [
+            tensor(&[1, 1, 8, 64], Q),
+            tensor(&[1, 1, 8, 64], O),
+            ArgInfo::Scalar(v),
+        ]
+    };
+    assert_eq!(plan(&e, &args(7.0)).unwrap().params[2], ParamValue::I32(7));
+    assert!(matches!(
+        plan(&e, &args(7.5)),
+        Err(LaunchError::ScalarRange { .. })
+    ));
+    assert!(matches!(
+        plan(&e, &args(1e10)),
+        Err(LaunchError::ScalarRange { .. })
+    ));
+    e.params[2] = ParamSpec::Scalar {
+        name: "s".into(),
+        dtype: DType::Bf16,
+    };
+    assert_eq!(
+        plan(&e, &args(1.0)).unwrap().params[2],
+        ParamValue::B16(0x3f80)
+    );
+    assert_eq!(
+        plan(&e, &args(-2.5)).unwrap().params[2],
+        ParamValue::B16(0xc020)
+    );
+    e.params[2] = ParamSpec::Scalar {
+        name: "s".into(),
+        dtype: DType::F16,
+    };
+    assert_eq!(
+        plan(&e, &args(1.0)).unwrap().params[2],
+        ParamValue::B16(0x3c00)
+    );
+    assert_eq!(
+        plan(&e, &args(0.1)).unwrap().params[2],
+        ParamValue::B16(0x2e66)
+    );
+    assert_eq!(
+        plan(&e, &args(1e6)).unwrap().params[2],
+        ParamValue::B16(0x7c00)
+    );
+}

@@ -34,6 +34,12 @@ enum Command {
     Ir(cli::lang::IrArgs),
     /// Run a kernel in the CPU interpreter on random inputs and summarise its outputs.
     Interpret(cli::lang::InterpretArgs),
+    /// Run a package's kernel on the GPU on random inputs, checked against the interpreter.
+    Run(cli::run::RunArgs),
+    /// Time a package's kernel on the GPU with events.
+    Bench(cli::bench::BenchArgs),
+    /// Plot a benchmark results file as SVG.
+    Plot(cli::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,9 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::lang::check(args),
         Command::Ir(args) => cli::lang::ir(args),
         Command::Interpret(args) => cli::lang::interpret(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Plot(args) => cli::plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

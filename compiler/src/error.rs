@@ -14,6 +14,12 @@ pub enum CompileError {
         stage: &'static str,
         message: String,
     },
+    /// Writing the AOT package failed.
+    #[error(transparent)]
+    Package(#[from] tessel_package::PackageError),
+    /// The Tile IR a package carries as its reference could not be built.
+    #[error("internal error building the reference Tile IR: {0}")]
+    Reference(String),
     /// LLVM refused the module or could not emit PTX. Also a tessel bug.
     #[error("internal error in LLVM code generation ({stage}): {message}")]
     Llvm {

@@ -17,6 +17,8 @@ pub mod tir;
 pub mod codegen;
 #[cfg(feature = "codegen")]
 pub mod lower;
+#[cfg(feature = "codegen")]
+pub mod package;
 
 pub use error::CompileError;
 pub use tessel_package::target::{self, Feature, PtxVersion, Target, TargetError};

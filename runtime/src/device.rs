@@ -29,6 +29,7 @@ pub fn device_count() -> Result<usize, RuntimeError> {
 pub struct Device {
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    pool: crate::memory::Pool,
 }
 
 impl Device {
@@ -44,8 +45,20 @@ impl Device {
         }
         let context =
             CudaContext::new(ordinal).map_err(RuntimeError::driver("context creation"))?;
-        let stream = context.default_stream();
-        Ok(Device { context, stream })
+        // One stream per device, synchronised by the runtime itself: cudarc's per-buffer event
+        // tracking would only add cross-stream waits that CUDA-graph capture refuses.
+        // SAFETY: every buffer the runtime hands out is used on this one stream only.
+        unsafe { context.disable_event_tracking() };
+        // A created stream, not the legacy default one: only created streams can be captured
+        // into CUDA graphs.
+        let stream = context
+            .new_stream()
+            .map_err(RuntimeError::driver("stream creation"))?;
+        Ok(Device {
+            context,
+            stream,
+            pool: crate::memory::Pool::new(),
+        })
     }
 
     pub fn name(&self) -> Result<String, RuntimeError> {
@@ -92,10 +105,77 @@ impl Device {
         Ok(LoadedModule { module })
     }
 
+    /// The device's caching allocator.
+    pub fn pool(&self) -> &crate::memory::Pool {
+        &self.pool
+    }
+
+    /// Runs `work` between two timing events on the device's stream and returns the elapsed
+    /// device time in milliseconds.
+    pub fn time_ms(
+        &self,
+        work: impl FnOnce() -> Result<(), RuntimeError>,
+    ) -> Result<f32, RuntimeError> {
+        use cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = self
+            .stream
+            .record_event(Some(CU_EVENT_DEFAULT))
+            .map_err(RuntimeError::driver("event record"))?;
+        work()?;
+        let end = self
+            .stream
+            .record_event(Some(CU_EVENT_DEFAULT))
+            .map_err(RuntimeError::driver("event record"))?;
+        end.synchronize()
+            .map_err(RuntimeError::driver("event synchronize"))?;
+        start
+            .elapsed_ms(&end)
+            .map_err(RuntimeError::driver("event elapsed time"))
+    }
+
+    /// Records the launches `work` makes into a CUDA graph instead of running them.
+    pub fn capture(
+        &self,
+        work: impl FnOnce() -> Result<(), RuntimeError>,
+    ) -> Result<Graph, RuntimeError> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(RuntimeError::driver("graph capture begin"))?;
+        let result = work();
+        // End the capture whatever happened, so the stream is usable again.
+        let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        result?;
+        match graph.map_err(RuntimeError::driver("graph capture end"))? {
+            Some(graph) => Ok(Graph { graph }),
+            None => Err(RuntimeError::EmptyGraph),
+        }
+    }
+
     pub fn synchronize(&self) -> Result<(), RuntimeError> {
         self.stream
             .synchronize()
             .map_err(RuntimeError::driver("stream synchronize"))
+    }
+}
+
+/// A recorded sequence of launches, replayed with one call.
+pub struct Graph {
+    graph: cudarc::driver::CudaGraph,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Graph")
+    }
+}
+
+impl Graph {
+    /// Launches the whole recorded sequence on the stream it was captured on.
+    pub fn replay(&self) -> Result<(), RuntimeError> {
+        self.graph
+            .launch()
+            .map_err(RuntimeError::driver("graph launch"))
     }
 }
 

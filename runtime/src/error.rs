@@ -18,6 +18,20 @@ pub enum RuntimeError {
     InvalidPtx(String),
     #[error("kernel `{name}` is not in the loaded module")]
     KernelNotFound { name: String },
+    #[error(transparent)]
+    Package(#[from] tessel_package::PackageError),
+    #[error("launch of `{kernel}` refused: {source}")]
+    Launch {
+        kernel: String,
+        #[source]
+        source: tessel_package::LaunchError,
+    },
+    #[error("the package targets {arch}, which cannot run on this GPU (sm_{device})")]
+    ArchMismatch { arch: String, device: u32 },
+    #[error("host data has {got} elements, the tensor needs {want}")]
+    HostLength { want: usize, got: usize },
+    #[error("graph capture recorded nothing")]
+    EmptyGraph,
 }
 
 impl RuntimeError {

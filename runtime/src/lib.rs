@@ -2,13 +2,21 @@
 //!
 //! It links neither LLVM nor MLIR: a program built on it needs only libc and, at run time, the
 //! NVIDIA driver (loaded dynamically, so a machine without one gets `RuntimeError::NoDriver`
-//! instead of a crash).
+//! instead of a crash). Packages are verified when read, every launch is checked against the
+//! package's manifest before it reaches the GPU, device memory comes from a caching pool, and
+//! sequences of launches can be captured into CUDA graphs.
 
 pub mod device;
 pub mod error;
+pub mod memory;
+pub mod package;
+pub mod tensor;
 
-pub use device::{Device, LoadedModule};
+pub use device::{Device, Graph, LoadedModule};
 pub use error::RuntimeError;
+pub use package::{Arg, LoadedPackage};
+pub use tensor::DeviceTensor;
+pub use tessel_package as format;
 
 /// The CUDA driver bindings the runtime is built on, for callers that need a raw launch.
 pub use cudarc::driver as cuda;

@@ -19,6 +19,9 @@ pub struct CompileArgs {
     /// Where to write the PTX; `-` for standard output.
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
+    /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
+    #[arg(long, value_name = "FILE.tpkg")]
+    pub package: Option<PathBuf>,
 }
 
 pub fn run(args: CompileArgs) -> super::CliResult {
@@ -28,6 +31,10 @@ pub fn run(args: CompileArgs) -> super::CliResult {
     }
     let dtype = ElemType::parse(&args.dtype)
         .ok_or_else(|| format!("unknown dtype `{}` (f32, bf16, f16)", args.dtype))?;
+    if let Some(path) = &args.package {
+        tessel_compiler::package::fma_package(dtype, target)?.write(path)?;
+        eprintln!("wrote package {}", path.display());
+    }
     let ptx = compile_elementwise(dtype, target)?;
     if args.output.as_os_str() == "-" {
         print!("{ptx}");

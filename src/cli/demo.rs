@@ -62,6 +62,8 @@ pub fn run(args: DemoArgs) -> super::CliResult {
             let name = kernel_name(dtype);
             let file = args.out_dir.join(format!("{name}.{}.ptx", target.name));
             std::fs::write(&file, &ptx)?;
+            tessel_compiler::package::fma_package(dtype, *target)?
+                .write(&args.out_dir.join(format!("{name}.{}.tpkg", target.name)))?;
             let stats = PtxStats::of(&ptx);
             let report = match &args.ptxas {
                 Some(p) => ptxas_report(p, &file, target.name)?,

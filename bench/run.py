@@ -1,0 +1,86 @@
+"""tessel's kernels and the anchors, timed in one process on one GPU; writes a results JSON.
+
+Run on the GPU machine from the repository root, after `make gpu-bundle` here:
+    python3 bench/run.py [--quick]
+Results go to $OUT (the device tool's output folder) or bench/results/, named <date>-<commit>.json;
+`tessel plot RESULTS -o plot.svg` draws them. Timings are medians of CUDA-event measurements;
+tessel's are taken by `tessel bench` (rotating input sets larger than L2), the anchors' by
+triton.testing.do_bench (which flushes L2 between runs).
+"""
+import datetime, json, os, subprocess, sys
+
+import torch
+from triton.testing import do_bench
+
+QUICK = "--quick" in sys.argv
+TESSEL = ".gpu/bin/tessel"
+KERNELS = ".gpu/kernels"
+ARCH = "sm_90a" if torch.cuda.get_device_capability() == (9, 0) else "sm_80"
+DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
+
+records, ratios = [], []
+
+
+def rec(group, name, size, metric, value, **extra):
+    r = dict(group=group, name=name, size=size, metric=metric, value=value, **extra)
+    records.append(r)
+    return r
+
+
+def tessel_bench(kernel, shape):
+    pkg = f"{KERNELS}/{kernel}.{ARCH}.tpkg"
+    args = [TESSEL, "bench", pkg, "--kernel", kernel, "--shape", ",".join(f"{k}={v}" for k, v in shape.items()), "--json"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def median_ms(fn):
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+# Elementwise c = a*b + c: memory bound; the anchor is PyTorch's fused addcmul_.
+sizes = [1 << 16, 1 << 20, 1 << 24] if QUICK else [1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24, 1 << 26, 1 << 28]
+for name, tdt in DTYPES.items():
+    if QUICK and name == "f16":
+        continue
+    for n in sizes:
+        t = tessel_bench(f"fma_{name}", {"N": n})
+        a, b, c = (torch.randn(n, device="cuda", dtype=tdt) for _ in range(3))
+        ms = median_ms(lambda: c.addcmul_(a, b))
+        gbps_torch = 4 * n * a.element_size() / ms / 1e6
+        rec(f"elementwise {name}", "tessel fma", n, "GB/s", t["gbps"], ms=t["median_ms"])
+        rec(f"elementwise {name}", "torch addcmul_", n, "GB/s", gbps_torch, ms=ms)
+        ratios.append(dict(kernel=f"fma_{name}", size=n, anchor="torch addcmul_", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
+        del a, b, c
+
+# Ceilings of the machine, measured in this run.
+n = 1 << 30
+src = torch.empty(n, dtype=torch.uint8, device="cuda")
+dst = torch.empty_like(src)
+ms = median_ms(lambda: dst.copy_(src))
+rec("ceilings", "device copy", n, "GB/s", 2 * n / ms / 1e6, ms=ms)
+del src, dst
+for m in ([4096] if QUICK else [4096, 8192]):
+    x = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
+    y = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
+    ms = median_ms(lambda: x @ y)
+    rec("matmul bf16", "cuBLAS (torch)", m, "TFLOP/s", 2 * m**3 / ms / 1e9, ms=ms)
+    del x, y
+
+commit = open(".gpu/COMMIT").read().strip() if os.path.exists(".gpu/COMMIT") else "unknown"
+date = datetime.date.today().isoformat()
+result = dict(device=torch.cuda.get_device_name(), date=date, commit=commit, torch=torch.__version__,
+              arch=ARCH, records=records, ratios=ratios)
+out_dir = os.environ.get("OUT") or "bench/results"
+os.makedirs(out_dir, exist_ok=True)
+path = os.path.join(out_dir, f"{date}-{commit}.json")
+with open(path, "w") as f:
+    json.dump(result, f, indent=1)
+
+print(f"{'kernel':<10} {'size':>10} {'tessel ms':>10} {'anchor ms':>10} {'speedup':>8}  anchor")
+for r in ratios:
+    print(f"{r['kernel']:<10} {r['size']:>10} {r['tessel_ms']:>10.4f} {r['anchor_ms']:>10.4f} {r['speedup']:>8.2f}  {r['anchor']}")
+for r in records:
+    if r["group"] in ("ceilings", "matmul bf16"):
+        print(f"{r['name']:<16} {r['size']:>10} {r['value']:>10.1f} {r['metric']}")
+print("wrote", path)

@@ -1,0 +1,127 @@
+//! Packages on a device: PTX loaded once, every launch checked against the manifest first.
+
+use std::collections::HashMap;
+
+use cudarc::driver::{CudaFunction, PushKernelArg};
+use tessel_package::{plan, ArgInfo, KernelEntry, LaunchPlan, Package, ParamValue};
+
+use crate::{Device, DeviceTensor, LoadedModule, RuntimeError};
+
+/// An argument of a launch, in the order of the kernel's non-shape parameters.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'t> {
+    Tensor(&'t DeviceTensor),
+    Scalar(f64),
+}
+
+/// Whether PTX built for `arch` runs on a GPU of compute capability `sm` (e.g. 90).
+pub fn arch_runs_on(arch: &str, sm: u32) -> bool {
+    let digits: String = arch
+        .trim_start_matches("sm_")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let Ok(need) = digits.parse::<u32>() else {
+        return false;
+    };
+    if arch.ends_with('a') {
+        // Arch-specific PTX (sm_90a) runs on exactly that architecture.
+        need == sm
+    } else {
+        need <= sm
+    }
+}
+
+pub struct LoadedPackage {
+    package: Package,
+    functions: HashMap<String, (CudaFunction, LoadedModule)>,
+}
+
+impl LoadedPackage {
+    /// JIT-loads every kernel of `package` on `dev`, after checking the package's target can run
+    /// there.
+    pub fn load(dev: &Device, package: Package) -> Result<Self, RuntimeError> {
+        let (major, minor) = dev.compute_capability()?;
+        let sm = major * 10 + minor;
+        let arch = package.manifest.target.arch.clone();
+        if !arch_runs_on(&arch, sm) {
+            return Err(RuntimeError::ArchMismatch { arch, device: sm });
+        }
+        let mut functions = HashMap::new();
+        for (entry, ptx) in package.kernels() {
+            let module = dev.load_ptx(ptx)?;
+            let f = module.function(&entry.entry)?;
+            if entry.launch.shared_bytes > 48 * 1024 {
+                use cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+                f.set_attribute(
+                    CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    entry.launch.shared_bytes as i32,
+                )
+                .map_err(RuntimeError::driver("setting the shared-memory size"))?;
+            }
+            functions.insert(entry.name.clone(), (f, module));
+        }
+        Ok(Self { package, functions })
+    }
+
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+
+    pub fn entry(&self, name: &str) -> Result<&KernelEntry, RuntimeError> {
+        Ok(self.package.kernel(name)?.0)
+    }
+
+    /// Checks `args` against the manifest, then launches `name` on the device's stream. Nothing
+    /// is launched when the check fails. Returns the plan it launched with.
+    pub fn launch(
+        &self,
+        dev: &Device,
+        name: &str,
+        args: &[Arg],
+    ) -> Result<LaunchPlan, RuntimeError> {
+        let entry = self.entry(name)?;
+        let infos: Vec<ArgInfo> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Tensor(t) => ArgInfo::Tensor {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    strides: t.strides.clone(),
+                    ptr: t.device_ptr(dev),
+                },
+                Arg::Scalar(v) => ArgInfo::Scalar(*v),
+            })
+            .collect();
+        let plan = plan(entry, &infos).map_err(|source| RuntimeError::Launch {
+            kernel: name.into(),
+            source,
+        })?;
+        if plan.is_empty() {
+            return Ok(plan);
+        }
+        let (func, _) = self
+            .functions
+            .get(name)
+            .ok_or_else(|| RuntimeError::KernelNotFound { name: name.into() })?;
+        let mut builder = dev.stream().launch_builder(func);
+        for p in &plan.params {
+            match p {
+                ParamValue::Ptr(v) => builder.arg(v),
+                ParamValue::I32(v) => builder.arg(v),
+                ParamValue::F32(v) => builder.arg(v),
+                ParamValue::B16(v) => builder.arg(v),
+            };
+        }
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (plan.grid[0], plan.grid[1], plan.grid[2]),
+            block_dim: (plan.block[0], plan.block[1], plan.block[2]),
+            shared_mem_bytes: plan.shared_bytes,
+        };
+        // SAFETY: `plan` checked every argument against the manifest the PTX was compiled with:
+        // pointer parameters are live, aligned, dense tensors of the declared dtype and of the
+        // sizes the shape symbols (also passed) describe; outputs overlap nothing else.
+        unsafe { builder.launch(cfg) }.map_err(RuntimeError::driver("kernel launch"))?;
+        Ok(plan)
+    }
+}

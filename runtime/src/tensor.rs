@@ -1,0 +1,133 @@
+//! Tensors in device memory: element type, shape, strides, and a pooled buffer.
+
+use half::{bf16, f16};
+use tessel_package::DType;
+
+use crate::memory::Buffer;
+use crate::{Device, RuntimeError};
+
+#[derive(Debug)]
+pub struct DeviceTensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Element strides (dense row-major for tensors the runtime creates).
+    pub strides: Vec<usize>,
+    buffer: Buffer,
+}
+
+fn dense_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Bit pattern of one element of `dtype` holding `x` (rounded to nearest even for 16-bit floats).
+fn encode(dtype: DType, x: f64, out: &mut Vec<u8>) {
+    match dtype {
+        DType::F32 => out.extend_from_slice(&(x as f32).to_le_bytes()),
+        DType::I32 => out.extend_from_slice(&(x as i32).to_le_bytes()),
+        DType::Bf16 => out.extend_from_slice(&bf16::from_f64(x).to_le_bytes()),
+        DType::F16 => out.extend_from_slice(&f16::from_f64(x).to_le_bytes()),
+    }
+}
+
+fn decode(dtype: DType, bytes: &[u8]) -> f64 {
+    match dtype {
+        DType::F32 => f32::from_le_bytes(bytes.try_into().expect("4 bytes")) as f64,
+        DType::I32 => i32::from_le_bytes(bytes.try_into().expect("4 bytes")) as f64,
+        DType::Bf16 => bf16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f64(),
+        DType::F16 => f16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f64(),
+    }
+}
+
+impl DeviceTensor {
+    /// An uninitialised tensor from the device's pool.
+    pub fn empty(dev: &Device, dtype: DType, shape: &[usize]) -> Result<Self, RuntimeError> {
+        let numel: usize = shape.iter().product();
+        let buffer = dev.pool().alloc(dev.stream(), numel * dtype.size())?;
+        Ok(Self {
+            dtype,
+            shape: shape.to_vec(),
+            strides: dense_strides(shape),
+            buffer,
+        })
+    }
+
+    /// A tensor holding `data` (row-major) converted to `dtype`.
+    pub fn from_f64(
+        dev: &Device,
+        dtype: DType,
+        shape: &[usize],
+        data: &[f64],
+    ) -> Result<Self, RuntimeError> {
+        let mut t = Self::empty(dev, dtype, shape)?;
+        t.write_f64(dev, data)?;
+        Ok(t)
+    }
+
+    /// A tensor whose every element is NaN (i32::MIN for integers): any element a kernel fails to
+    /// write stays visibly wrong.
+    pub fn poisoned(dev: &Device, dtype: DType, shape: &[usize]) -> Result<Self, RuntimeError> {
+        let n = shape.iter().product();
+        let v = if dtype == DType::I32 {
+            i32::MIN as f64
+        } else {
+            f64::NAN
+        };
+        Self::from_f64(dev, dtype, shape, &vec![v; n])
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// Overwrites the contents with `data`, converted to the tensor's dtype.
+    pub fn write_f64(&mut self, dev: &Device, data: &[f64]) -> Result<(), RuntimeError> {
+        if data.len() != self.numel() {
+            return Err(RuntimeError::HostLength {
+                want: self.numel(),
+                got: data.len(),
+            });
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(self.bytes());
+        for &x in data {
+            encode(self.dtype, x, &mut bytes);
+        }
+        let n = bytes.len();
+        let mut view = self.buffer.slice_mut().slice_mut(0..n);
+        dev.stream()
+            .memcpy_htod(&bytes, &mut view)
+            .map_err(RuntimeError::driver("host to device copy"))
+    }
+
+    /// The contents as f64, after the stream's pending work.
+    pub fn to_f64(&self, dev: &Device) -> Result<Vec<f64>, RuntimeError> {
+        if self.numel() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut bytes = vec![0u8; self.bytes()];
+        let view = self.buffer.slice().slice(0..bytes.len());
+        dev.stream()
+            .memcpy_dtoh(&view, &mut bytes)
+            .map_err(RuntimeError::driver("device to host copy"))?;
+        dev.synchronize()?;
+        Ok(bytes
+            .chunks_exact(self.dtype.size())
+            .map(|c| decode(self.dtype, c))
+            .collect())
+    }
+
+    /// The device address of the first element.
+    pub fn device_ptr(&self, dev: &Device) -> u64 {
+        self.buffer.device_ptr(dev.stream())
+    }
+}

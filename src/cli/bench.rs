@@ -1,0 +1,117 @@
+//! `tessel bench`: times one kernel of a package with CUDA events: warm-up, then the median of
+//! many launches, rotating through enough input sets that their total exceeds the L2 cache, so a
+//! memory-bound kernel is measured against DRAM, not cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use tessel_runtime::format::Package;
+use tessel_runtime::{Device, LoadedPackage};
+
+use super::run::{device_args, host_inputs, key_values, upload};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    pub package: PathBuf,
+    #[arg(long)]
+    pub kernel: String,
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub scalar: Vec<String>,
+    /// Timed launches.
+    #[arg(long, default_value_t = 200)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// Bytes the rotating input sets must exceed together (default 256 MiB: 5× an H100's L2).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub rotate_bytes: usize,
+    /// Print one JSON object instead of a table row.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(args: BenchArgs) -> super::CliResult {
+    let package = Package::read(&args.package)?;
+    let entry = package.kernel(&args.kernel)?.0.clone();
+    let symbols = key_values(&args.shape)?;
+    let scalars = key_values(&args.scalar)?;
+    let dev = Device::open(0)?;
+    let loaded = LoadedPackage::load(&dev, package)?;
+    let host = host_inputs(&entry, &symbols, &scalars, 1)?;
+    let set_bytes: usize = host
+        .iter()
+        .map(|h| match h {
+            tessel_compiler::interp::HostArg::Tensor(t) => t.data.len() * t.dtype.size(),
+            _ => 0,
+        })
+        .sum::<usize>()
+        .max(1);
+    let sets = args.rotate_bytes.div_ceil(set_bytes).clamp(1, 64);
+    let mut tensor_sets = Vec::with_capacity(sets);
+    for _ in 0..sets {
+        tensor_sets.push(upload(&dev, &entry, &host)?);
+    }
+    let launch = |i: usize| {
+        loaded
+            .launch(
+                &dev,
+                &entry.name,
+                &device_args(&tensor_sets[i % sets], &host),
+            )
+            .map(|_| ())
+    };
+    for i in 0..args.warmup {
+        launch(i)?;
+    }
+    dev.synchronize()?;
+    let mut times = Vec::with_capacity(args.iters);
+    for i in 0..args.iters.max(1) {
+        times.push(dev.time_ms(|| launch(i))? as f64);
+    }
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let med = median(&mut times);
+    let plan = loaded.launch(&dev, &entry.name, &device_args(&tensor_sets[0], &host))?;
+    dev.synchronize()?;
+    let lookup = |s: &str| plan.symbols.get(s).copied();
+    let flops = entry.flops.as_ref().and_then(|e| e.eval(&lookup));
+    let bytes = entry.bytes.as_ref().and_then(|e| e.eval(&lookup));
+    let tflops = flops.map(|f| f as f64 / (med * 1e-3) / 1e12);
+    let gbps = bytes.map(|b| b as f64 / (med * 1e-3) / 1e9);
+    let shape: HashMap<&String, &f64> = symbols.iter().collect();
+    if args.json {
+        let v = serde_json::json!({
+            "kernel": entry.name, "device": dev.name()?, "shape": shape, "median_ms": med, "min_ms": min,
+            "iters": args.iters, "input_sets": sets, "tflops": tflops, "gbps": gbps,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{:<12} {:>10} {:>10} {:>9} {:>9} {:>5}",
+            "kernel", "median ms", "min ms", "GB/s", "TFLOP/s", "sets"
+        );
+        let f = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<12} {:>10.4} {:>10.4} {:>9} {:>9} {:>5}",
+            entry.name,
+            med,
+            min,
+            f(gbps),
+            f(tflops),
+            sets
+        );
+    }
+    Ok(())
+}

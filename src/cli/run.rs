@@ -1,0 +1,249 @@
+//! `tessel run`: one kernel of a package on random inputs, checked against the Tile IR
+//! interpreter running the kernel's own Tile IR on the same inputs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use tessel_compiler::interp::{self, HostArg, HostTensor};
+use tessel_compiler::tir;
+use tessel_runtime::format::{DType, DimSpec, Io, KernelEntry, Package, ParamSpec};
+use tessel_runtime::{Arg, Device, DeviceTensor, LoadedPackage};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// An AOT package (.tpkg).
+    pub package: PathBuf,
+    /// The kernel to run.
+    #[arg(long)]
+    pub kernel: String,
+    /// Values of the shape symbols, e.g. --shape N=1000.
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Vec<String>,
+    /// Values of scalar parameters (default 1).
+    #[arg(long, value_delimiter = ',')]
+    pub scalar: Vec<String>,
+    /// Seed of the random inputs (default: fresh each run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+pub(crate) fn key_values(items: &[String]) -> Result<HashMap<String, f64>, String> {
+    items
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("`{kv}` is not NAME=VALUE"))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{kv}`: not a number"))?;
+            Ok((k.trim().to_string(), v))
+        })
+        .collect()
+}
+
+pub(crate) fn tir_dtype(d: DType) -> tir::DType {
+    match d {
+        DType::Bf16 => tir::DType::Bf16,
+        DType::F16 => tir::DType::F16,
+        DType::F32 => tir::DType::F32,
+        DType::I32 => tir::DType::I32,
+    }
+}
+
+/// The concrete shape of a tensor parameter for the given symbol values.
+pub(crate) fn concrete_shape(
+    name: &str,
+    dims: &[DimSpec],
+    symbols: &HashMap<String, f64>,
+) -> Result<Vec<usize>, String> {
+    dims.iter()
+        .map(|d| match d {
+            DimSpec::Const(c) => Ok(*c as usize),
+            DimSpec::Sym(s) => symbols.get(s).map(|v| *v as usize).ok_or_else(|| {
+                format!("tensor `{name}` needs the size of `{s}`: pass --shape {s}=...")
+            }),
+        })
+        .collect()
+}
+
+/// Host inputs for every non-shape parameter: random for inputs, NaN for outputs.
+pub(crate) fn host_inputs(
+    entry: &KernelEntry,
+    symbols: &HashMap<String, f64>,
+    scalars: &HashMap<String, f64>,
+    seed: u64,
+) -> Result<Vec<HostArg>, String> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let mut out = Vec::new();
+    for p in &entry.params {
+        match p {
+            ParamSpec::Tensor {
+                name,
+                dtype,
+                dims,
+                io,
+            } => {
+                let shape = concrete_shape(name, dims, symbols)?;
+                let n: usize = shape.iter().product();
+                out.push(HostArg::Tensor(if *io == Io::Out {
+                    HostTensor::poisoned(tir_dtype(*dtype), shape)
+                } else {
+                    HostTensor::new(tir_dtype(*dtype), shape, (0..n).map(|_| next()).collect())
+                }));
+            }
+            ParamSpec::Scalar { name, .. } => {
+                out.push(HostArg::Scalar(scalars.get(name).copied().unwrap_or(1.0)))
+            }
+            ParamSpec::Shape { .. } => {}
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn upload(
+    dev: &Device,
+    entry: &KernelEntry,
+    host: &[HostArg],
+) -> Result<Vec<Option<DeviceTensor>>, Box<dyn std::error::Error>> {
+    let specs = entry
+        .params
+        .iter()
+        .filter(|p| !matches!(p, ParamSpec::Shape { .. }));
+    let mut out = Vec::new();
+    for (spec, h) in specs.zip(host) {
+        out.push(match (spec, h) {
+            (ParamSpec::Tensor { dtype, .. }, HostArg::Tensor(t)) => {
+                Some(DeviceTensor::from_f64(dev, *dtype, &t.shape, &t.data)?)
+            }
+            _ => None,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn device_args<'t>(
+    tensors: &'t [Option<DeviceTensor>],
+    host: &[HostArg],
+) -> Vec<Arg<'t>> {
+    tensors
+        .iter()
+        .zip(host)
+        .map(|(t, h)| match (t, h) {
+            (Some(t), _) => Arg::Tensor(t),
+            (None, HostArg::Scalar(v)) => Arg::Scalar(*v),
+            (None, HostArg::Tensor(_)) => unreachable!("tensors were uploaded"),
+        })
+        .collect()
+}
+
+/// Tolerance relative to the largest reference magnitude, by storage dtype.
+fn tolerance(d: DType) -> f64 {
+    match d {
+        DType::Bf16 => 1e-2,
+        DType::F16 => 2e-3,
+        DType::F32 => 1e-5,
+        DType::I32 => 0.0,
+    }
+}
+
+pub fn run(args: RunArgs) -> super::CliResult {
+    let package = Package::read(&args.package)?;
+    let entry = package.kernel(&args.kernel)?.0.clone();
+    let ir = entry.tile_ir.as_ref().ok_or_else(|| {
+        format!(
+            "kernel `{}` carries no Tile IR to check against",
+            entry.name
+        )
+    })?;
+    let reference = tir::parse_kernel(ir)?;
+    tir::verify(&reference)?;
+    let symbols = key_values(&args.shape)?;
+    let scalars = key_values(&args.scalar)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let mut host = host_inputs(&entry, &symbols, &scalars, seed)?;
+    let dev = Device::open(0)?;
+    let loaded = LoadedPackage::load(&dev, package)?;
+    let tensors = upload(&dev, &entry, &host)?;
+    let plan = loaded.launch(&dev, &entry.name, &device_args(&tensors, &host))?;
+    dev.synchronize()?;
+    interp::run(&reference, &mut host)?;
+    println!(
+        "{} on {} (seed {seed}), grid {:?} block {:?}",
+        entry.name,
+        dev.name()?,
+        plan.grid,
+        plan.block
+    );
+    println!(
+        "{:<8} {:<6} {:<16} {:>12} {:>10} {:>8}",
+        "output", "dtype", "shape", "max err/max", "tolerance", "result"
+    );
+    let mut failed = false;
+    let specs = entry
+        .params
+        .iter()
+        .filter(|p| !matches!(p, ParamSpec::Shape { .. }));
+    for ((spec, t), h) in specs.zip(&tensors).zip(&host) {
+        let (
+            ParamSpec::Tensor {
+                name, dtype, io, ..
+            },
+            Some(t),
+            HostArg::Tensor(want),
+        ) = (spec, t, h)
+        else {
+            continue;
+        };
+        if *io == Io::In {
+            continue;
+        }
+        let got = t.to_f64(&dev)?;
+        let scale = want
+            .data
+            .iter()
+            .fold(0.0f64, |m, x| m.max(x.abs()))
+            .max(1e-30);
+        let err = got
+            .iter()
+            .zip(&want.data)
+            .map(|(g, w)| {
+                if g.is_nan() {
+                    f64::INFINITY
+                } else {
+                    (g - w).abs()
+                }
+            })
+            .fold(0.0, f64::max)
+            / scale;
+        let ok = err <= tolerance(*dtype);
+        failed |= !ok;
+        println!(
+            "{:<8} {:<6} {:<16} {:>12.3e} {:>10.0e} {:>8}",
+            name,
+            dtype.name(),
+            format!("{:?}", t.shape),
+            err,
+            tolerance(*dtype),
+            if ok { "ok" } else { "MISMATCH" }
+        );
+    }
+    if failed {
+        return Err("the GPU result differs from the interpreter's".into());
+    }
+    Ok(())
+}

@@ -93,15 +93,22 @@ fn package_launch_matches_host_for_every_dtype() {
                 .unwrap();
             assert_eq!(plan.grid[0] as usize, n.div_ceil(256));
             let got = tc.to_f64(&dev).unwrap();
-            let unit = match dtype {
-                "f32" => 2f64.powi(-23),
-                "bf16" => 2f64.powi(-7),
-                _ => 2f64.powi(-10),
+            // (mantissa bits, smallest normal exponent): subnormals are evenly spaced.
+            let (bits, min_exp) = match dtype {
+                "f32" => (23, -126),
+                "bf16" => (7, -126),
+                _ => (10, -14),
             };
             let mut worst = 0.0f64;
             for i in 0..n {
                 let exact = a[i] * b[i] + c[i];
-                let ulp = unit * 2f64.powf(exact.abs().max(1e-30).log2().floor());
+                let e2 = exact
+                    .abs()
+                    .max(f64::MIN_POSITIVE)
+                    .log2()
+                    .floor()
+                    .max(min_exp as f64);
+                let ulp = (e2 - bits as f64).exp2();
                 let e = (got[i] - exact).abs() / ulp;
                 assert!(e <= 1.0, "{dtype} n={n} [{i}]: {} vs {exact}", got[i]);
                 worst = worst.max(e);

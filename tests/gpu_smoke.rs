@@ -56,14 +56,20 @@ fn decode(dtype: &str, bits: u32) -> f64 {
 
 /// One unit in the last place of `dtype` at magnitude `x`: the kernel rounds an f32 fma once to
 /// the storage type, the reference rounds the exact value once, so they may differ by one ulp.
+/// Below the normal range the ulp stops shrinking (subnormals are evenly spaced).
 fn ulp(dtype: &str, x: f64) -> f64 {
-    let mantissa_bits = match dtype {
-        "f32" => 23,
-        "bf16" => 7,
-        "f16" => 10,
+    let (mantissa_bits, min_normal_exp) = match dtype {
+        "f32" => (23, -126),
+        "bf16" => (7, -126),
+        "f16" => (10, -14),
         _ => unreachable!(),
     };
-    let exp = x.abs().max(f64::MIN_POSITIVE).log2().floor();
+    let exp = x
+        .abs()
+        .max(f64::MIN_POSITIVE)
+        .log2()
+        .floor()
+        .max(min_normal_exp as f64);
     (exp - mantissa_bits as f64).exp2()
 }
 

@@ -233,3 +233,55 @@ fn interpreter_rejects_inconsistent_shapes_with_typed_errors() {
         Err(interp::InterpError::ArgCount { .. })
     ));
 }
+
+#[test]
+fn strided_tensors_are_read_through_their_strides() {
+    let src = "kernel rowsum<BM: int = 4, BN: int = 8>(x: in tensor<f32>[M, N] strides[SX, 1], y: out tensor<f32>[M]) grid(cdiv(M, BM)) {
+        let r = program_id(0) * BM;
+        store(y[r : +BM], sum(load(x[r : +BM, 0 : +BN]), axis = 1));
+    }";
+    let k = sema::compile_source(src, &Overrides::new())
+        .unwrap()
+        .remove(0);
+    let (m, n, pitch) = (7, 5, 9);
+    let mut rng = rand::rng();
+    let data: Vec<f64> = (0..m * pitch)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let want: Vec<f64> = (0..m)
+        .map(|i| (0..n).map(|j| data[i * pitch + j] as f32 as f64).sum())
+        .collect();
+    let x = HostTensor::strided(DType::F32, vec![m, n], vec![pitch, 1], data);
+    let mut args = vec![
+        HostArg::Tensor(x.clone()),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![m])),
+    ];
+    interp::run(&k, &mut args).unwrap();
+    let e = max_rel_err(&tensor(&args[1]).data, &want, 1e-6);
+    assert!(e < 1e-5, "{e}");
+    // A view whose strides reach past its data is refused.
+    let short = HostTensor::strided(
+        DType::F32,
+        vec![m, n],
+        vec![pitch, 1],
+        vec![0.0; m * pitch - 5],
+    );
+    let mut args = vec![
+        HostArg::Tensor(short),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![m])),
+    ];
+    assert!(matches!(
+        interp::run(&k, &mut args),
+        Err(interp::InterpError::BadArg { .. })
+    ));
+    // A kernel taking dense tensors refuses a strided one.
+    let dense = example("softmax.tsl", &[]);
+    let mut args = vec![
+        HostArg::Tensor(x),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![m, n])),
+    ];
+    assert!(matches!(
+        interp::run(&dense, &mut args),
+        Err(interp::InterpError::BadArg { .. })
+    ));
+}

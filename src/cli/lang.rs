@@ -159,26 +159,38 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
                 io,
                 dtype,
                 dims: pd,
+                strides,
             } => {
-                let shape =
-                    pd.iter()
+                let size = |ds: &[Dim]| {
+                    ds.iter()
                         .map(|d| match d {
                             Dim::Const(c) => Ok(*c as usize),
                             Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| {
                                 format!("give the size of `{s}` with --shape {s}=...")
                             }),
                         })
-                        .collect::<Result<Vec<_>, _>>()?;
-                if *io == tir::Io::Out {
-                    HostArg::Tensor(HostTensor::poisoned(*dtype, shape))
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                let shape = size(pd)?;
+                let strides = match strides {
+                    Some(st) => size(st)?,
+                    None => HostTensor::poisoned(*dtype, shape.clone()).strides,
+                };
+                let mut t = HostTensor::strided(*dtype, shape, strides, vec![]);
+                let n = t.span();
+                t.data = if *io == tir::Io::Out {
+                    let poison = if dtype.is_float() {
+                        f64::NAN
+                    } else {
+                        i32::MIN as f64
+                    };
+                    vec![poison; n]
                 } else {
-                    let n = shape.iter().product();
-                    HostArg::Tensor(HostTensor::new(
-                        *dtype,
-                        shape,
-                        (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect(),
-                    ))
-                }
+                    (0..n)
+                        .map(|_| interp::round(*dtype, rng.next_f64() * 2.0 - 1.0))
+                        .collect()
+                };
+                HostArg::Tensor(t)
             }
             ParamKind::Scalar { .. } => {
                 HostArg::Scalar(scalars.get(&p.name).copied().unwrap_or(1.0))

@@ -15,11 +15,13 @@ use crate::tir::{
     ReduceOp, TileType, UnaryOp, ValueId,
 };
 
-/// A dense row-major host tensor; every element is exactly representable in `dtype`.
+/// A host tensor; every element is exactly representable in `dtype`. Element (i, j, ...) is at
+/// `data[i * strides[0] + j * strides[1] + ...]` (dense row-major unless built with `strided`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
     pub dtype: DType,
     pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
     pub data: Vec<f64>,
 }
 
@@ -32,7 +34,34 @@ impl HostTensor {
             "data does not fill the shape"
         );
         let data = data.into_iter().map(|x| round(dtype, x)).collect();
-        Self { dtype, shape, data }
+        let strides = strides(&shape);
+        Self {
+            dtype,
+            shape,
+            strides,
+            data,
+        }
+    }
+
+    /// A strided view over `data`, which must hold every element the strides reach.
+    pub fn strided(dtype: DType, shape: Vec<usize>, strides: Vec<usize>, data: Vec<f64>) -> Self {
+        let mut t = Self::new(dtype, vec![data.len()], data);
+        t.shape = shape;
+        t.strides = strides;
+        t
+    }
+
+    /// One past the largest flat index the shape and strides reach (0 when empty).
+    pub fn span(&self) -> usize {
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        1 + self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .map(|(d, s)| (d - 1) * s)
+            .sum::<usize>()
     }
 
     /// A tensor of NaN (or i32::MIN for integers): an element the kernel fails to write stays
@@ -44,11 +73,7 @@ impl HostTensor {
         } else {
             i32::MIN as f64
         };
-        Self {
-            dtype,
-            shape,
-            data: vec![p; n],
-        }
+        Self::new(dtype, shape, vec![p; n])
     }
 }
 
@@ -122,7 +147,10 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
         match (&p.kind, a) {
             (
                 ParamKind::Tensor {
-                    dtype, dims: pd, ..
+                    dtype,
+                    dims: pd,
+                    strides: ps,
+                    ..
                 },
                 HostArg::Tensor(t),
             ) => {
@@ -136,14 +164,39 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
                         t.shape
                     )));
                 }
-                for (d, &n) in pd.iter().zip(&t.shape) {
+                let declared: Vec<(&Dim, usize, &str)> = match ps {
+                    Some(st) => pd
+                        .iter()
+                        .zip(&t.shape)
+                        .map(|(d, &n)| (d, n, "dimension"))
+                        .chain(st.iter().zip(&t.strides).map(|(d, &n)| (d, n, "stride")))
+                        .collect(),
+                    None => {
+                        if t.strides != strides(&t.shape) && t.span() > 1 {
+                            return Err(bad("the kernel takes a dense row-major tensor".into()));
+                        }
+                        pd.iter()
+                            .zip(&t.shape)
+                            .map(|(d, &n)| (d, n, "dimension"))
+                            .collect()
+                    }
+                };
+                if t.strides.len() != t.shape.len() || t.span() > t.data.len() {
+                    return Err(bad(format!(
+                        "shape {:?} with strides {:?} reaches past its {} elements",
+                        t.shape,
+                        t.strides,
+                        t.data.len()
+                    )));
+                }
+                for (d, n, what) in declared {
                     match d {
                         Dim::Const(c) if *c as usize != n => {
-                            return Err(bad(format!("dimension must be {c}, got {n}")))
+                            return Err(bad(format!("{what} must be {c}, got {n}")))
                         }
                         Dim::Sym(s) => {
                             if n > i32::MAX as usize {
-                                return Err(bad(format!("dimension {n} exceeds i32")));
+                                return Err(bad(format!("{what} {n} exceeds i32")));
                             }
                             if let Some(&first) = dims.get(s) {
                                 if first != n {
@@ -260,7 +313,10 @@ impl Machine<'_, '_> {
         extents: &[Option<usize>],
     ) -> Vec<Option<usize>> {
         let dims = self.tensor_dims(tensor);
-        let st = strides(&dims);
+        let st = match &self.args[tensor] {
+            HostArg::Tensor(h) => h.strides.clone(),
+            HostArg::Scalar(_) => Vec::new(),
+        };
         let start: Vec<i64> = starts.iter().map(|s| self.scalar(*s) as i64).collect();
         let shape = slice_shape(extents);
         let n: usize = shape.iter().product();
@@ -304,6 +360,10 @@ impl Machine<'_, '_> {
             Op::ProgramId(a) => vec![self.pid[*a] as f64],
             Op::NumPrograms(a) => vec![self.grid[*a] as f64],
             Op::DimSize { tensor, axis } => vec![self.tensor_dims(*tensor)[*axis] as f64],
+            Op::StrideSize { tensor, axis } => match &self.args[*tensor] {
+                HostArg::Tensor(h) => vec![h.strides[*axis] as f64],
+                HostArg::Scalar(_) => unreachable!("argument kinds were checked"),
+            },
             Op::ScalarParam(p) => match &self.args[*p] {
                 HostArg::Scalar(s) => vec![round(dtype, *s)],
                 HostArg::Tensor(_) => unreachable!("argument kinds were checked"),

@@ -681,7 +681,9 @@ impl Lowerer<'_> {
             }
         };
         let (dtype, rank, io) = match &self.params[t].kind {
-            ParamKind::Tensor { dtype, dims, io } => (*dtype, dims.len(), *io),
+            ParamKind::Tensor {
+                dtype, dims, io, ..
+            } => (*dtype, dims.len(), *io),
             ParamKind::Scalar { .. } => unreachable!("tensor bindings name tensor parameters"),
         };
         if ranges.len() != rank {

@@ -33,9 +33,11 @@ enum Binding {
     },
     Const(Val),
     Tensor(usize),
+    /// A shape symbol: the run-time extent (or, with `stride`, the stride) of a tensor's `axis`.
     Dim {
         tensor: usize,
         axis: usize,
+        stride: bool,
     },
     Scalar(usize),
 }
@@ -200,9 +202,17 @@ impl<'a> Lowerer<'a> {
             Binding::Value { v, .. } => Val::Tile(v),
             Binding::Const(c) => c,
             Binding::Tensor(t) => Val::Tensor(t),
-            Binding::Dim { tensor, axis } => Val::Tile(self.emit_entry(
+            Binding::Dim {
+                tensor,
+                axis,
+                stride,
+            } => Val::Tile(self.emit_entry(
                 format!("dim:{}", id.name),
-                Op::DimSize { tensor, axis },
+                if stride {
+                    Op::StrideSize { tensor, axis }
+                } else {
+                    Op::DimSize { tensor, axis }
+                },
                 TileType::scalar(DType::I32),
             )),
             Binding::Scalar(p) => {
@@ -381,7 +391,12 @@ impl<'a> Lowerer<'a> {
                 ));
             }
             let kind = match &p.ty {
-                ast::ParamType::Tensor { io, elem, dims } => {
+                ast::ParamType::Tensor {
+                    io,
+                    elem,
+                    dims,
+                    strides,
+                } => {
                     let dtype = self.dtype_of(elem)?;
                     if dtype == DType::Bool {
                         return Err(err(
@@ -392,39 +407,31 @@ impl<'a> Lowerer<'a> {
                     }
                     let mut out = Vec::new();
                     for (axis, d) in dims.iter().enumerate() {
-                        match d {
-                            ast::Dim::Const(v, span) => {
-                                if *v <= 0 || *v > i32::MAX as i64 {
-                                    return Err(err(
-                                        *span,
-                                        "tensor dimensions must be positive 32-bit integers",
-                                        "invalid dimension",
-                                    ));
-                                }
-                                out.push(tir::Dim::Const(*v));
-                            }
-                            ast::Dim::Sym(id) => {
-                                match self.lookup(&id.name) {
-                                    Some(Binding::Const(Val::Int(v))) => {
-                                        out.push(tir::Dim::Const(*v));
-                                        continue;
-                                    }
-                                    Some(Binding::Dim { .. }) | None => {}
-                                    Some(_) => {
-                                        return Err(err(
-                                            id.span,
-                                            format!("`{id}` cannot name a dimension"),
-                                            "already means something else",
-                                        ))
-                                    }
-                                }
-                                if dim_names.insert(id.name.clone()) {
-                                    self.bind(&id.name, Binding::Dim { tensor: i, axis });
-                                }
-                                out.push(tir::Dim::Sym(id.name.clone()));
-                            }
-                        }
+                        out.push(self.shape_symbol(d, i, axis, false, &mut dim_names)?);
                     }
+                    let strides = match strides {
+                        Some(st) if st.len() != dims.len() => {
+                            return Err(err(
+                                p.span,
+                                format!(
+                                    "`{}` has {} dimensions but {} strides",
+                                    p.name,
+                                    dims.len(),
+                                    st.len()
+                                ),
+                                "one stride per dimension",
+                            ))
+                        }
+                        Some(st) => Some(
+                            st.iter()
+                                .enumerate()
+                                .map(|(axis, d)| {
+                                    self.shape_symbol(d, i, axis, true, &mut dim_names)
+                                })
+                                .collect::<Res<Vec<_>>>()?,
+                        ),
+                        None => None,
+                    };
                     self.bind(&p.name.name, Binding::Tensor(i));
                     let io = match io {
                         ast::Io::In => tir::Io::In,
@@ -435,6 +442,7 @@ impl<'a> Lowerer<'a> {
                         io,
                         dtype,
                         dims: out,
+                        strides,
                     }
                 }
                 ast::ParamType::Scalar(t) => {
@@ -449,6 +457,59 @@ impl<'a> Lowerer<'a> {
             });
         }
         Ok(())
+    }
+
+    /// A tensor dimension or stride: a literal, a compile-time int, or a shape symbol (bound the
+    /// first time it appears, to be read at run time).
+    fn shape_symbol(
+        &mut self,
+        d: &ast::Dim,
+        tensor: usize,
+        axis: usize,
+        stride: bool,
+        seen: &mut HashSet<String>,
+    ) -> Res<tir::Dim> {
+        let what = if stride { "stride" } else { "dimension" };
+        match d {
+            ast::Dim::Const(v, span) => {
+                let low = if stride { 0 } else { 1 };
+                if *v < low || *v > i32::MAX as i64 {
+                    return Err(err(
+                        *span,
+                        format!(
+                            "tensor {what}s must be {} 32-bit integers",
+                            if stride { "non-negative" } else { "positive" }
+                        ),
+                        format!("invalid {what}"),
+                    ));
+                }
+                Ok(tir::Dim::Const(*v))
+            }
+            ast::Dim::Sym(id) => {
+                match self.lookup(&id.name) {
+                    Some(Binding::Const(Val::Int(v))) => return Ok(tir::Dim::Const(*v)),
+                    Some(Binding::Dim { .. }) | None => {}
+                    Some(_) => {
+                        return Err(err(
+                            id.span,
+                            format!("`{id}` cannot name a {what}"),
+                            "already means something else",
+                        ))
+                    }
+                }
+                if seen.insert(id.name.clone()) {
+                    self.bind(
+                        &id.name,
+                        Binding::Dim {
+                            tensor,
+                            axis,
+                            stride,
+                        },
+                    );
+                }
+                Ok(tir::Dim::Sym(id.name.clone()))
+            }
+        }
     }
 
     fn grid(&mut self) -> Res<Vec<ShapeExpr>> {

@@ -115,7 +115,13 @@ pub enum Dim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamType {
     /// `in tensor<bf16>[M, K]`; the element type may name a dtype const parameter.
-    Tensor { io: Io, elem: Ident, dims: Vec<Dim> },
+    Tensor {
+        io: Io,
+        elem: Ident,
+        dims: Vec<Dim>,
+        /// `strides[...]` in elements; None means dense row-major.
+        strides: Option<Vec<Dim>>,
+    },
     /// A run-time scalar: `scale: f32`.
     Scalar(Ident),
 }

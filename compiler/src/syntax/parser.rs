@@ -74,6 +74,7 @@ fn describe(rule: &Rule) -> String {
         Rule::grid => "`grid(...)`",
         Rule::params | Rule::param => "a parameter",
         Rule::tensor_type => "a tensor type",
+        Rule::strides => "`strides[...]`",
         Rule::io => "`in`, `out` or `inout`",
         Rule::const_param => "a compile-time parameter",
         Rule::const_kind => "`int`, `bool` or `dtype`",
@@ -214,16 +215,27 @@ fn param(p: Pair<Rule>) -> Param {
                 _ => Io::InOut,
             };
             let elem = ident(t.next().expect("grammar: element type"));
-            let dims = t
-                .map(|d| {
-                    let d = d.into_inner().next().expect("grammar: dim");
-                    match d.as_rule() {
-                        Rule::int => Dim::Const(d.as_str().parse().unwrap_or(i64::MAX), span(&d)),
-                        _ => Dim::Sym(ident(d)),
-                    }
-                })
-                .collect();
-            ParamType::Tensor { io, elem, dims }
+            let dim = |d: Pair<Rule>| {
+                let d = d.into_inner().next().expect("grammar: dim");
+                match d.as_rule() {
+                    Rule::int => Dim::Const(d.as_str().parse().unwrap_or(i64::MAX), span(&d)),
+                    _ => Dim::Sym(ident(d)),
+                }
+            };
+            let mut dims = Vec::new();
+            let mut strides = None;
+            for d in t {
+                match d.as_rule() {
+                    Rule::strides => strides = Some(d.into_inner().map(dim).collect()),
+                    _ => dims.push(dim(d)),
+                }
+            }
+            ParamType::Tensor {
+                io,
+                elem,
+                dims,
+                strides,
+            }
         }
         _ => ParamType::Scalar(ident(ty_pair)),
     };

@@ -146,11 +146,12 @@ impl fmt::Display for Dim {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamKind {
-    /// A dense row-major tensor in global memory (strides follow from the dims).
+    /// A tensor in global memory; `strides` (in elements) None means dense row-major.
     Tensor {
         io: Io,
         dtype: DType,
         dims: Vec<Dim>,
+        strides: Option<Vec<Dim>>,
     },
     Scalar {
         dtype: DType,
@@ -254,6 +255,11 @@ pub enum Op {
     NumPrograms(usize),
     /// Run-time extent of tensor parameter `tensor` along `axis`, as an i32.
     DimSize {
+        tensor: usize,
+        axis: usize,
+    },
+    /// Run-time stride (in elements) of tensor parameter `tensor` along `axis`, as an i32.
+    StrideSize {
         tensor: usize,
         axis: usize,
     },
@@ -408,6 +414,7 @@ impl Op {
             | ProgramId(_)
             | NumPrograms(_)
             | DimSize { .. }
+            | StrideSize { .. }
             | ScalarParam(_)
             | Iota(_) => {
                 vec![]

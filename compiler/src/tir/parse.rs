@@ -229,6 +229,23 @@ impl Lexer {
         Ok(TileType { dtype, shape })
     }
 
+    fn dim_list(&mut self) -> Result<Vec<Dim>, TirParseError> {
+        self.punct('[')?;
+        let mut dims = Vec::new();
+        loop {
+            dims.push(match self.next()? {
+                Tok::Int(v) => Dim::Const(v),
+                Tok::Word(w) => Dim::Sym(w),
+                other => return self.err(format!("bad dimension {other:?}")),
+            });
+            if !self.eat_punct(',') {
+                break;
+            }
+        }
+        self.punct(']')?;
+        Ok(dims)
+    }
+
     fn shape_expr(&mut self) -> Result<ShapeExpr, TirParseError> {
         let lhs = self.shape_atom()?;
         Ok(lhs)
@@ -329,6 +346,14 @@ impl Ctx {
                 let name = lx.word()?;
                 let axis = self.lx.usize()?;
                 Op::DimSize {
+                    tensor: self.param_index(&name)?,
+                    axis,
+                }
+            }
+            "stride" => {
+                let name = lx.word()?;
+                let axis = self.lx.usize()?;
+                Op::StrideSize {
                     tensor: self.param_index(&name)?,
                     axis,
                 }
@@ -607,20 +632,18 @@ pub fn parse_kernel(src: &str) -> Result<Kernel, TirParseError> {
                 _ => Io::InOut,
             };
             let dtype = lx.dtype()?;
-            lx.punct('[')?;
-            let mut dims = Vec::new();
-            loop {
-                dims.push(match lx.next()? {
-                    Tok::Int(v) => Dim::Const(v),
-                    Tok::Word(w) => Dim::Sym(w),
-                    other => return lx.err(format!("bad dimension {other:?}")),
-                });
-                if !lx.eat_punct(',') {
-                    break;
-                }
+            let dims = lx.dim_list()?;
+            let strides = if lx.eat_word("strides") {
+                Some(lx.dim_list()?)
+            } else {
+                None
+            };
+            ParamKind::Tensor {
+                io,
+                dtype,
+                dims,
+                strides,
             }
-            lx.punct(']')?;
-            ParamKind::Tensor { io, dtype, dims }
         } else {
             ParamKind::Scalar { dtype: lx.dtype()? }
         };

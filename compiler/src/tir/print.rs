@@ -60,9 +60,23 @@ impl fmt::Display for Kernel {
             .params
             .iter()
             .map(|p| match &p.kind {
-                ParamKind::Tensor { io, dtype, dims } => {
-                    let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-                    format!("{}: {} {}[{}]", p.name, io.name(), dtype, d.join(", "))
+                ParamKind::Tensor {
+                    io,
+                    dtype,
+                    dims,
+                    strides,
+                } => {
+                    let list = |ds: &[Dim]| {
+                        ds.iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let mut s = format!("{}: {} {}[{}]", p.name, io.name(), dtype, list(dims));
+                    if let Some(st) = strides {
+                        s.push_str(&format!(" strides[{}]", list(st)));
+                    }
+                    s
                 }
                 ParamKind::Scalar { dtype } => format!("{}: {}", p.name, dtype),
             })
@@ -101,6 +115,9 @@ impl Kernel {
             Op::NumPrograms(a) => write!(out, "num_programs {a} : {}", result_ty())?,
             Op::DimSize { tensor, axis } => {
                 write!(out, "dim {} {axis} : {}", pname(*tensor), result_ty())?
+            }
+            Op::StrideSize { tensor, axis } => {
+                write!(out, "stride {} {axis} : {}", pname(*tensor), result_ty())?
             }
             Op::ScalarParam(p) => write!(out, "param {} : {}", pname(*p), result_ty())?,
             Op::Iota(n) => write!(out, "iota {n} : {}", result_ty())?,

@@ -159,7 +159,20 @@ impl Verifier<'_> {
 
     fn tensor(&self, t: usize) -> Result<(DType, usize, Io), String> {
         match self.k.params.get(t).map(|p| &p.kind) {
-            Some(ParamKind::Tensor { dtype, dims, io }) => Ok((*dtype, dims.len(), *io)),
+            Some(ParamKind::Tensor {
+                dtype,
+                dims,
+                io,
+                strides,
+            }) => {
+                if strides.as_ref().is_some_and(|s| s.len() != dims.len()) {
+                    return Err(format!(
+                        "parameter {t}: {} dims but another number of strides",
+                        dims.len()
+                    ));
+                }
+                Ok((*dtype, dims.len(), *io))
+            }
             _ => Err(format!("parameter {t} is not a tensor")),
         }
     }
@@ -205,6 +218,13 @@ impl Verifier<'_> {
                     return Err(format!("axis {axis} of a rank-{rank} tensor"));
                 }
                 same(out, &TileType::scalar(DType::I32), "dim")?;
+            }
+            Op::StrideSize { tensor, axis } => {
+                let (_, rank, _) = self.tensor(*tensor)?;
+                if *axis >= rank {
+                    return Err(format!("stride axis {axis} of a rank-{rank} tensor"));
+                }
+                same(out, &TileType::scalar(DType::I32), "stride")?;
             }
             Op::ScalarParam(p) => match self.k.params.get(*p).map(|p| &p.kind) {
                 Some(ParamKind::Scalar { dtype }) => same(out, &TileType::scalar(*dtype), "param")?,

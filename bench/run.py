@@ -60,11 +60,14 @@ dst = torch.empty_like(src)
 ms = median_ms(lambda: dst.copy_(src))
 rec("ceilings", "device copy", n, "GB/s", 2 * n / ms / 1e6, ms=ms)
 del src, dst
-for m in ([4096] if QUICK else [4096, 8192]):
+for m in ([1024, 4096] if QUICK else [1024, 2048, 4096, 8192]):
     x = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
     y = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
     ms = median_ms(lambda: x @ y)
     rec("matmul bf16", "cuBLAS (torch)", m, "TFLOP/s", 2 * m**3 / ms / 1e9, ms=ms)
+    t = tessel_bench("matmul_bf16", {"M": m, "N": m, "K": m})
+    rec("matmul bf16", "tessel matmul (mma.sync)", m, "TFLOP/s", t["tflops"], ms=t["median_ms"])
+    ratios.append(dict(kernel="matmul_bf16", size=m, anchor="cuBLAS", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
     del x, y
 
 commit = open(".gpu/COMMIT").read().strip() if os.path.exists(".gpu/COMMIT") else "unknown"

@@ -84,3 +84,67 @@ pub fn fma_package(e: ElemType, target: Target) -> Result<PackageBuilder, Compil
     b.add(entry, &ptx)?;
     Ok(b)
 }
+
+const MATMUL: &str = include_str!("../../dsl-examples/matmul.tsl");
+
+/// A package holding the tensor-core matmul (bf16, f32 accumulation) on `target`, carrying the
+/// Tile IR of dsl-examples/matmul.tsl — the same function — as its reference.
+pub fn matmul_package(target: Target) -> Result<PackageBuilder, CompileError> {
+    use crate::lower::matmul::{BLOCK_M, BLOCK_N, KERNEL, THREADS};
+    let ptx = crate::codegen::compile_matmul(target)?;
+    let sym = |s: &str| ShapeExpr::Sym(s.into());
+    let mul = |a: ShapeExpr, b: ShapeExpr| ShapeExpr::Mul(Box::new(a), Box::new(b));
+    let add = |a: ShapeExpr, b: ShapeExpr| ShapeExpr::Add(Box::new(a), Box::new(b));
+    let mat = |name: &str, r: &str, c: &str, io| ParamSpec::Tensor {
+        name: name.into(),
+        dtype: DType::Bf16,
+        dims: vec![DimSpec::Sym(r.into()), DimSpec::Sym(c.into())],
+        io,
+    };
+    let kernels = sema::compile_source(MATMUL, &Overrides::new())
+        .map_err(|d| CompileError::Reference(format!("{} diagnostics in matmul.tsl", d.len())))?;
+    let entry = KernelEntry {
+        name: KERNEL.into(),
+        entry: KERNEL.into(),
+        params: vec![
+            mat("a", "M", "K", Io::In),
+            mat("b", "K", "N", Io::In),
+            mat("c", "M", "N", Io::Out),
+            ParamSpec::Shape { symbol: "M".into() },
+            ParamSpec::Shape { symbol: "N".into() },
+            ParamSpec::Shape { symbol: "K".into() },
+        ],
+        consts: vec![
+            ("BM".into(), BLOCK_M.to_string()),
+            ("BN".into(), BLOCK_N.to_string()),
+        ],
+        launch: LaunchRule {
+            grid: vec![
+                ShapeExpr::CeilDiv(Box::new(sym("N")), Box::new(ShapeExpr::Int(BLOCK_N as i64))),
+                ShapeExpr::CeilDiv(Box::new(sym("M")), Box::new(ShapeExpr::Int(BLOCK_M as i64))),
+            ],
+            block: [THREADS, 1, 1],
+            shared_bytes: 0,
+        },
+        flops: Some(mul(
+            ShapeExpr::Int(2),
+            mul(sym("M"), mul(sym("N"), sym("K"))),
+        )),
+        bytes: Some(mul(
+            ShapeExpr::Int(2),
+            add(
+                add(mul(sym("M"), sym("K")), mul(sym("K"), sym("N"))),
+                mul(sym("M"), sym("N")),
+            ),
+        )),
+        ptx: Blob {
+            offset: 0,
+            len: 0,
+            sha256: String::new(),
+        },
+        tile_ir: Some(kernels[0].to_string()),
+    };
+    let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
+    b.add(entry, &ptx)?;
+    Ok(b)
+}

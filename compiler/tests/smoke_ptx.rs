@@ -39,6 +39,26 @@ fn smoke_kernel_ptx_snapshots_and_ptxas() {
 }
 
 #[test]
+fn matmul_uses_the_tensor_cores_on_every_target() {
+    use tessel_compiler::codegen::compile_matmul;
+    use tessel_compiler::ptx::PtxStats;
+    let ptxas = common::Ptxas::find();
+    for target in TARGETS {
+        let ptx = compile_matmul(*target).unwrap();
+        let stats = PtxStats::of(&ptx);
+        assert_eq!(stats.entries, vec!["matmul_bf16"]);
+        // 2×4 m16n8k16 tiles per warp per K step, in the loop body.
+        assert_eq!(stats.count("mma.sync"), 8, "{ptx}");
+        assert!(ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+        assert!(ptx.contains(".maxntid 128, 1, 1"), "{ptx}");
+        insta::assert_snapshot!(format!("matmul_bf16_{}", target.name), ptx);
+        if let Some(log) = ptxas.assemble(&ptx, target.name).unwrap() {
+            assert!(log.contains("0 bytes spill stores"), "{log}");
+        }
+    }
+}
+
+#[test]
 fn ptx_is_deterministic() {
     let t = Target::lookup("sm_90a").unwrap();
     let first = compile_elementwise(ElemType::Bf16, t).unwrap();

@@ -7,7 +7,8 @@ use tessel_compiler::Target;
 
 #[derive(Args)]
 pub struct CompileArgs {
-    /// A kernel built into the compiler (until .tsl sources lower): `fma` (c = a*b + c).
+    /// A kernel built into the compiler (until .tsl sources lower): `fma` (c = a*b + c) or
+    /// `matmul` (bf16 C = A·B on the tensor cores).
     #[arg(long, value_name = "NAME")]
     pub builtin: String,
     /// Element type of the builtin: f32, bf16 or f16.
@@ -26,8 +27,20 @@ pub struct CompileArgs {
 
 pub fn run(args: CompileArgs) -> super::CliResult {
     let target = Target::lookup(&args.arch)?;
+    if args.builtin == "matmul" {
+        if let Some(path) = &args.package {
+            tessel_compiler::package::matmul_package(target)?.write(path)?;
+            eprintln!("wrote package {}", path.display());
+        }
+        let ptx = tessel_compiler::codegen::compile_matmul(target)?;
+        return write_ptx(&args, &ptx, tessel_compiler::lower::matmul::KERNEL, target);
+    }
     if args.builtin != "fma" {
-        return Err(format!("unknown builtin kernel `{}` (available: fma)", args.builtin).into());
+        return Err(format!(
+            "unknown builtin kernel `{}` (available: fma, matmul)",
+            args.builtin
+        )
+        .into());
     }
     let dtype = ElemType::parse(&args.dtype)
         .ok_or_else(|| format!("unknown dtype `{}` (f32, bf16, f16)", args.dtype))?;
@@ -36,15 +49,18 @@ pub fn run(args: CompileArgs) -> super::CliResult {
         eprintln!("wrote package {}", path.display());
     }
     let ptx = compile_elementwise(dtype, target)?;
+    write_ptx(&args, &ptx, &kernel_name(dtype), target)
+}
+
+fn write_ptx(args: &CompileArgs, ptx: &str, kernel: &str, target: Target) -> super::CliResult {
     if args.output.as_os_str() == "-" {
         print!("{ptx}");
     } else {
-        std::fs::write(&args.output, &ptx)
+        std::fs::write(&args.output, ptx)
             .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
         eprintln!(
-            "wrote {} ({} for {target}, {} bytes)",
+            "wrote {} ({kernel} for {target}, {} bytes)",
             args.output.display(),
-            kernel_name(dtype),
             ptx.len()
         );
     }

@@ -85,6 +85,36 @@ pub fn run(args: DemoArgs) -> super::CliResult {
             );
         }
     }
+    for target in TARGETS {
+        let start = Instant::now();
+        let ptx = tessel_compiler::codegen::compile_matmul(*target)?;
+        let elapsed = start.elapsed();
+        let name = tessel_compiler::lower::matmul::KERNEL;
+        let file = args.out_dir.join(format!("{name}.{}.ptx", target.name));
+        std::fs::write(&file, &ptx)?;
+        tessel_compiler::package::matmul_package(*target)?
+            .write(&args.out_dir.join(format!("{name}.{}.tpkg", target.name)))?;
+        let stats = PtxStats::of(&ptx);
+        let report = match &args.ptxas {
+            Some(p) => ptxas_report(p, &file, target.name)?,
+            None => PtxasReport {
+                registers: "-".into(),
+                spills: "-".into(),
+            },
+        };
+        println!(
+            "{:<10} {:<7} {:>6} {:>7} {:>5} {:>5} {:>6} {:>6.1}ms  mma.sync: {}",
+            "matmul",
+            target.name,
+            stats.version.clone().unwrap_or_default(),
+            stats.instructions,
+            report.registers,
+            report.spills,
+            stats.count("fma.rn"),
+            elapsed.as_secs_f64() * 1e3,
+            stats.count("mma.sync")
+        );
+    }
     if args.ptxas.is_none() {
         println!("(set PTXAS to have ptxas validate each file and report registers)");
     } else {

@@ -107,3 +107,18 @@ pub fn compile_elementwise(
     let llvm_module = session.translate(&module, &llvm)?;
     emit_ptx(&llvm_module, &options)
 }
+
+/// The tensor-core matmul (`lower::matmul`) from build to PTX; needs mma.sync.
+pub fn compile_matmul(target: Target) -> Result<String, CompileError> {
+    let options = BackendOptions {
+        features: vec![Feature::Bf16, Feature::MmaSync],
+        ..BackendOptions::new(target)
+    };
+    target.require(&options.features)?;
+    let session = crate::lower::MlirSession::new();
+    let mut module = crate::lower::matmul::build(&session)?;
+    session.convert_to_llvm_dialect(&mut module)?;
+    let llvm = inkwell::context::Context::create();
+    let llvm_module = session.translate(&module, &llvm)?;
+    emit_ptx(&llvm_module, &options)
+}

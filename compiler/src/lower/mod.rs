@@ -5,6 +5,7 @@
 //! LLVM module that lives in the caller's inkwell context. `codegen` takes it from there.
 
 pub mod elementwise;
+pub mod matmul;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -1,0 +1,359 @@
+//! A tensor-core matmul built directly in MLIR: C[M, N] = A[M, K] · B[K, N] in bf16 with f32
+//! accumulation, on `mma.sync.aligned.m16n8k16`.
+//!
+//! This is the first rung of the matrix path, before the scheduler drives it from Tile IR: each
+//! block of 4 warps computes a 64×64 tile of C, each warp a 32×32 quarter as 2×4 m16n8k16 tiles
+//! whose 32 f32 accumulators live in registers across the K loop. Operand fragments are read
+//! straight from global memory in the register layout the instruction wants (PTX ISA, "Matrix
+//! Fragments for mma.m16n8k16"); out-of-range elements read as 0 and out-of-range results are not
+//! stored, so any M, N, K works. Still to come from the scheduler: shared-memory staging with
+//! cp.async pipelining, ldmatrix, and vectorised stores.
+
+use melior::dialect::llvm::{self, LoadStoreOptions};
+use melior::dialect::{arith, scf};
+use melior::ir::attribute::{
+    DenseI32ArrayAttribute, IntegerAttribute, StringAttribute, TypeAttribute,
+};
+use melior::ir::operation::OperationBuilder;
+use melior::ir::r#type::IntegerType;
+use melior::ir::{
+    Attribute, Block, BlockLike, Identifier, Location, Module, Region, RegionLike, Type, Value,
+};
+use melior::Context;
+
+use super::{build_op, result, special_register, MlirSession};
+use crate::CompileError;
+
+pub const KERNEL: &str = "matmul_bf16";
+/// Threads per block and the C tile one block computes.
+pub const THREADS: u32 = 128;
+pub const BLOCK_M: u32 = 64;
+pub const BLOCK_N: u32 = 64;
+const WARP_M_TILES: usize = 2;
+const WARP_N_TILES: usize = 4;
+
+/// Emits ops into one block; every helper returns the new op's result.
+struct Emit<'c, 'b> {
+    ctx: &'c Context,
+    loc: Location<'c>,
+    block: &'b Block<'c>,
+}
+
+impl<'c, 'b> Emit<'c, 'b> {
+    fn push(&self, op: melior::ir::Operation<'c>) -> Result<Value<'c, 'b>, CompileError> {
+        result(self.block.append_operation(op))
+    }
+
+    fn i32(&self) -> Type<'c> {
+        IntegerType::new(self.ctx, 32).into()
+    }
+
+    fn c32(&self, v: i64) -> Result<Value<'c, 'b>, CompileError> {
+        self.push(arith::constant(
+            self.ctx,
+            IntegerAttribute::new(self.i32(), v).into(),
+            self.loc,
+        ))
+    }
+
+    fn add(&self, a: Value<'c, '_>, b: Value<'c, '_>) -> Result<Value<'c, 'b>, CompileError> {
+        self.push(arith::addi(a, b, self.loc))
+    }
+
+    fn mul(&self, a: Value<'c, '_>, b: Value<'c, '_>) -> Result<Value<'c, 'b>, CompileError> {
+        self.push(arith::muli(a, b, self.loc))
+    }
+
+    fn lt(&self, a: Value<'c, '_>, b: Value<'c, '_>) -> Result<Value<'c, 'b>, CompileError> {
+        self.push(arith::cmpi(
+            self.ctx,
+            arith::CmpiPredicate::Slt,
+            a,
+            b,
+            self.loc,
+        ))
+    }
+
+    fn and(&self, a: Value<'c, '_>, b: Value<'c, '_>) -> Result<Value<'c, 'b>, CompileError> {
+        self.push(arith::andi(a, b, self.loc))
+    }
+
+    fn min(&self, a: Value<'c, '_>, b: Value<'c, '_>) -> Result<Value<'c, 'b>, CompileError> {
+        self.push(arith::minsi(a, b, self.loc))
+    }
+
+    fn add_c(&self, a: Value<'c, '_>, c: i64) -> Result<Value<'c, 'b>, CompileError> {
+        let c = self.c32(c)?;
+        self.add(a, c)
+    }
+
+    /// &ptr[index] for 16-bit elements, index an i32 widened to i64 first (M·K may pass 2^31).
+    fn gep16(
+        &self,
+        ptr: Value<'c, '_>,
+        index: Value<'c, '_>,
+    ) -> Result<Value<'c, 'b>, CompileError> {
+        let i64t: Type = IntegerType::new(self.ctx, 64).into();
+        let wide = self.push(arith::extsi(index, i64t, self.loc))?;
+        self.push(build_op(
+            OperationBuilder::new("llvm.getelementptr", self.loc)
+                .add_attributes(&[
+                    (
+                        Identifier::new(self.ctx, "rawConstantIndices"),
+                        DenseI32ArrayAttribute::new(self.ctx, &[i32::MIN]).into(),
+                    ),
+                    (
+                        Identifier::new(self.ctx, "elem_type"),
+                        TypeAttribute::new(IntegerType::new(self.ctx, 16).into()).into(),
+                    ),
+                ])
+                .add_operands(&[ptr, wide])
+                .add_results(&[llvm::r#type::pointer(self.ctx, 1)]),
+        )?)
+    }
+
+    /// The 16 bits of element (row, col) of a rows×cols row-major matrix, or 0 outside it. The
+    /// address is clamped into the matrix so no load ever leaves it.
+    fn load16(
+        &self,
+        ptr: Value<'c, '_>,
+        row: Value<'c, '_>,
+        col: Value<'c, '_>,
+        rows: Value<'c, '_>,
+        cols: Value<'c, '_>,
+    ) -> Result<Value<'c, 'b>, CompileError> {
+        let one = self.c32(1)?;
+        let inside = self.and(self.lt(row, rows)?, self.lt(col, cols)?)?;
+        let r = self.min(row, self.push(arith::subi(rows, one, self.loc))?)?;
+        let c = self.min(col, self.push(arith::subi(cols, one, self.loc))?)?;
+        let idx = self.add(self.mul(r, cols)?, c)?;
+        let p = self.gep16(ptr, idx)?;
+        let i16t: Type = IntegerType::new(self.ctx, 16).into();
+        let v = self.push(llvm::load(
+            self.ctx,
+            p,
+            i16t,
+            self.loc,
+            LoadStoreOptions::new(),
+        ))?;
+        let zero = self.push(arith::constant(
+            self.ctx,
+            IntegerAttribute::new(i16t, 0).into(),
+            self.loc,
+        ))?;
+        self.push(arith::select(inside, v, zero, self.loc))
+    }
+
+    /// Two 16-bit values packed into one 32-bit register, `lo` in the low half.
+    fn pack(&self, lo: Value<'c, '_>, hi: Value<'c, '_>) -> Result<Value<'c, 'b>, CompileError> {
+        let lo = self.push(arith::extui(lo, self.i32(), self.loc))?;
+        let hi = self.push(arith::extui(hi, self.i32(), self.loc))?;
+        let sixteen = self.c32(16)?;
+        let hi = self.push(arith::shli(hi, sixteen, self.loc))?;
+        self.push(arith::ori(lo, hi, self.loc))
+    }
+}
+
+/// Builds `matmul_bf16(a, b, c: *global bf16, M, N, K: i32)`; launch with grid
+/// (cdiv(N, 64), cdiv(M, 64)) and 128 threads.
+pub fn build<'c>(session: &'c MlirSession) -> Result<Module<'c>, CompileError> {
+    let ctx = &session.context;
+    let loc = Location::unknown(ctx);
+    let module = Module::new(loc);
+    let i32t: Type = IntegerType::new(ctx, 32).into();
+    let f32t = Type::float32(ctx);
+    let gptr = llvm::r#type::pointer(ctx, 1);
+
+    let entry = Block::new(&[
+        (gptr, loc),
+        (gptr, loc),
+        (gptr, loc),
+        (i32t, loc),
+        (i32t, loc),
+        (i32t, loc),
+    ]);
+    let arg = |i| {
+        entry
+            .argument(i)
+            .map(Value::from)
+            .map_err(|e| CompileError::mlir("arguments", e.to_string()))
+    };
+    let (a, b, c, m, n, k) = (arg(0)?, arg(1)?, arg(2)?, arg(3)?, arg(4)?, arg(5)?);
+    let e = Emit {
+        ctx,
+        loc,
+        block: &entry,
+    };
+    let tid = e.push(special_register(ctx, "tid.x", loc)?)?;
+    let bx = e.push(special_register(ctx, "ctaid.x", loc)?)?;
+    let by = e.push(special_register(ctx, "ctaid.y", loc)?)?;
+    let c32v = e.c32(32)?;
+    let c4 = e.c32(4)?;
+    let c2 = e.c32(2)?;
+    let warp = e.push(arith::divui(tid, c32v, loc))?;
+    let lane = e.push(arith::remui(tid, c32v, loc))?;
+    let g = e.push(arith::divui(lane, c4, loc))?;
+    let t4 = e.push(arith::remui(lane, c4, loc))?;
+    let two_t4 = e.mul(t4, c2)?;
+    let wm = e.push(arith::divui(warp, c2, loc))?;
+    let wn = e.push(arith::remui(warp, c2, loc))?;
+    // First row / column of this warp's 32×32 quarter.
+    let row0 = e.add(e.mul(by, e.c32(BLOCK_M as i64)?)?, e.mul(wm, c32v)?)?;
+    let col0 = e.add(e.mul(bx, e.c32(BLOCK_N as i64)?)?, e.mul(wn, c32v)?)?;
+
+    // The K loop carries 2×4 tiles × 4 accumulators.
+    let n_acc = WARP_M_TILES * WARP_N_TILES * 4;
+    let zero_f = e.push(arith::constant(
+        ctx,
+        melior::ir::attribute::FloatAttribute::new(ctx, f32t, 0.0).into(),
+        loc,
+    ))?;
+    let lo = e.c32(0)?;
+    let step = e.c32(16)?;
+    let body = Block::new(
+        &std::iter::once((i32t, loc))
+            .chain(std::iter::repeat_n((f32t, loc), n_acc))
+            .collect::<Vec<_>>(),
+    );
+    {
+        let be = Emit {
+            ctx,
+            loc,
+            block: &body,
+        };
+        let k0 = body
+            .argument(0)
+            .map(Value::from)
+            .map_err(|e| CompileError::mlir("loop", e.to_string()))?;
+        let kk = be.add(k0, two_t4)?;
+        let kk1 = be.add_c(kk, 1)?;
+        let kk8 = be.add_c(kk, 8)?;
+        let kk9 = be.add_c(kk, 9)?;
+        let mut a_frags = Vec::new();
+        for mi in 0..WARP_M_TILES {
+            let r = be.add(be.add_c(row0, (mi * 16) as i64)?, g)?;
+            let r8 = be.add_c(r, 8)?;
+            let ld = |row, col| be.load16(a, row, col, m, k);
+            a_frags.push([
+                be.pack(ld(r, kk)?, ld(r, kk1)?)?,
+                be.pack(ld(r8, kk)?, ld(r8, kk1)?)?,
+                be.pack(ld(r, kk8)?, ld(r, kk9)?)?,
+                be.pack(ld(r8, kk8)?, ld(r8, kk9)?)?,
+            ]);
+        }
+        let mut b_frags = Vec::new();
+        for ni in 0..WARP_N_TILES {
+            let col = be.add(be.add_c(col0, (ni * 8) as i64)?, g)?;
+            let ld = |row, col| be.load16(b, row, col, k, n);
+            b_frags.push([
+                be.pack(ld(kk, col)?, ld(kk1, col)?)?,
+                be.pack(ld(kk8, col)?, ld(kk9, col)?)?,
+            ]);
+        }
+        let struct_t = llvm::r#type::r#struct(ctx, &[f32t, f32t, f32t, f32t], false);
+        let mut yields = Vec::with_capacity(n_acc);
+        for (mi, a_frag) in a_frags.iter().enumerate() {
+            for (ni, b_frag) in b_frags.iter().enumerate() {
+                let base = 1 + (mi * WARP_N_TILES + ni) * 4;
+                let accs: Vec<Value> = (0..4)
+                    .map(|q| body.argument(base + q).map(Value::from))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| CompileError::mlir("loop", e.to_string()))?;
+                let mut operands: Vec<Value> = a_frag.to_vec();
+                operands.extend(b_frag);
+                operands.extend(accs);
+                let mma = be.push(build_op(
+                    OperationBuilder::new("llvm.inline_asm", loc)
+                        .add_attributes(&[
+                            (
+                                Identifier::new(ctx, "asm_string"),
+                                StringAttribute::new(ctx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};").into(),
+                            ),
+                            (Identifier::new(ctx, "constraints"), StringAttribute::new(ctx, "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f").into()),
+                        ])
+                        .add_operands(&operands)
+                        .add_results(&[struct_t]),
+                )?)?;
+                for q in 0..4 {
+                    yields.push(be.push(llvm::extract_value(
+                        ctx,
+                        mma,
+                        melior::ir::attribute::DenseI64ArrayAttribute::new(ctx, &[q]),
+                        f32t,
+                        loc,
+                    ))?);
+                }
+            }
+        }
+        body.append_operation(scf::r#yield(&yields, loc));
+    }
+    let region = Region::new();
+    region.append_block(body);
+    let mut inits = vec![lo, k, step];
+    inits.extend(std::iter::repeat_n(zero_f, n_acc));
+    let for_op = entry.append_operation(build_op(
+        OperationBuilder::new("scf.for", loc)
+            .add_operands(&inits)
+            .add_regions([region])
+            .add_results(&vec![f32t; n_acc]),
+    )?);
+    let accs: Vec<Value> = (0..n_acc)
+        .map(|i| for_op.result(i).map(Value::from))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CompileError::mlir("loop results", e.to_string()))?;
+
+    // Epilogue: round to bf16 and store what lies inside C.
+    let bf16t = Type::bfloat16(ctx);
+    for mi in 0..WARP_M_TILES {
+        for ni in 0..WARP_N_TILES {
+            let base = (mi * WARP_N_TILES + ni) * 4;
+            let r = e.add(e.add_c(row0, (mi * 16) as i64)?, g)?;
+            let col = e.add(e.add_c(col0, (ni * 8) as i64)?, two_t4)?;
+            for q in 0..4 {
+                let rr = if q >= 2 { e.add_c(r, 8)? } else { r };
+                let cc = if q % 2 == 1 { e.add_c(col, 1)? } else { col };
+                let inside = e.and(e.lt(rr, m)?, e.lt(cc, n)?)?;
+                let then = Block::new(&[]);
+                {
+                    let te = Emit {
+                        ctx,
+                        loc,
+                        block: &then,
+                    };
+                    let idx = te.add(te.mul(rr, n)?, cc)?;
+                    let p = te.gep16(c, idx)?;
+                    let v = te.push(arith::truncf(accs[base + q], bf16t, loc))?;
+                    then.append_operation(llvm::store(ctx, v, p, loc, LoadStoreOptions::new()));
+                    then.append_operation(scf::r#yield(&[], loc));
+                }
+                let tr = Region::new();
+                tr.append_block(then);
+                entry.append_operation(scf::r#if(inside, &[], tr, Region::new(), loc));
+            }
+        }
+    }
+    entry.append_operation(llvm::r#return(None, loc));
+    let fbody = Region::new();
+    fbody.append_block(entry);
+    let fn_type = llvm::r#type::function(
+        llvm::r#type::void(ctx),
+        &[gptr, gptr, gptr, i32t, i32t, i32t],
+        false,
+    );
+    module.body().append_operation(llvm::func(
+        ctx,
+        StringAttribute::new(ctx, KERNEL),
+        TypeAttribute::new(fn_type),
+        fbody,
+        &[
+            (Identifier::new(ctx, "nvvm.kernel"), Attribute::unit(ctx)),
+            // Tells LLVM the block size, so it can bound thread indices.
+            (
+                Identifier::new(ctx, "nvvm.maxntid"),
+                DenseI32ArrayAttribute::new(ctx, &[THREADS as i32, 1, 1]).into(),
+            ),
+        ],
+        loc,
+    ));
+    Ok(module)
+}

@@ -70,6 +70,41 @@ for m in ([1024, 4096] if QUICK else [1024, 2048, 4096, 8192]):
     ratios.append(dict(kernel="matmul_bf16", size=m, anchor="cuBLAS", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
     del x, y
 
+# Attention anchors (ANCHORS.md shapes: B·N = 16384, H·D = 2048, bf16). tessel's own attention
+# kernels join these groups as they land; until then the anchors are recorded alone.
+from torch.nn.attention import sdpa_kernel, SDPBackend
+import torch.nn.functional as F
+
+for D in ([128] if QUICK else [64, 128]):
+    for N in ([1024, 4096] if QUICK else [1024, 4096, 16384]):
+        B, H = max(1, 16384 // N), 2048 // D
+        q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        for causal in (False, True):
+            flops = 4 * B * H * N * N * D / (2 if causal else 1)
+            for name, be in (("PyTorch flash", SDPBackend.FLASH_ATTENTION), ("cuDNN", SDPBackend.CUDNN_ATTENTION)):
+                try:
+                    with sdpa_kernel([be]):
+                        ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+                    rec(f"attention fwd D={D} {'causal' if causal else 'full'}", name, N, "TFLOP/s", flops / ms / 1e9, ms=ms, B=B, H=H)
+                except Exception as e:  # a backend missing on this machine is reported, not fatal
+                    print(f"anchor {name} D={D} N={N}: {e}")
+        del q, k, v
+
+# fla's chunk_gla with constant per-head gates: Lightning Attention's function (wheels carried in
+# .whl, installed by the caller into PYTHONPATH; skipped with a message when absent).
+try:
+    from fla.ops.gla import chunk_gla
+    for N in ([4096] if QUICK else [1024, 4096, 16384, 65536]):
+        B, H, D = max(1, 65536 // N), 16, 128
+        q, k, v = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        slope = torch.tensor([2 ** (-8 * (h + 1) / H) for h in range(H)], device="cuda")
+        g = (-slope).view(1, 1, H, 1).expand(B, N, H, D).float().contiguous()
+        ms = median_ms(lambda: chunk_gla(q, k, v, g, scale=1.0))
+        rec("lightning fwd D=128", "fla chunk_gla", N, "ms", ms, B=B, H=H)
+        del q, k, v, g
+except Exception as e:
+    print(f"fla anchors skipped: {e}")
+
 commit = open(".gpu/COMMIT").read().strip() if os.path.exists(".gpu/COMMIT") else "unknown"
 date = datetime.date.today().isoformat()
 result = dict(device=torch.cuda.get_device_name(), date=date, commit=commit, torch=torch.__version__,

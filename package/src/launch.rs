@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::manifest::{DType, DimSpec, Io, KernelEntry, ParamSpec};
+use crate::manifest::{dense_strides, DType, DimSpec, Io, KernelEntry, ParamSpec};
 
 /// Alignment every tensor pointer must have: kernels use 16-byte vector accesses.
 pub const POINTER_ALIGN: u64 = 16;
@@ -120,14 +120,6 @@ pub enum LaunchError {
     UnboundSymbol { symbol: String },
     #[error("grid extent {index} ({expr}) is invalid for these shapes")]
     Grid { index: usize, expr: String },
-}
-
-fn dense_strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
 }
 
 /// Checks `args` against `entry` and computes the launch.

@@ -13,5 +13,5 @@ pub mod target;
 pub use expr::ShapeExpr;
 pub use format::{Package, PackageBuilder, PackageError};
 pub use launch::{plan, ArgInfo, LaunchError, LaunchPlan, ParamValue};
-pub use manifest::{DType, DimSpec, Io, KernelEntry, LaunchRule, ParamSpec};
+pub use manifest::{dense_strides, DType, DimSpec, Io, KernelEntry, LaunchRule, ParamSpec};
 pub use target::{Feature, PtxVersion, Target, TargetError};

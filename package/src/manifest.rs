@@ -137,3 +137,13 @@ pub struct Manifest {
     pub target: TargetSpec,
     pub kernels: Vec<KernelEntry>,
 }
+
+/// Element strides of a dense row-major tensor of `shape`: the layout tensors have unless they say
+/// otherwise.
+pub fn dense_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}

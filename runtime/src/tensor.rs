@@ -1,7 +1,7 @@
 //! Tensors in device memory: element type, shape, strides, and a pooled buffer.
 
 use half::{bf16, f16};
-use tessel_package::DType;
+use tessel_package::{dense_strides, DType};
 
 use crate::memory::Buffer;
 use crate::{Device, RuntimeError};
@@ -13,14 +13,6 @@ pub struct DeviceTensor {
     /// Element strides (dense row-major for tensors the runtime creates).
     pub strides: Vec<usize>,
     buffer: Buffer,
-}
-
-fn dense_strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
 }
 
 /// Bit pattern of one element of `dtype` holding `x` (rounded to nearest even for 16-bit floats).

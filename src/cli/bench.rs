@@ -9,17 +9,14 @@ use clap::Args;
 use tessel_runtime::format::Package;
 use tessel_runtime::{Device, LoadedPackage};
 
-use super::run::{device_args, host_inputs, key_values, upload};
+use super::numeric_key_values;
+use super::run::{device_args, host_inputs, upload};
 
 #[derive(Args)]
 pub struct BenchArgs {
     pub package: PathBuf,
-    #[arg(long)]
-    pub kernel: String,
-    #[arg(long, value_delimiter = ',')]
-    pub shape: Vec<String>,
-    #[arg(long, value_delimiter = ',')]
-    pub scalar: Vec<String>,
+    #[command(flatten)]
+    pub problem: super::ProblemArgs,
     /// Timed launches.
     #[arg(long, default_value_t = 200)]
     pub iters: usize,
@@ -45,9 +42,9 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn run(args: BenchArgs) -> super::CliResult {
     let package = Package::read(&args.package)?;
-    let entry = package.kernel(&args.kernel)?.0.clone();
-    let symbols = key_values(&args.shape)?;
-    let scalars = key_values(&args.scalar)?;
+    let entry = package.kernel(&args.problem.kernel)?.0.clone();
+    let symbols = numeric_key_values(&args.problem.shape, "--shape")?;
+    let scalars = numeric_key_values(&args.problem.scalar, "--scalar")?;
     let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
     let host = host_inputs(&entry, &symbols, &scalars, 1)?;

@@ -48,72 +48,76 @@ fn ptxas_report(ptxas: &PathBuf, file: &PathBuf, arch: &str) -> Result<PtxasRepo
     })
 }
 
+/// Writes one kernel's PTX and package into the output directory and prints its row.
+fn emit(
+    args: &DemoArgs,
+    name: &str,
+    arch: &str,
+    ptx: &str,
+    package: &tessel_runtime::format::PackageBuilder,
+    seconds: f64,
+) -> super::CliResult {
+    let file = args.out_dir.join(format!("{name}.{arch}.ptx"));
+    std::fs::write(&file, ptx)?;
+    package.write(&args.out_dir.join(format!("{name}.{arch}.tpkg")))?;
+    let stats = PtxStats::of(ptx);
+    let report = match &args.ptxas {
+        Some(p) => ptxas_report(p, &file, arch)?,
+        None => PtxasReport {
+            registers: "-".into(),
+            spills: "-".into(),
+        },
+    };
+    println!(
+        "{:<12} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>7.1}ms",
+        name,
+        arch,
+        stats.version.clone().unwrap_or_default(),
+        stats.instructions,
+        report.registers,
+        report.spills,
+        stats.count("fma.rn"),
+        stats.count("mma.sync"),
+        seconds * 1e3
+    );
+    Ok(())
+}
+
 pub fn run(args: DemoArgs) -> super::CliResult {
     std::fs::create_dir_all(&args.out_dir)?;
     println!(
-        "{:<10} {:<7} {:>6} {:>7} {:>5} {:>5} {:>6} {:>8}",
-        "kernel", "arch", "ptx", "instrs", "regs", "spill", "fma", "compile"
+        "{:<12} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>9}",
+        "kernel", "arch", "ptx", "instrs", "regs", "spill", "fma", "mma", "compile"
     );
     for dtype in ElemType::ALL {
         for target in TARGETS {
             let start = Instant::now();
             let ptx = compile_elementwise(dtype, *target)?;
-            let elapsed = start.elapsed();
-            let name = kernel_name(dtype);
-            let file = args.out_dir.join(format!("{name}.{}.ptx", target.name));
-            std::fs::write(&file, &ptx)?;
-            tessel_compiler::package::fma_package(dtype, *target)?
-                .write(&args.out_dir.join(format!("{name}.{}.tpkg", target.name)))?;
-            let stats = PtxStats::of(&ptx);
-            let report = match &args.ptxas {
-                Some(p) => ptxas_report(p, &file, target.name)?,
-                None => PtxasReport {
-                    registers: "-".into(),
-                    spills: "-".into(),
-                },
-            };
-            println!(
-                "{:<10} {:<7} {:>6} {:>7} {:>5} {:>5} {:>6} {:>6.1}ms",
-                name,
+            let elapsed = start.elapsed().as_secs_f64();
+            let package = tessel_compiler::package::fma_package(dtype, *target)?;
+            emit(
+                &args,
+                &kernel_name(dtype),
                 target.name,
-                stats.version.clone().unwrap_or_default(),
-                stats.instructions,
-                report.registers,
-                report.spills,
-                stats.count("fma.rn"),
-                elapsed.as_secs_f64() * 1e3
-            );
+                &ptx,
+                &package,
+                elapsed,
+            )?;
         }
     }
     for target in TARGETS {
         let start = Instant::now();
         let ptx = tessel_compiler::codegen::compile_matmul(*target)?;
-        let elapsed = start.elapsed();
-        let name = tessel_compiler::lower::matmul::KERNEL;
-        let file = args.out_dir.join(format!("{name}.{}.ptx", target.name));
-        std::fs::write(&file, &ptx)?;
-        tessel_compiler::package::matmul_package(*target)?
-            .write(&args.out_dir.join(format!("{name}.{}.tpkg", target.name)))?;
-        let stats = PtxStats::of(&ptx);
-        let report = match &args.ptxas {
-            Some(p) => ptxas_report(p, &file, target.name)?,
-            None => PtxasReport {
-                registers: "-".into(),
-                spills: "-".into(),
-            },
-        };
-        println!(
-            "{:<10} {:<7} {:>6} {:>7} {:>5} {:>5} {:>6} {:>6.1}ms  mma.sync: {}",
-            "matmul",
+        let elapsed = start.elapsed().as_secs_f64();
+        let package = tessel_compiler::package::matmul_package(*target)?;
+        emit(
+            &args,
+            tessel_compiler::lower::matmul::KERNEL,
             target.name,
-            stats.version.clone().unwrap_or_default(),
-            stats.instructions,
-            report.registers,
-            report.spills,
-            stats.count("fma.rn"),
-            elapsed.as_secs_f64() * 1e3,
-            stats.count("mma.sync")
-        );
+            &ptx,
+            &package,
+            elapsed,
+        )?;
     }
     if args.ptxas.is_none() {
         println!("(set PTXAS to have ptxas validate each file and report registers)");

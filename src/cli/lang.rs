@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
+
+use super::{key_values, numeric_key_values};
 use tessel_compiler::diag::render_all;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
 use tessel_compiler::sema::{self, Overrides};
@@ -31,29 +33,8 @@ pub struct IrArgs {
 pub struct InterpretArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// The kernel to run.
-    #[arg(long)]
-    pub kernel: String,
-    /// Values of the shape symbols, e.g. --shape M=100,N=64,K=40.
-    #[arg(long, value_delimiter = ',')]
-    pub shape: Vec<String>,
-    /// Values of scalar parameters, e.g. --scalar scale=0.125 (default 1).
-    #[arg(long, value_delimiter = ',')]
-    pub scalar: Vec<String>,
-    /// Seed of the random inputs (default: fresh each run).
-    #[arg(long)]
-    pub seed: Option<u64>,
-}
-
-fn key_values(items: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
-    items
-        .iter()
-        .map(|d| {
-            d.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("{what} `{d}` is not NAME=VALUE"))
-        })
-        .collect()
+    #[command(flatten)]
+    pub problem: super::ProblemArgs,
 }
 
 fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::error::Error>> {
@@ -120,31 +101,24 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
     let kernels = front_end(&args.source)?;
     let kernel = kernels
         .iter()
-        .find(|k| k.name == args.kernel)
+        .find(|k| k.name == args.problem.kernel)
         .ok_or_else(|| {
             format!(
                 "no kernel named `{}` in {}",
-                args.kernel,
+                args.problem.kernel,
                 args.source.file.display()
             )
         })?;
     let mut dims: HashMap<String, usize> = HashMap::new();
-    for (k, v) in key_values(&args.shape, "--shape")? {
+    for (k, v) in key_values(&args.problem.shape, "--shape")? {
         dims.insert(
             k.clone(),
             v.parse()
                 .map_err(|_| format!("--shape {k}={v}: not a size"))?,
         );
     }
-    let scalars: HashMap<String, f64> = key_values(&args.scalar, "--scalar")?
-        .into_iter()
-        .map(|(k, v)| {
-            v.parse()
-                .map(|x| (k.clone(), x))
-                .map_err(|_| format!("--scalar {k}={v}: not a number"))
-        })
-        .collect::<Result<_, _>>()?;
-    let seed = args.seed.unwrap_or_else(|| {
+    let scalars = numeric_key_values(&args.problem.scalar, "--scalar")?;
+    let seed = args.problem.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)

@@ -11,5 +11,49 @@ pub mod plot;
 pub mod run;
 pub mod targets;
 
+/// Which kernel to run, and the problem to run it on: shared by `interpret`, `run` and `bench`.
+#[derive(clap::Args)]
+pub struct ProblemArgs {
+    /// The kernel.
+    #[arg(long)]
+    pub kernel: String,
+    /// Values of the shape symbols, e.g. --shape M=100,N=64,K=40.
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Vec<String>,
+    /// Values of scalar parameters, e.g. --scalar scale=0.125 (default 1).
+    #[arg(long, value_delimiter = ',')]
+    pub scalar: Vec<String>,
+    /// Seed of the random inputs (default: fresh each run; `bench` uses 1).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
 /// The error every subcommand returns; `main` prints it with its chain of causes.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// `NAME=VALUE` arguments (`-D`, `--shape`, `--scalar`) split into pairs; `what` names the flag in
+/// errors.
+pub fn key_values(items: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
+    items
+        .iter()
+        .map(|d| {
+            d.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("{what} `{d}` is not NAME=VALUE"))
+        })
+        .collect()
+}
+
+/// `NAME=NUMBER` arguments.
+pub fn numeric_key_values(
+    items: &[String],
+    what: &str,
+) -> Result<std::collections::HashMap<String, f64>, String> {
+    key_values(items, what)?
+        .into_iter()
+        .map(|(k, v)| match v.parse::<f64>() {
+            Ok(x) => Ok((k, x)),
+            Err(_) => Err(format!("{what} {k}={v}: not a number")),
+        })
+        .collect()
+}

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
+
+use super::numeric_key_values;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
 use tessel_compiler::tir;
 use tessel_runtime::format::{DType, DimSpec, Io, KernelEntry, Package, ParamSpec};
@@ -14,34 +16,8 @@ use tessel_runtime::{Arg, Device, DeviceTensor, LoadedPackage};
 pub struct RunArgs {
     /// An AOT package (.tpkg).
     pub package: PathBuf,
-    /// The kernel to run.
-    #[arg(long)]
-    pub kernel: String,
-    /// Values of the shape symbols, e.g. --shape N=1000.
-    #[arg(long, value_delimiter = ',')]
-    pub shape: Vec<String>,
-    /// Values of scalar parameters (default 1).
-    #[arg(long, value_delimiter = ',')]
-    pub scalar: Vec<String>,
-    /// Seed of the random inputs (default: fresh each run).
-    #[arg(long)]
-    pub seed: Option<u64>,
-}
-
-pub(crate) fn key_values(items: &[String]) -> Result<HashMap<String, f64>, String> {
-    items
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("`{kv}` is not NAME=VALUE"))?;
-            let v: f64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{kv}`: not a number"))?;
-            Ok((k.trim().to_string(), v))
-        })
-        .collect()
+    #[command(flatten)]
+    pub problem: super::ProblemArgs,
 }
 
 pub(crate) fn tir_dtype(d: DType) -> tir::DType {
@@ -158,7 +134,7 @@ fn tolerance(d: DType) -> f64 {
 
 pub fn run(args: RunArgs) -> super::CliResult {
     let package = Package::read(&args.package)?;
-    let entry = package.kernel(&args.kernel)?.0.clone();
+    let entry = package.kernel(&args.problem.kernel)?.0.clone();
     let ir = entry.tile_ir.as_ref().ok_or_else(|| {
         format!(
             "kernel `{}` carries no Tile IR to check against",
@@ -167,9 +143,9 @@ pub fn run(args: RunArgs) -> super::CliResult {
     })?;
     let reference = tir::parse_kernel(ir)?;
     tir::verify(&reference)?;
-    let symbols = key_values(&args.shape)?;
-    let scalars = key_values(&args.scalar)?;
-    let seed = args.seed.unwrap_or_else(|| {
+    let symbols = numeric_key_values(&args.problem.shape, "--shape")?;
+    let scalars = numeric_key_values(&args.problem.scalar, "--scalar")?;
+    let seed = args.problem.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use half::{bf16, f16};
+use tessel_package::dense_strides as strides;
 
 use crate::tir::{
     slice_shape, BinaryOp, Block, CmpOp, DType, Dim, Inst, Kernel, Literal, Op, ParamKind,
@@ -257,14 +258,6 @@ struct Machine<'k, 'a> {
     args: &'a mut [HostArg],
     grid: [usize; 3],
     pid: [usize; 3],
-}
-
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
 }
 
 /// Multi-index of flat position `i` in a row-major `shape`.

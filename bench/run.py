@@ -27,8 +27,8 @@ def rec(group, name, size, metric, value, **extra):
     return r
 
 
-def tessel_bench(kernel, shape):
-    pkg = f"{KERNELS}/{kernel}.{ARCH}.tpkg"
+def tessel_bench(kernel, shape, package=None):
+    pkg = f"{KERNELS}/{package or kernel}.{ARCH}.tpkg"
     args = [TESSEL, "bench", pkg, "--kernel", kernel, "--shape", ",".join(f"{k}={v}" for k, v in shape.items()), "--json"]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -50,6 +50,10 @@ for name, tdt in DTYPES.items():
         gbps_torch = 4 * n * a.element_size() / ms / 1e6
         rec(f"elementwise {name}", "tessel fma", n, "GB/s", t["gbps"], ms=t["median_ms"])
         rec(f"elementwise {name}", "torch addcmul_", n, "GB/s", gbps_torch, ms=ms)
+        if name in ("f32", "bf16"):
+            d = tessel_bench("fma", {"N": n}, package=f"dsl_fma_{name}")
+            rec(f"elementwise {name}", "tessel fma (from .tsl)", n, "GB/s", d["gbps"], ms=d["median_ms"])
+            ratios.append(dict(kernel=f"fma.tsl {name}", size=n, anchor="torch addcmul_", tessel_ms=d["median_ms"], anchor_ms=ms, speedup=ms / d["median_ms"]))
         ratios.append(dict(kernel=f"fma_{name}", size=n, anchor="torch addcmul_", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
         del a, b, c
 

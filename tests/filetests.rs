@@ -6,7 +6,8 @@
 //!   `// test: check`                      parse + check; prints "ok" lines or the diagnostics
 //!   `// test: tir`                        prints the Tile IR and checks print → parse → print
 //!   `// define: NAME=VALUE`               a compile-time value, as `-D` on the command line
-//!   `// test: <stage> arch=sm_90a ...`    later stages add arms to `run_stage`
+//!   `// test: sched arch=sm_90a`          the schedule the compiler chose (or why it cannot)
+//!   `// test: ptx arch=sm_80`             the PTX, after ptxas has accepted it
 //! A file that includes the examples directory's source uses `// source: dsl-examples/NAME.tsl`.
 
 use std::path::{Path, PathBuf};
@@ -60,9 +61,22 @@ fn header(text: &str) -> Header {
     h
 }
 
+mod common {
+    include!("support/ptxas.rs");
+}
+
+fn arch(args: &[(String, String)]) -> tessel_compiler::Target {
+    let name = args
+        .iter()
+        .find(|(k, _)| k == "arch")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("sm_90a");
+    tessel_compiler::Target::lookup(name).expect("a known arch")
+}
+
 fn run_stage(
     stage: &str,
-    _args: &[(String, String)],
+    args: &[(String, String)],
     name: &str,
     source: &str,
     overrides: &Overrides,
@@ -95,6 +109,21 @@ fn run_stage(
                 );
                 text
             })
+            .collect(),
+        "sched" | "ptx" => kernels
+            .iter()
+            .map(
+                |k| match tessel_compiler::codegen::compile_kernel(k, arch(args)) {
+                    Ok(c) if stage == "sched" => c.schedule.to_string(),
+                    Ok(c) => {
+                        common::Ptxas::find()
+                            .assemble(&c.ptx, arch(args).name)
+                            .unwrap_or_else(|e| panic!("{name}: {e}"));
+                        c.ptx
+                    }
+                    Err(e) => format!("error: {e}\n"),
+                },
+            )
             .collect(),
         other => panic!("{name}: unknown stage `{other}`"),
     }

@@ -14,6 +14,9 @@ pub enum CompileError {
         stage: &'static str,
         message: String,
     },
+    /// The kernel uses something the scheduler cannot place yet.
+    #[error(transparent)]
+    Schedule(#[from] crate::sched::SchedError),
     /// Writing the AOT package failed.
     #[error(transparent)]
     Package(#[from] tessel_package::PackageError),

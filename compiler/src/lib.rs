@@ -9,6 +9,7 @@ pub mod diag;
 pub mod error;
 pub mod interp;
 pub mod ptx;
+pub mod sched;
 pub mod sema;
 pub mod syntax;
 pub mod tir;

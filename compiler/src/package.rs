@@ -148,3 +148,101 @@ pub fn matmul_package(target: Target) -> Result<PackageBuilder, CompileError> {
     b.add(entry, &ptx)?;
     Ok(b)
 }
+
+/// A package entry for a kernel compiled from Tile IR, carrying that Tile IR as its reference.
+pub fn kernel_package(
+    kernel: &crate::tir::Kernel,
+    compiled: &crate::codegen::CompiledKernel,
+) -> Result<PackageBuilder, CompileError> {
+    use crate::tir::{Io as TIo, ParamKind};
+    let dtype = |d: crate::tir::DType| match d {
+        crate::tir::DType::Bf16 => Ok(DType::Bf16),
+        crate::tir::DType::F16 => Ok(DType::F16),
+        crate::tir::DType::F32 => Ok(DType::F32),
+        crate::tir::DType::I32 => Ok(DType::I32),
+        crate::tir::DType::Bool => Err(CompileError::Reference(
+            "bool parameters have no package type".into(),
+        )),
+    };
+    let mut params = Vec::new();
+    for p in &kernel.params {
+        params.push(match &p.kind {
+            ParamKind::Tensor {
+                io, dtype: d, dims, ..
+            } => ParamSpec::Tensor {
+                name: p.name.clone(),
+                dtype: dtype(*d)?,
+                dims: dims
+                    .iter()
+                    .map(|d| match d {
+                        crate::tir::Dim::Const(c) => DimSpec::Const(*c),
+                        crate::tir::Dim::Sym(s) => DimSpec::Sym(s.clone()),
+                    })
+                    .collect(),
+                io: match io {
+                    TIo::In => Io::In,
+                    TIo::Out => Io::Out,
+                    TIo::InOut => Io::InOut,
+                },
+            },
+            ParamKind::Scalar { dtype: d } => ParamSpec::Scalar {
+                name: p.name.clone(),
+                dtype: dtype(*d)?,
+            },
+        });
+    }
+    params.extend(
+        crate::lower::tile::shape_symbols(kernel)
+            .into_iter()
+            .map(|symbol| ParamSpec::Shape { symbol }),
+    );
+    // Bytes a call moves at least: every tensor read or written once (read and written for inout).
+    let mut bytes: Option<ShapeExpr> = None;
+    for p in &params {
+        if let ParamSpec::Tensor {
+            dtype, dims, io, ..
+        } = p
+        {
+            let passes = if *io == Io::InOut { 2 } else { 1 };
+            let mut e = ShapeExpr::Int((dtype.size() * passes) as i64);
+            for d in dims {
+                let d = match d {
+                    DimSpec::Const(c) => ShapeExpr::Int(*c),
+                    DimSpec::Sym(s) => ShapeExpr::Sym(s.clone()),
+                };
+                e = ShapeExpr::Mul(Box::new(e), Box::new(d));
+            }
+            bytes = Some(match bytes {
+                Some(b) => ShapeExpr::Add(Box::new(b), Box::new(e)),
+                None => e,
+            });
+        }
+    }
+    let entry = KernelEntry {
+        name: kernel.name.clone(),
+        entry: kernel.name.clone(),
+        params,
+        consts: kernel
+            .consts
+            .iter()
+            .map(|(n, v)| (n.clone(), v.to_string()))
+            .collect(),
+        launch: LaunchRule {
+            grid: kernel.grid.clone(),
+            block: [compiled.schedule.threads, 1, 1],
+            shared_bytes: 0,
+        },
+        flops: None,
+        bytes,
+        ptx: Blob {
+            offset: 0,
+            len: 0,
+            sha256: String::new(),
+        },
+        tile_ir: Some(kernel.to_string()),
+    };
+    let target = compiled.schedule.target;
+    let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
+    b.add(entry, &compiled.ptx)?;
+    Ok(b)
+}

@@ -1,23 +1,44 @@
 use std::path::PathBuf;
 
-use clap::Args;
-use tessel_compiler::codegen::compile_elementwise;
+use clap::{Args, ValueEnum};
+use tessel_compiler::codegen::{compile_elementwise, compile_kernel};
 use tessel_compiler::lower::elementwise::{kernel_name, ElemType};
 use tessel_compiler::Target;
 
+/// Which stage `--emit` prints.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Stage {
+    Tir,
+    Sched,
+    Mlir,
+    Llvm,
+    Ptx,
+}
+
 #[derive(Args)]
 pub struct CompileArgs {
-    /// A kernel built into the compiler (until .tsl sources lower): `fma` (c = a*b + c) or
-    /// `matmul` (bf16 C = A·B on the tensor cores).
-    #[arg(long, value_name = "NAME")]
-    pub builtin: String,
-    /// Element type of the builtin: f32, bf16 or f16.
+    /// A .tsl source file (or use --builtin).
+    pub file: Option<PathBuf>,
+    /// The kernel to compile (default: the file's only kernel).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Compile-time parameter values, e.g. -D BLOCK=1024 -D T=bf16.
+    #[arg(short = 'D', value_name = "NAME=VALUE")]
+    pub defines: Vec<String>,
+    /// A kernel built into the compiler instead of a file: `fma` (c = a*b + c) or `matmul` (bf16
+    /// C = A·B on the tensor cores).
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    pub builtin: Option<String>,
+    /// Element type of the `fma` builtin: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// GPU architecture (see `tessel targets`).
     #[arg(long, default_value = "sm_90a")]
     pub arch: String,
-    /// Where to write the PTX; `-` for standard output.
+    /// The stage to print or write.
+    #[arg(long, value_enum, default_value = "ptx")]
+    pub emit: Stage,
+    /// Where to write it; `-` for standard output.
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
@@ -27,41 +48,83 @@ pub struct CompileArgs {
 
 pub fn run(args: CompileArgs) -> super::CliResult {
     let target = Target::lookup(&args.arch)?;
-    if args.builtin == "matmul" {
-        if let Some(path) = &args.package {
-            tessel_compiler::package::matmul_package(target)?.write(path)?;
-            eprintln!("wrote package {}", path.display());
+    match (&args.file, args.builtin.as_deref()) {
+        (Some(file), None) => compile_file(&args, file, target),
+        (None, Some("matmul")) => {
+            if let Some(path) = &args.package {
+                tessel_compiler::package::matmul_package(target)?.write(path)?;
+                eprintln!("wrote package {}", path.display());
+            }
+            let ptx = tessel_compiler::codegen::compile_matmul(target)?;
+            write(&args, &ptx, tessel_compiler::lower::matmul::KERNEL, target)
         }
-        let ptx = tessel_compiler::codegen::compile_matmul(target)?;
-        return write_ptx(&args, &ptx, tessel_compiler::lower::matmul::KERNEL, target);
+        (None, Some("fma")) => {
+            let dtype = ElemType::parse(&args.dtype)
+                .ok_or_else(|| format!("unknown dtype `{}` (f32, bf16, f16)", args.dtype))?;
+            if let Some(path) = &args.package {
+                tessel_compiler::package::fma_package(dtype, target)?.write(path)?;
+                eprintln!("wrote package {}", path.display());
+            }
+            let ptx = compile_elementwise(dtype, target)?;
+            write(&args, &ptx, &kernel_name(dtype), target)
+        }
+        (None, Some(other)) => {
+            Err(format!("unknown builtin kernel `{other}` (available: fma, matmul)").into())
+        }
+        _ => Err("give a .tsl file or --builtin NAME".into()),
     }
-    if args.builtin != "fma" {
-        return Err(format!(
-            "unknown builtin kernel `{}` (available: fma, matmul)",
-            args.builtin
-        )
-        .into());
-    }
-    let dtype = ElemType::parse(&args.dtype)
-        .ok_or_else(|| format!("unknown dtype `{}` (f32, bf16, f16)", args.dtype))?;
-    if let Some(path) = &args.package {
-        tessel_compiler::package::fma_package(dtype, target)?.write(path)?;
-        eprintln!("wrote package {}", path.display());
-    }
-    let ptx = compile_elementwise(dtype, target)?;
-    write_ptx(&args, &ptx, &kernel_name(dtype), target)
 }
 
-fn write_ptx(args: &CompileArgs, ptx: &str, kernel: &str, target: Target) -> super::CliResult {
+fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> super::CliResult {
+    let source = super::lang::SourceArgs {
+        file: file.to_path_buf(),
+        defines: args.defines.clone(),
+    };
+    let kernels = super::lang::front_end(&source)?;
+    let kernel = match &args.kernel {
+        Some(name) => kernels
+            .iter()
+            .find(|k| &k.name == name)
+            .ok_or_else(|| format!("no kernel named `{name}` in {}", file.display()))?,
+        None if kernels.len() == 1 => &kernels[0],
+        None => {
+            let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
+            return Err(format!(
+                "{} has several kernels ({}): choose one with --kernel",
+                file.display(),
+                names.join(", ")
+            )
+            .into());
+        }
+    };
+    if let Stage::Tir = args.emit {
+        return write(args, &kernel.to_string(), &kernel.name, target);
+    }
+    let compiled = compile_kernel(kernel, target)?;
+    if let Some(path) = &args.package {
+        tessel_compiler::package::kernel_package(kernel, &compiled)?.write(path)?;
+        eprintln!("wrote package {}", path.display());
+    }
+    let text = match args.emit {
+        Stage::Tir => unreachable!("handled above"),
+        Stage::Sched => compiled.schedule.to_string(),
+        Stage::Mlir => compiled.mlir.clone(),
+        Stage::Llvm => compiled.llvm.clone(),
+        Stage::Ptx => compiled.ptx.clone(),
+    };
+    write(args, &text, &kernel.name, target)
+}
+
+fn write(args: &CompileArgs, text: &str, kernel: &str, target: Target) -> super::CliResult {
     if args.output.as_os_str() == "-" {
-        print!("{ptx}");
+        print!("{text}");
     } else {
-        std::fs::write(&args.output, ptx)
+        std::fs::write(&args.output, text)
             .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
         eprintln!(
             "wrote {} ({kernel} for {target}, {} bytes)",
             args.output.display(),
-            ptx.len()
+            text.len()
         );
     }
     Ok(())

@@ -48,6 +48,16 @@ fn ptxas_report(ptxas: &PathBuf, file: &PathBuf, arch: &str) -> Result<PtxasRepo
     })
 }
 
+/// `NAME=VALUE` compile-time values.
+type Defines = &'static [(&'static str, &'static str)];
+
+/// Example kernels compiled from source: (file, -D values, output name).
+const DSL_KERNELS: [(&str, Defines, &str); 3] = [
+    ("elementwise.tsl", &[("T", "f32")], "dsl_fma_f32"),
+    ("elementwise.tsl", &[("T", "bf16")], "dsl_fma_bf16"),
+    ("activation.tsl", &[], "dsl_gated_silu"),
+];
+
 /// Writes one kernel's PTX and package into the output directory and prints its row.
 fn emit(
     args: &DemoArgs,
@@ -118,6 +128,31 @@ pub fn run(args: DemoArgs) -> super::CliResult {
             &package,
             elapsed,
         )?;
+    }
+    // Kernels compiled from .tsl source, for every target the scheduler can place them on.
+    for (file, defines, out) in DSL_KERNELS {
+        let path = std::path::Path::new("dsl-examples").join(file);
+        let source =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let overrides = defines
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    tessel_compiler::sema::parse_const(v).expect("a valid define"),
+                )
+            })
+            .collect();
+        let kernels = tessel_compiler::sema::compile_source(&source, &overrides).map_err(|d| {
+            tessel_compiler::diag::render_all(&d, &path.display().to_string(), &source)
+        })?;
+        for target in TARGETS {
+            let start = Instant::now();
+            let compiled = tessel_compiler::codegen::compile_kernel(&kernels[0], *target)?;
+            let elapsed = start.elapsed().as_secs_f64();
+            let package = tessel_compiler::package::kernel_package(&kernels[0], &compiled)?;
+            emit(&args, out, target.name, &compiled.ptx, &package, elapsed)?;
+        }
     }
     if args.ptxas.is_none() {
         println!("(set PTXAS to have ptxas validate each file and report registers)");

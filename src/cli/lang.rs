@@ -37,7 +37,7 @@ pub struct InterpretArgs {
     pub problem: super::ProblemArgs,
 }
 
-fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::error::Error>> {
+pub fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::error::Error>> {
     let source = std::fs::read_to_string(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let mut overrides = Overrides::new();

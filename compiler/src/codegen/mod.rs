@@ -122,3 +122,44 @@ pub fn compile_matmul(target: Target) -> Result<String, CompileError> {
     let llvm_module = session.translate(&module, &llvm)?;
     emit_ptx(&llvm_module, &options)
 }
+
+/// A Tile IR kernel through every backend stage, with each stage's text kept for `--emit`.
+#[derive(Debug, Clone)]
+pub struct CompiledKernel {
+    pub schedule: crate::sched::Schedule,
+    /// The MLIR module as built, before conversion.
+    pub mlir: String,
+    /// The LLVM IR after O3.
+    pub llvm: String,
+    pub ptx: String,
+}
+
+/// Schedules, lowers and compiles one specialised Tile IR kernel for `target`.
+pub fn compile_kernel(
+    kernel: &crate::tir::Kernel,
+    target: Target,
+) -> Result<CompiledKernel, CompileError> {
+    let schedule = crate::sched::schedule(kernel, target)?;
+    let mut options = BackendOptions::new(target);
+    if kernel
+        .types
+        .iter()
+        .any(|t| t.dtype == crate::tir::DType::Bf16)
+    {
+        options.features.push(Feature::Bf16);
+    }
+    target.require(&options.features)?;
+    let session = crate::lower::MlirSession::new();
+    let mut module = crate::lower::tile::build(&session, kernel, &schedule)?;
+    let mlir = module.as_operation().to_string();
+    session.convert_to_llvm_dialect(&mut module)?;
+    let llvm_ctx = inkwell::context::Context::create();
+    let llvm_module = session.translate(&module, &llvm_ctx)?;
+    let ptx = emit_ptx(&llvm_module, &options)?;
+    Ok(CompiledKernel {
+        schedule,
+        mlir,
+        llvm: llvm_module.print_to_string().to_string(),
+        ptx,
+    })
+}

@@ -6,6 +6,7 @@
 
 pub mod elementwise;
 pub mod matmul;
+pub mod tile;
 
 use std::cell::RefCell;
 use std::rc::Rc;

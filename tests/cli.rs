@@ -130,3 +130,89 @@ fn ir_and_interpret_run_the_examples() {
     assert!(!ok);
     assert!(err.contains("give the size of `K`"), "{err}");
 }
+
+/// A .npy file written by hand (format 1.0), independently of the reader under test.
+fn write_npy(path: &std::path::Path, descr: &str, shape: &[usize], payload: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(payload);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn interpret_reads_npy_inputs_and_binds_shapes_from_them() {
+    let dir = std::env::temp_dir().join(format!("tessel-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b, bad) = (dir.join("a.npy"), dir.join("b.npy"), dir.join("bad.npy"));
+    let a_vals: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    write_npy(&a, "<f4", &[3, 4], &a_vals);
+    let b_vals: Vec<u8> = (0..20).flat_map(|_| 1.0f64.to_le_bytes()).collect();
+    write_npy(&b, "<f8", &[4, 5], &b_vals);
+    write_npy(&bad, "<i8", &[4, 5], &vec![0u8; 160]);
+    let mm = format!("{}/dsl-examples/matmul.tsl", env!("CARGO_MANIFEST_DIR"));
+    let arg = |n: &str, p: &std::path::Path| format!("{n}={}", p.display());
+    // No --shape: M, K and N all come from the files. C[i, :] = Σ_k a[i, k] = 16 i + 6.
+    let (ok, out, err) = tessel(&[
+        "interpret",
+        &mm,
+        "--kernel",
+        "matmul",
+        "--npy",
+        &arg("a", &a),
+        "--npy",
+        &arg("b", &b),
+        "-D",
+        "BM=16",
+        "-D",
+        "BN=16",
+        "-D",
+        "BK=8",
+    ]);
+    assert!(ok, "{err}");
+    let row = out.lines().find(|l| l.starts_with("c ")).unwrap();
+    assert!(
+        row.contains("[3, 5]")
+            && row.contains("6.0000e0")
+            && row.contains("3.8000e1")
+            && row.contains("2.2000e1"),
+        "{row}"
+    );
+    let (ok, _, err) = tessel(&[
+        "interpret",
+        &mm,
+        "--kernel",
+        "matmul",
+        "--npy",
+        &arg("a", &a),
+        "--npy",
+        &arg("b", &bad),
+    ]);
+    assert!(
+        !ok && err.contains("element type `i8` is not supported"),
+        "{err}"
+    );
+    let (ok, _, err) = tessel(&[
+        "interpret",
+        &mm,
+        "--kernel",
+        "matmul",
+        "--npy",
+        &arg("a", &a),
+        "--npy",
+        &arg("b", &a),
+    ]);
+    assert!(!ok && err.contains("`K` is 4 elsewhere but 3"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

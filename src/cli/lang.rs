@@ -33,6 +33,10 @@ pub struct IrArgs {
 pub struct InterpretArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Read a tensor input from a NumPy .npy file (C order; f64, f32, f16 or i32), e.g.
+    /// --npy a=a.npy. Its shape binds the tensor's shape symbols.
+    #[arg(long, value_name = "NAME=PATH")]
+    pub npy: Vec<String>,
     #[command(flatten)]
     pub problem: super::ProblemArgs,
 }
@@ -117,6 +121,41 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
                 .map_err(|_| format!("--shape {k}={v}: not a size"))?,
         );
     }
+    let mut npy: HashMap<String, (Vec<usize>, Vec<f64>)> = HashMap::new();
+    for (name, path) in key_values(&args.npy, "--npy")? {
+        let (shape, data) = read_npy(std::path::Path::new(&path))?;
+        let p = kernel
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| format!("--npy {name}: the kernel has no parameter `{name}`"))?;
+        let ParamKind::Tensor { dims: pd, .. } = &p.kind else {
+            return Err(format!("--npy {name}: `{name}` is not a tensor").into());
+        };
+        if pd.len() != shape.len() {
+            return Err(format!(
+                "--npy {name}: {path} has shape {shape:?}, `{name}` has rank {}",
+                pd.len()
+            )
+            .into());
+        }
+        for (d, &n) in pd.iter().zip(&shape) {
+            if let Dim::Sym(sym) = d {
+                match dims.get(sym) {
+                    Some(&m) if m != n => {
+                        return Err(format!(
+                            "--npy {name}: `{sym}` is {m} elsewhere but {n} in {path}"
+                        )
+                        .into())
+                    }
+                    _ => {
+                        dims.insert(sym.clone(), n);
+                    }
+                }
+            }
+        }
+        npy.insert(name, (shape, data));
+    }
     let scalars = numeric_key_values(&args.problem.scalar, "--scalar")?;
     let seed = args.problem.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -150,6 +189,21 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
                     Some(st) => size(st)?,
                     None => HostTensor::poisoned(*dtype, shape.clone()).strides,
                 };
+                if let Some((file_shape, data)) = npy.get(&p.name) {
+                    if *file_shape != shape {
+                        return Err(format!(
+                            "--npy {}: shape {file_shape:?} where {shape:?} is needed",
+                            p.name
+                        )
+                        .into());
+                    }
+                    host_args.push(HostArg::Tensor(HostTensor::new(
+                        *dtype,
+                        shape,
+                        data.clone(),
+                    )));
+                    continue;
+                }
                 let mut t = HostTensor::strided(*dtype, shape, strides, vec![]);
                 let n = t.span();
                 t.data = if *io == tir::Io::Out {
@@ -201,4 +255,52 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
         }
     }
     Ok(())
+}
+
+/// A C-order .npy array as f64 values, with its shape.
+fn read_npy(path: &std::path::Path) -> Result<(Vec<usize>, Vec<f64>), String> {
+    let open = || -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>, String> {
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        npyz::NpyFile::new(std::io::BufReader::new(f))
+            .map_err(|e| format!("{}: not a .npy file: {e}", path.display()))
+    };
+    let file = open()?;
+    if file.order() != npyz::Order::C {
+        return Err(format!(
+            "{}: Fortran-order arrays are not supported; save with np.ascontiguousarray",
+            path.display()
+        ));
+    }
+    let shape: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
+    let bad = |e: std::io::Error| format!("{}: {e}", path.display());
+    let descr = file.dtype().descr();
+    let data: Vec<f64> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
+        "f8" => file.into_vec::<f64>().map_err(bad)?,
+        "f4" => file
+            .into_vec::<f32>()
+            .map_err(bad)?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        "f2" => file
+            .into_vec::<half::f16>()
+            .map_err(bad)?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        "i4" => file
+            .into_vec::<i32>()
+            .map_err(bad)?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        other => {
+            return Err(format!(
+                "{}: element type `{other}` is not supported (f8, f4, f2, i4)",
+                path.display()
+            ))
+        }
+    };
+    Ok((shape, data))
 }

@@ -160,7 +160,7 @@ fn interpret_reads_npy_inputs_and_binds_shapes_from_them() {
     write_npy(&a, "<f4", &[3, 4], &a_vals);
     let b_vals: Vec<u8> = (0..20).flat_map(|_| 1.0f64.to_le_bytes()).collect();
     write_npy(&b, "<f8", &[4, 5], &b_vals);
-    write_npy(&bad, "<i8", &[4, 5], &vec![0u8; 160]);
+    write_npy(&bad, "<i8", &[4, 5], &[0u8; 160]);
     let mm = format!("{}/dsl-examples/matmul.tsl", env!("CARGO_MANIFEST_DIR"));
     let arg = |n: &str, p: &std::path::Path| format!("{n}={}", p.display());
     // No --shape: M, K and N all come from the files. C[i, :] = Σ_k a[i, k] = 16 i + 6.

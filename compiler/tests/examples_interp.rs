@@ -9,16 +9,27 @@ use tessel_compiler::tir::{DType, Kernel};
 use tessel_reference::{attention, linear, max_rel_err};
 
 fn example(file: &str, defines: &[(&str, &str)]) -> Kernel {
+    let mut kernels = examples(file, defines);
+    assert_eq!(kernels.len(), 1);
+    kernels.remove(0)
+}
+
+fn example_kernel(file: &str, name: &str, defines: &[(&str, &str)]) -> Kernel {
+    examples(file, defines)
+        .into_iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("no kernel {name} in {file}"))
+}
+
+fn examples(file: &str, defines: &[(&str, &str)]) -> Vec<Kernel> {
     let path = format!("{}/../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
     let source = std::fs::read_to_string(&path).unwrap();
     let overrides: Overrides = defines
         .iter()
         .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
         .collect();
-    let mut kernels = sema::compile_source(&source, &overrides)
-        .unwrap_or_else(|d| panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source)));
-    assert_eq!(kernels.len(), 1);
-    kernels.remove(0)
+    sema::compile_source(&source, &overrides)
+        .unwrap_or_else(|d| panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source)))
 }
 
 fn random(dtype: DType, shape: &[usize], scale: f64) -> HostTensor {
@@ -148,8 +159,9 @@ fn flash_attention_forward_matches_reference() {
         (1, 1, 1, 1, 1, false),
     ];
     for causal in ["false", "true"] {
-        let k = example(
+        let k = example_kernel(
             "flash_attention.tsl",
+            "flash_attention_fwd",
             &[("BM", "16"), ("BN", "16"), ("D", "32"), ("CAUSAL", causal)],
         );
         for &(b, hq, hkv, nq, nk, c) in cases.iter().filter(|c| c.5 == (causal == "true")) {
@@ -284,4 +296,90 @@ fn strided_tensors_are_read_through_their_strides() {
         interp::run(&dense, &mut args),
         Err(interp::InterpError::BadArg { .. })
     ));
+}
+
+/// The three backward kernels (Δ pre-pass, dK/dV per key block, dQ per query block) run after the
+/// forward in the interpreter, against the float64 gradients of tessel-reference.
+#[test]
+fn flash_attention_backward_matches_reference() {
+    let cases = [
+        (1, 2, 2, 17, 17, false),
+        (1, 2, 2, 17, 17, true),
+        (2, 4, 2, 40, 40, true),
+        (1, 2, 1, 33, 20, true),
+        (1, 1, 1, 20, 45, true),
+        (1, 2, 1, 23, 31, false),
+    ];
+    let d = 32;
+    for (b, hq, hkv, nq, nk, causal) in cases {
+        let flag = if causal { "true" } else { "false" };
+        let defs = [("BM", "16"), ("BN", "16"), ("D", "32"), ("CAUSAL", flag)];
+        let fwd = example_kernel("flash_attention.tsl", "flash_attention_fwd", &defs);
+        let pre = example_kernel(
+            "flash_attention.tsl",
+            "flash_attention_bwd_preprocess",
+            &[("BM", "16"), ("D", "32")],
+        );
+        let dkdv = example_kernel("flash_attention.tsl", "flash_attention_bwd_dkdv", &defs);
+        let dq = example_kernel("flash_attention.tsl", "flash_attention_bwd_dq", &defs);
+        let p = attention::Problem::gqa(b, hq, hkv, nq, nk, d, causal);
+        let q = random(DType::Bf16, &[b, hq, nq, d], 2.0);
+        let kt = random(DType::Bf16, &[b, hkv, nk, d], 2.0);
+        let v = random(DType::Bf16, &[b, hkv, nk, d], 2.0);
+        let d_o = random(DType::Bf16, &[b, hq, nq, d], 1.0);
+        let t = |x: &HostTensor| HostArg::Tensor(x.clone());
+        let mut f = vec![
+            t(&q),
+            t(&kt),
+            t(&v),
+            HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![b, hq, nq, d])),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, hq, nq])),
+            HostArg::Scalar(p.scale),
+        ];
+        interp::run(&fwd, &mut f).unwrap();
+        let (o, lse) = (tensor(&f[3]).clone(), tensor(&f[4]).clone());
+        let mut pa = vec![
+            HostArg::Tensor(o),
+            t(&d_o),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, hq, nq])),
+        ];
+        interp::run(&pre, &mut pa).unwrap();
+        let delta = tensor(&pa[2]).clone();
+        let mut kv = vec![
+            t(&q),
+            t(&kt),
+            t(&v),
+            t(&d_o),
+            HostArg::Tensor(lse.clone()),
+            HostArg::Tensor(delta.clone()),
+            HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![b, hkv, nk, d])),
+            HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![b, hkv, nk, d])),
+            HostArg::Scalar(p.scale),
+        ];
+        interp::run(&dkdv, &mut kv).unwrap();
+        let mut qa = vec![
+            t(&q),
+            t(&kt),
+            t(&v),
+            t(&d_o),
+            HostArg::Tensor(lse),
+            HostArg::Tensor(delta),
+            HostArg::Tensor(HostTensor::poisoned(DType::Bf16, vec![b, hq, nq, d])),
+            HostArg::Scalar(p.scale),
+        ];
+        interp::run(&dq, &mut qa).unwrap();
+        let (dq_ref, dk_ref, dv_ref) =
+            attention::backward(&p, &q.data, &kt.data, &v.data, &d_o.data);
+        for (name, got, want) in [
+            ("dQ", &tensor(&qa[6]).data, &dq_ref),
+            ("dK", &tensor(&kv[6]).data, &dk_ref),
+            ("dV", &tensor(&kv[7]).data, &dv_ref),
+        ] {
+            let e = err_vs_scale(got, want);
+            assert!(
+                e < 3e-2,
+                "{name} {b}x{hq}/{hkv}x{nq}x{nk} causal={causal}: {e}"
+            );
+        }
+    }
 }

@@ -200,8 +200,9 @@ fn flash_attention_forward_matches_reference() {
 
 #[test]
 fn lightning_attention_forward_matches_reference() {
-    let k = example(
+    let k = example_kernel(
         "lightning_attention.tsl",
+        "lightning_attention_fwd",
         &[("BLK", "16"), ("D", "16"), ("E", "32"), ("T", "f32")],
     );
     for (b, h, n) in [(1, 2, 1), (1, 2, 15), (2, 3, 16), (1, 2, 50)] {
@@ -381,5 +382,150 @@ fn flash_attention_backward_matches_reference() {
                 "{name} {b}x{hq}/{hkv}x{nq}x{nk} causal={causal}: {e}"
             );
         }
+    }
+}
+
+#[test]
+fn lightning_attention_backward_matches_reference() {
+    let defs = [("BLK", "16"), ("D", "16"), ("E", "8"), ("T", "f32")];
+    let dq_k = example_kernel(
+        "lightning_attention.tsl",
+        "lightning_attention_bwd_dq",
+        &defs,
+    );
+    let dkdv_k = example_kernel(
+        "lightning_attention.tsl",
+        "lightning_attention_bwd_dkdv",
+        &defs,
+    );
+    for (b, h, n) in [(1, 2, 1), (1, 3, 15), (2, 2, 16), (1, 3, 50)] {
+        let (d, e) = (16, 8);
+        let p = linear::Problem::new(b, h, n, d, e);
+        let q = random(DType::F32, &[b, h, n, d], 1.0);
+        let k = random(DType::F32, &[b, h, n, d], 1.0);
+        let v = random(DType::F32, &[b, h, n, e], 1.0);
+        let d_o = random(DType::F32, &[b, h, n, e], 1.0);
+        let slopes: Vec<f64> = (0..h).map(|i| [0.0, 0.05, 1.5][i % 3]).collect();
+        let slope = HostTensor::new(DType::F32, vec![h], slopes.clone());
+        let t = |x: &HostTensor| HostArg::Tensor(x.clone());
+        let mut a = vec![
+            t(&k),
+            t(&v),
+            t(&d_o),
+            t(&slope),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
+        ];
+        interp::run(&dq_k, &mut a).unwrap();
+        let mut c = vec![
+            t(&q),
+            t(&k),
+            t(&v),
+            t(&d_o),
+            t(&slope),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
+        ];
+        interp::run(&dkdv_k, &mut c).unwrap();
+        let (dq, dk, dv) = linear::backward(&p, &q.data, &k.data, &v.data, &slopes, &d_o.data);
+        for (name, got, want) in [
+            ("dQ", &tensor(&a[4]).data, &dq),
+            ("dK", &tensor(&c[5]).data, &dk),
+            ("dV", &tensor(&c[6]).data, &dv),
+        ] {
+            let err = err_vs_scale(got, want);
+            assert!(err < 1e-5, "{name} {b}x{h}x{n}: {err}");
+        }
+    }
+}
+
+/// Prefill (the state kernel) then decode (one kernel call per token) reproduces the full
+/// forward, and the decode state equals the float64 robust recurrence's.
+#[test]
+fn lightning_prefill_then_decode_equals_forward() {
+    let defs = [("BLK", "16"), ("D", "16"), ("E", "8"), ("T", "f32")];
+    let fwd = example_kernel("lightning_attention.tsl", "lightning_attention_fwd", &defs);
+    let state_k = example_kernel(
+        "lightning_attention.tsl",
+        "lightning_attention_state",
+        &defs,
+    );
+    let decode = example_kernel(
+        "lightning_attention.tsl",
+        "lightning_attention_decode",
+        &[("D", "16"), ("E", "8"), ("T", "f32")],
+    );
+    let (b, h, n, n0, d, e) = (2, 3, 40, 21, 16, 8);
+    let q = random(DType::F32, &[b, h, n, d], 1.0);
+    let k = random(DType::F32, &[b, h, n, d], 1.0);
+    let v = random(DType::F32, &[b, h, n, e], 1.0);
+    let slopes = vec![0.0, 0.02, 0.7];
+    let slope = HostTensor::new(DType::F32, vec![h], slopes.clone());
+    let mut f = vec![
+        HostArg::Tensor(q.clone()),
+        HostArg::Tensor(k.clone()),
+        HostArg::Tensor(v.clone()),
+        HostArg::Tensor(slope.clone()),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
+    ];
+    interp::run(&fwd, &mut f).unwrap();
+    let full = tensor(&f[4]).data.clone();
+    // Prefill the first n0 tokens.
+    let prefix = |x: &HostTensor, w: usize| {
+        let mut data = Vec::new();
+        for bh in 0..b * h {
+            data.extend_from_slice(&x.data[bh * n * w..bh * n * w + n0 * w]);
+        }
+        HostTensor::new(DType::F32, vec![b, h, n0, w], data)
+    };
+    let mut sa = vec![
+        HostArg::Tensor(prefix(&k, d)),
+        HostArg::Tensor(prefix(&v, e)),
+        HostArg::Tensor(slope.clone()),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, d, e])),
+    ];
+    interp::run(&state_k, &mut sa).unwrap();
+    let mut state = tensor(&sa[3]).clone();
+    let mut reference = linear::Recurrence::new(b, h, d, e);
+    let token = |x: &HostTensor, w: usize, t: usize| {
+        let data: Vec<f64> = (0..b * h)
+            .flat_map(|bh| x.data[(bh * n + t) * w..(bh * n + t + 1) * w].to_vec())
+            .collect();
+        HostTensor::new(DType::F32, vec![b, h, w], data)
+    };
+    for t in 0..n0 {
+        reference.step(
+            &token(&q, d, t).data,
+            &token(&k, d, t).data,
+            &token(&v, e, t).data,
+            &slopes,
+        );
+    }
+    assert!(
+        err_vs_scale(&state.data, &reference.state) < 1e-5,
+        "prefill state"
+    );
+    for t in n0..n {
+        let mut da = vec![
+            HostArg::Tensor(token(&q, d, t)),
+            HostArg::Tensor(token(&k, d, t)),
+            HostArg::Tensor(token(&v, e, t)),
+            HostArg::Tensor(slope.clone()),
+            HostArg::Tensor(state.clone()),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, e])),
+        ];
+        interp::run(&decode, &mut da).unwrap();
+        state = tensor(&da[4]).clone();
+        let o = &tensor(&da[5]).data;
+        let want: Vec<f64> = (0..b * h)
+            .flat_map(|bh| full[(bh * n + t) * e..(bh * n + t + 1) * e].to_vec())
+            .collect();
+        assert!(err_vs_scale(o, &want) < 1e-5, "token {t}");
+        let r = reference.step(
+            &token(&q, d, t).data,
+            &token(&k, d, t).data,
+            &token(&v, e, t).data,
+            &slopes,
+        );
+        assert!(err_vs_scale(o, &r) < 1e-5, "token {t} vs recurrence");
     }
 }

@@ -6,6 +6,7 @@ use rand::Rng;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
 use tessel_compiler::sema::{self, parse_const, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
+use tessel_models::transnormer::decay::{layer_slopes, Schedule};
 use tessel_reference::{attention, linear, max_rel_err};
 
 fn example(file: &str, defines: &[(&str, &str)]) -> Kernel {
@@ -211,8 +212,10 @@ fn lightning_attention_forward_matches_reference() {
         let q = random(DType::F32, &[b, h, n, d], 1.0);
         let kt = random(DType::F32, &[b, h, n, d], 1.0);
         let v = random(DType::F32, &[b, h, n, e], 1.0);
-        // Zero decay, mild decay and strong decay in one call.
-        let slopes: Vec<f64> = (0..h).map(|i| [0.0, 0.05, 1.5][i % 3]).collect();
+        // TransNormerLLM's own schedule (layer 0 of 24: the strongest decays), plus a head with
+        // none at all (the paper's schedule gives head 0 no decay).
+        let mut slopes = layer_slopes(Schedule::Released, h, 0, 24);
+        slopes[0] = layer_slopes(Schedule::Paper, h, 0, 24)[0];
         let want = linear::forward(&p, &q.data, &kt.data, &v.data, &slopes);
         let mut args = vec![
             HostArg::Tensor(q),

@@ -272,3 +272,43 @@ fn allocator_reuses_freed_buffers_and_events_time() {
         16.0 * n as f64 / (ms as f64 * 1e6)
     );
 }
+
+#[test]
+fn streams_overlap_and_events_order_them() {
+    if skip("streams_overlap_and_events_order_them") {
+        return;
+    }
+    let dev = Device::open(0).unwrap();
+    let pkg = LoadedPackage::load(&dev, package("f32", arch_for(&dev))).unwrap();
+    let n = 1 << 20;
+    let t = |v: f64| DeviceTensor::from_f64(&dev, DType::F32, &[n], &vec![v; n]).unwrap();
+    let (a, b, c1, c2) = (t(2.0), t(3.0), t(1.0), t(0.0));
+    dev.synchronize().unwrap(); // the tensors exist before other streams touch them
+    let (s1, s2) = (dev.new_stream().unwrap(), dev.new_stream().unwrap());
+    // s1: c1 = a*b + c1 = 7. s2 waits for it, then c2 = c1*b + c2 = 21: only right if ordered.
+    pkg.launch_on(
+        &dev,
+        &s1,
+        "fma_f32",
+        &[Arg::Tensor(&a), Arg::Tensor(&b), Arg::Tensor(&c1)],
+    )
+    .unwrap();
+    let done = dev.record(&s1).unwrap();
+    dev.wait(&s2, &done).unwrap();
+    pkg.launch_on(
+        &dev,
+        &s2,
+        "fma_f32",
+        &[Arg::Tensor(&c1), Arg::Tensor(&b), Arg::Tensor(&c2)],
+    )
+    .unwrap();
+    s2.synchronize().unwrap();
+    assert!(c2.to_f64(&dev).unwrap().iter().all(|&x| x == 21.0));
+    assert!(c1.to_f64(&dev).unwrap().iter().all(|&x| x == 7.0));
+    // A refusal on another stream is still checked first.
+    assert!(matches!(
+        pkg.launch_on(&dev, &s2, "fma_f32", &[Arg::Tensor(&a), Arg::Tensor(&b)]),
+        Err(RuntimeError::Launch { .. })
+    ));
+    println!("two streams ordered by an event: exact");
+}

@@ -105,6 +105,33 @@ impl Device {
         Ok(LoadedModule { module })
     }
 
+    /// Another stream on this device, for work that may overlap the device's own stream. Order
+    /// it against other streams with [`Device::record`] and [`Device::wait`]; tensors it uses must
+    /// be ready (created, or written, by work it is ordered after).
+    pub fn new_stream(&self) -> Result<Arc<CudaStream>, RuntimeError> {
+        self.context
+            .new_stream()
+            .map_err(RuntimeError::driver("stream creation"))
+    }
+
+    /// An event marking the work queued on `stream` so far.
+    pub fn record(&self, stream: &CudaStream) -> Result<cudarc::driver::CudaEvent, RuntimeError> {
+        stream
+            .record_event(None)
+            .map_err(RuntimeError::driver("event record"))
+    }
+
+    /// Makes `stream` wait, on the device, for the work `event` marks.
+    pub fn wait(
+        &self,
+        stream: &CudaStream,
+        event: &cudarc::driver::CudaEvent,
+    ) -> Result<(), RuntimeError> {
+        stream
+            .wait(event)
+            .map_err(RuntimeError::driver("stream wait"))
+    }
+
     /// The device's caching allocator.
     pub fn pool(&self) -> &crate::memory::Pool {
         &self.pool

@@ -80,6 +80,17 @@ impl LoadedPackage {
         name: &str,
         args: &[Arg],
     ) -> Result<LaunchPlan, RuntimeError> {
+        self.launch_on(dev, dev.stream(), name, args)
+    }
+
+    /// [`LoadedPackage::launch`] on another stream of the same device.
+    pub fn launch_on(
+        &self,
+        dev: &Device,
+        stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+        name: &str,
+        args: &[Arg],
+    ) -> Result<LaunchPlan, RuntimeError> {
         let entry = self.entry(name)?;
         let infos: Vec<ArgInfo> = args
             .iter()
@@ -104,7 +115,7 @@ impl LoadedPackage {
             .functions
             .get(name)
             .ok_or_else(|| RuntimeError::KernelNotFound { name: name.into() })?;
-        let mut builder = dev.stream().launch_builder(func);
+        let mut builder = stream.launch_builder(func);
         for p in &plan.params {
             match p {
                 ParamValue::Ptr(v) => builder.arg(v),

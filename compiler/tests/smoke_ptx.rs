@@ -47,10 +47,13 @@ fn matmul_uses_the_tensor_cores_on_every_target() {
         let ptx = compile_matmul(*target).unwrap();
         let stats = PtxStats::of(&ptx);
         assert_eq!(stats.entries, vec!["matmul_bf16"]);
-        // 2×4 m16n8k16 tiles per warp per K step, in the loop body.
-        assert_eq!(stats.count("mma.sync"), 8, "{ptx}");
+        // 4×4 m16n8k16 tiles per warp, twice per 32-wide K tile, in the loop body.
+        assert_eq!(stats.count("mma.sync"), 32, "{ptx}");
+        // Operands staged in shared memory: two barriers per K tile, fragments from ld.shared.
+        assert_eq!(stats.count("bar.sync"), 2, "{ptx}");
+        assert!(stats.count("ld.shared") >= 24, "{ptx}");
         assert!(ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
-        assert!(ptx.contains(".maxntid 128, 1, 1"), "{ptx}");
+        assert!(ptx.contains(".maxntid 256, 1, 1"), "{ptx}");
         insta::assert_snapshot!(format!("matmul_bf16_{}", target.name), ptx);
         if let Some(log) = ptxas.assemble(&ptx, target.name).unwrap() {
             assert!(log.contains("0 bytes spill stores"), "{log}");

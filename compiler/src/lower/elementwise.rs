@@ -13,7 +13,7 @@ use melior::ir::{
     Attribute, Block, BlockLike, Identifier, Location, Module, Region, RegionLike, Type,
 };
 
-use super::{build_op, result, special_register, MlirSession};
+use super::{build_op, gep, result, special_register, MlirSession};
 use crate::CompileError;
 
 /// Element types the smoke kernel is built for.
@@ -84,24 +84,7 @@ pub fn build<'c>(session: &'c MlirSession, dtype: ElemType) -> Result<Module<'c>
 
     let then_block = Block::new(&[]);
     {
-        let gep = |ptr| {
-            build_op(
-                OperationBuilder::new("llvm.getelementptr", loc)
-                    .add_attributes(&[
-                        (
-                            Identifier::new(ctx, "rawConstantIndices"),
-                            melior::ir::attribute::DenseI32ArrayAttribute::new(ctx, &[i32::MIN])
-                                .into(),
-                        ),
-                        (
-                            Identifier::new(ctx, "elem_type"),
-                            TypeAttribute::new(elem).into(),
-                        ),
-                    ])
-                    .add_operands(&[ptr, i])
-                    .add_results(&[gptr]),
-            )
-        };
+        let gep = |ptr| gep(ctx, loc, ptr, i, elem, gptr);
         let load = |ptr| llvm::load(ctx, ptr, elem, loc, LoadStoreOptions::new());
         let widen = |v| {
             if dtype == ElemType::F32 {

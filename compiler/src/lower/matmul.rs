@@ -22,7 +22,7 @@ use melior::ir::{
 };
 use melior::Context;
 
-use super::{build_op, result, special_register, MlirSession};
+use super::{build_op, gep, result, special_register, MlirSession};
 use crate::CompileError;
 
 pub const KERNEL: &str = "matmul_bf16";
@@ -97,20 +97,13 @@ impl<'c, 'b> Emit<'c, 'b> {
     ) -> Result<Value<'c, 'b>, CompileError> {
         let i64t: Type = IntegerType::new(self.ctx, 64).into();
         let wide = self.push(arith::extsi(index, i64t, self.loc))?;
-        self.push(build_op(
-            OperationBuilder::new("llvm.getelementptr", self.loc)
-                .add_attributes(&[
-                    (
-                        Identifier::new(self.ctx, "rawConstantIndices"),
-                        DenseI32ArrayAttribute::new(self.ctx, &[i32::MIN]).into(),
-                    ),
-                    (
-                        Identifier::new(self.ctx, "elem_type"),
-                        TypeAttribute::new(IntegerType::new(self.ctx, 16).into()).into(),
-                    ),
-                ])
-                .add_operands(&[ptr, wide])
-                .add_results(&[llvm::r#type::pointer(self.ctx, 1)]),
+        self.push(gep(
+            self.ctx,
+            self.loc,
+            ptr,
+            wide,
+            IntegerType::new(self.ctx, 16).into(),
+            llvm::r#type::pointer(self.ctx, 1),
         )?)
     }
 
@@ -161,20 +154,13 @@ impl<'c, 'b> Emit<'c, 'b> {
         index: Value<'c, '_>,
         elem_bits: u32,
     ) -> Result<Value<'c, 'b>, CompileError> {
-        self.push(build_op(
-            OperationBuilder::new("llvm.getelementptr", self.loc)
-                .add_attributes(&[
-                    (
-                        Identifier::new(self.ctx, "rawConstantIndices"),
-                        DenseI32ArrayAttribute::new(self.ctx, &[i32::MIN]).into(),
-                    ),
-                    (
-                        Identifier::new(self.ctx, "elem_type"),
-                        TypeAttribute::new(IntegerType::new(self.ctx, elem_bits).into()).into(),
-                    ),
-                ])
-                .add_operands(&[base, index])
-                .add_results(&[llvm::r#type::pointer(self.ctx, 3)]),
+        self.push(gep(
+            self.ctx,
+            self.loc,
+            base,
+            index,
+            IntegerType::new(self.ctx, elem_bits).into(),
+            llvm::r#type::pointer(self.ctx, 3),
         )?)
     }
 

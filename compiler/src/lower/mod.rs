@@ -121,6 +121,36 @@ pub(crate) fn build_op<'c>(builder: OperationBuilder<'c>) -> Result<Operation<'c
         .map_err(|e| CompileError::mlir("building an operation", e.to_string()))
 }
 
+/// `&base[index]` for elements of `elem`, with a dynamic index (`index` of any integer type), in
+/// the address space of `base`'s type `ptr_type`.
+pub(crate) fn gep<'c>(
+    context: &'c Context,
+    location: Location<'c>,
+    base: Value<'c, '_>,
+    index: Value<'c, '_>,
+    elem: Type<'c>,
+    ptr_type: Type<'c>,
+) -> Result<Operation<'c>, CompileError> {
+    use melior::ir::attribute::{DenseI32ArrayAttribute, TypeAttribute};
+    use melior::ir::Identifier;
+    build_op(
+        OperationBuilder::new("llvm.getelementptr", location)
+            .add_attributes(&[
+                // i32::MIN marks the one index as dynamic (LLVM dialect's kDynamicIndex).
+                (
+                    Identifier::new(context, "rawConstantIndices"),
+                    DenseI32ArrayAttribute::new(context, &[i32::MIN]).into(),
+                ),
+                (
+                    Identifier::new(context, "elem_type"),
+                    TypeAttribute::new(elem).into(),
+                ),
+            ])
+            .add_operands(&[base, index])
+            .add_results(&[ptr_type]),
+    )
+}
+
 /// Reads one PTX special register (`%tid.x`, `%ctaid.x`, ...) as an i32.
 pub(crate) fn special_register<'c>(
     context: &'c Context,

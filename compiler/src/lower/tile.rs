@@ -21,7 +21,7 @@ use melior::ir::{
 };
 use melior::Context;
 
-use super::{build_op, result, special_register, MlirSession};
+use super::{build_op, gep, result, special_register, MlirSession};
 use crate::sched::{Layout, Schedule};
 use crate::tir::{BinaryOp, CmpOp, DType, Dim, Kernel, Literal, Op, ParamKind, UnaryOp, ValueId};
 use crate::CompileError;
@@ -384,20 +384,13 @@ impl<'c, 'b> Lower<'c, 'b> {
             }
             let zero64 = self.ci64(0)?;
             let safe = self.push(arith::select(ok, offset, zero64, self.loc))?;
-            let ptr = self.push(build_op(
-                OperationBuilder::new("llvm.getelementptr", self.loc)
-                    .add_attributes(&[
-                        (
-                            Identifier::new(self.ctx, "rawConstantIndices"),
-                            DenseI32ArrayAttribute::new(self.ctx, &[i32::MIN]).into(),
-                        ),
-                        (
-                            Identifier::new(self.ctx, "elem_type"),
-                            TypeAttribute::new(mlir_type(self.ctx, *dtype)).into(),
-                        ),
-                    ])
-                    .add_operands(&[self.args[tensor], safe])
-                    .add_results(&[llvm::r#type::pointer(self.ctx, 1)]),
+            let ptr = self.push(gep(
+                self.ctx,
+                self.loc,
+                self.args[tensor],
+                safe,
+                mlir_type(self.ctx, *dtype),
+                llvm::r#type::pointer(self.ctx, 1),
             )?)?;
             out.push((ok, ptr));
         }

@@ -51,6 +51,9 @@ fn matmul_matches_float64_on_ragged_shapes() {
             (1, 1, 1),
             (64, 64, 16),
             (257, 129, 77),
+            // K aligned to 8 but not N, and the reverse: each operand's vector path alone.
+            (130, 90, 64),
+            (70, 136, 41),
             (1000, 1000, 1000),
             (2048, 512, 4096),
         ] {

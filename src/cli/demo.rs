@@ -51,12 +51,29 @@ fn ptxas_report(ptxas: &PathBuf, file: &PathBuf, arch: &str) -> Result<PtxasRepo
 /// `NAME=VALUE` compile-time values.
 type Defines = &'static [(&'static str, &'static str)];
 
-/// Example kernels compiled from source: (file, -D values, output name).
-const DSL_KERNELS: [(&str, Defines, &str); 3] = [
-    ("elementwise.tsl", &[("T", "f32")], "dsl_fma_f32"),
-    ("elementwise.tsl", &[("T", "bf16")], "dsl_fma_bf16"),
-    ("activation.tsl", &[], "dsl_gated_silu"),
+/// Example kernels compiled from source, built into the binary so `demo` runs from anywhere:
+/// (file name, source, -D values, output name).
+const DSL_KERNELS: [(&str, &str, Defines, &str); 3] = [
+    (
+        "elementwise.tsl",
+        ELEMENTWISE,
+        &[("T", "f32")],
+        "dsl_fma_f32",
+    ),
+    (
+        "elementwise.tsl",
+        ELEMENTWISE,
+        &[("T", "bf16")],
+        "dsl_fma_bf16",
+    ),
+    (
+        "activation.tsl",
+        include_str!("../../dsl-examples/activation.tsl"),
+        &[],
+        "dsl_gated_silu",
+    ),
 ];
+const ELEMENTWISE: &str = include_str!("../../dsl-examples/elementwise.tsl");
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.
 fn emit(
@@ -130,10 +147,7 @@ pub fn run(args: DemoArgs) -> super::CliResult {
         )?;
     }
     // Kernels compiled from .tsl source, for every target the scheduler can place them on.
-    for (file, defines, out) in DSL_KERNELS {
-        let path = std::path::Path::new("dsl-examples").join(file);
-        let source =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (file, source, defines, out) in DSL_KERNELS {
         let overrides = defines
             .iter()
             .map(|(k, v)| {
@@ -143,9 +157,8 @@ pub fn run(args: DemoArgs) -> super::CliResult {
                 )
             })
             .collect();
-        let kernels = tessel_compiler::sema::compile_source(&source, &overrides).map_err(|d| {
-            tessel_compiler::diag::render_all(&d, &path.display().to_string(), &source)
-        })?;
+        let kernels = tessel_compiler::sema::compile_source(source, &overrides)
+            .map_err(|d| tessel_compiler::diag::render_all(&d, file, source))?;
         for target in TARGETS {
             let start = Instant::now();
             let compiled = tessel_compiler::codegen::compile_kernel(&kernels[0], *target)?;

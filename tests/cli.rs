@@ -216,3 +216,50 @@ fn interpret_reads_npy_inputs_and_binds_shapes_from_them() {
     assert!(!ok && err.contains("`K` is 4 elsewhere but 3"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[cfg(feature = "codegen")]
+#[test]
+fn demo_writes_every_kernel_for_every_target() {
+    let dir = std::env::temp_dir().join(format!("tessel-demo-{}", std::process::id()));
+    // Run from another directory: the examples are built into the binary.
+    let out = Command::new(env!("CARGO_BIN_EXE_tessel"))
+        .args(["demo", "--out-dir", dir.to_str().unwrap()])
+        .current_dir(std::env::temp_dir())
+        .env_remove("PTXAS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for kernel in [
+        "fma_f32",
+        "fma_bf16",
+        "fma_f16",
+        "matmul_bf16",
+        "dsl_fma_f32",
+        "dsl_fma_bf16",
+        "dsl_gated_silu",
+    ] {
+        for arch in ["sm_80", "sm_90", "sm_90a"] {
+            assert!(
+                table
+                    .lines()
+                    .any(|l| l.starts_with(kernel) && l.contains(arch)),
+                "{kernel} {arch}:\n{table}"
+            );
+            let pkg =
+                tessel_runtime::format::Package::read(&dir.join(format!("{kernel}.{arch}.tpkg")))
+                    .unwrap();
+            let ptx = std::fs::read_to_string(dir.join(format!("{kernel}.{arch}.ptx"))).unwrap();
+            assert_eq!(
+                pkg.kernels().next().unwrap().1,
+                ptx,
+                "{kernel} {arch}: package and PTX file differ"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

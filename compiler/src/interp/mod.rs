@@ -284,11 +284,8 @@ impl Machine<'_, '_> {
         self.vals[v.0 as usize] = Some(Tile { ty, data });
     }
 
-    fn block(&mut self, b: &Block) -> Result<Vec<f64>, InterpError> {
-        for inst in &b.insts {
-            self.inst(inst)?;
-        }
-        Ok(Vec::new())
+    fn block(&mut self, b: &Block) -> Result<(), InterpError> {
+        b.insts.iter().try_for_each(|inst| self.inst(inst))
     }
 
     fn tensor_dims(&self, t: usize) -> Vec<usize> {

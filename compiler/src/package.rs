@@ -192,7 +192,7 @@ pub fn kernel_package(
         });
     }
     params.extend(
-        crate::lower::tile::shape_symbols(kernel)
+        crate::lower::tiles::shape_symbols(kernel)
             .into_iter()
             .map(|symbol| ParamSpec::Shape { symbol }),
     );
@@ -230,7 +230,7 @@ pub fn kernel_package(
         launch: LaunchRule {
             grid: kernel.grid.clone(),
             block: [compiled.schedule.threads, 1, 1],
-            shared_bytes: 0,
+            shared_bytes: compiled.schedule.shared_bytes as u32,
         },
         flops: None,
         bytes,

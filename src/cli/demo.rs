@@ -51,26 +51,40 @@ fn ptxas_report(ptxas: &PathBuf, file: &PathBuf, arch: &str) -> Result<PtxasRepo
 /// `NAME=VALUE` compile-time values.
 type Defines = &'static [(&'static str, &'static str)];
 
-/// Example kernels compiled from source, built into the binary so `demo` runs from anywhere:
-/// (file name, source, -D values, output name).
-const DSL_KERNELS: [(&str, &str, Defines, &str); 3] = [
-    (
-        "elementwise.tsl",
-        ELEMENTWISE,
-        &[("T", "f32")],
-        "dsl_fma_f32",
-    ),
-    (
-        "elementwise.tsl",
-        ELEMENTWISE,
-        &[("T", "bf16")],
-        "dsl_fma_bf16",
-    ),
+/// Example files compiled from source, built into the binary so `demo` runs from anywhere:
+/// (file name, source, -D values, suffix of the output names). Every kernel of a file is built.
+const DSL_FILES: [(&str, &str, Defines, &str); 7] = [
+    ("elementwise.tsl", ELEMENTWISE, &[("T", "f32")], "_f32"),
+    ("elementwise.tsl", ELEMENTWISE, &[("T", "bf16")], "_bf16"),
     (
         "activation.tsl",
         include_str!("../../dsl-examples/activation.tsl"),
         &[],
-        "dsl_gated_silu",
+        "",
+    ),
+    (
+        "matmul.tsl",
+        include_str!("../../dsl-examples/matmul.tsl"),
+        &[],
+        "",
+    ),
+    (
+        "softmax.tsl",
+        include_str!("../../dsl-examples/softmax.tsl"),
+        &[],
+        "",
+    ),
+    (
+        "flash_attention.tsl",
+        include_str!("../../dsl-examples/flash_attention.tsl"),
+        &[],
+        "",
+    ),
+    (
+        "lightning_attention.tsl",
+        include_str!("../../dsl-examples/lightning_attention.tsl"),
+        &[],
+        "",
     ),
 ];
 const ELEMENTWISE: &str = include_str!("../../dsl-examples/elementwise.tsl");
@@ -96,7 +110,7 @@ fn emit(
         },
     };
     println!(
-        "{:<12} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>7.1}ms",
+        "{:<36} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7.1}ms",
         name,
         arch,
         stats.version.clone().unwrap_or_default(),
@@ -105,6 +119,8 @@ fn emit(
         report.spills,
         stats.count("fma.rn"),
         stats.count("mma.sync"),
+        stats.count("ldmatrix"),
+        stats.count("cp.async"),
         seconds * 1e3
     );
     Ok(())
@@ -113,8 +129,18 @@ fn emit(
 pub fn run(args: DemoArgs) -> super::CliResult {
     std::fs::create_dir_all(&args.out_dir)?;
     println!(
-        "{:<12} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>9}",
-        "kernel", "arch", "ptx", "instrs", "regs", "spill", "fma", "mma", "compile"
+        "{:<36} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
+        "kernel",
+        "arch",
+        "ptx",
+        "instrs",
+        "regs",
+        "spill",
+        "fma",
+        "mma",
+        "ldmat",
+        "cpasy",
+        "compile"
     );
     for dtype in ElemType::ALL {
         for target in TARGETS {
@@ -147,7 +173,7 @@ pub fn run(args: DemoArgs) -> super::CliResult {
         )?;
     }
     // Kernels compiled from .tsl source, for every target the scheduler can place them on.
-    for (file, source, defines, out) in DSL_KERNELS {
+    for (file, source, defines, suffix) in DSL_FILES {
         let overrides = defines
             .iter()
             .map(|(k, v)| {
@@ -159,12 +185,15 @@ pub fn run(args: DemoArgs) -> super::CliResult {
             .collect();
         let kernels = tessel_compiler::sema::compile_source(source, &overrides)
             .map_err(|d| tessel_compiler::diag::render_all(&d, file, source))?;
-        for target in TARGETS {
-            let start = Instant::now();
-            let compiled = tessel_compiler::codegen::compile_kernel(&kernels[0], *target)?;
-            let elapsed = start.elapsed().as_secs_f64();
-            let package = tessel_compiler::package::kernel_package(&kernels[0], &compiled)?;
-            emit(&args, out, target.name, &compiled.ptx, &package, elapsed)?;
+        for kernel in &kernels {
+            let out = format!("dsl_{}{suffix}", kernel.name);
+            for target in TARGETS {
+                let start = Instant::now();
+                let compiled = tessel_compiler::codegen::compile_kernel(kernel, *target)?;
+                let elapsed = start.elapsed().as_secs_f64();
+                let package = tessel_compiler::package::kernel_package(kernel, &compiled)?;
+                emit(&args, &out, target.name, &compiled.ptx, &package, elapsed)?;
+            }
         }
     }
     if args.ptxas.is_none() {

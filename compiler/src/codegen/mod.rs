@@ -139,26 +139,32 @@ pub fn compile_kernel(
     kernel: &crate::tir::Kernel,
     target: Target,
 ) -> Result<CompiledKernel, CompileError> {
-    let schedule = crate::sched::schedule(kernel, target)?;
-    let mut options = BackendOptions::new(target);
-    if kernel
-        .types
-        .iter()
-        .any(|t| t.dtype == crate::tir::DType::Bf16)
-    {
-        options.features.push(Feature::Bf16);
-    }
+    compile_kernel_with(kernel, target, &crate::sched::SchedOptions::default())
+}
+
+/// [`compile_kernel`] with schedule overrides (the CLI's `--num-warps`, `--stages`, `--warps`).
+pub fn compile_kernel_with(
+    kernel: &crate::tir::Kernel,
+    target: Target,
+    sched_options: &crate::sched::SchedOptions,
+) -> Result<CompiledKernel, CompileError> {
+    let schedule = crate::sched::schedule_with(kernel, target, sched_options)?;
+    let options = BackendOptions {
+        features: schedule.features.clone(),
+        ..BackendOptions::new(target)
+    };
     target.require(&options.features)?;
+    let text = crate::lower::tiles::build_text(kernel, &schedule)?;
     let session = crate::lower::MlirSession::new();
-    let mut module = crate::lower::tile::build(&session, kernel, &schedule)?;
-    let mlir = module.as_operation().to_string();
+    let mut module = melior::ir::Module::parse(&session.context, &text)
+        .ok_or_else(|| session.error("parsing the built MLIR", "the module text does not parse"))?;
     session.convert_to_llvm_dialect(&mut module)?;
     let llvm_ctx = inkwell::context::Context::create();
     let llvm_module = session.translate(&module, &llvm_ctx)?;
     let ptx = emit_ptx(&llvm_module, &options)?;
     Ok(CompiledKernel {
         schedule,
-        mlir,
+        mlir: text,
         llvm: llvm_module.print_to_string().to_string(),
         ptx,
     })

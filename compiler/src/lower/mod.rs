@@ -6,7 +6,7 @@
 
 pub mod elementwise;
 pub mod matmul;
-pub mod tile;
+pub mod tiles;
 
 use std::cell::RefCell;
 use std::rc::Rc;

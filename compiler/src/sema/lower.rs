@@ -301,8 +301,9 @@ impl<'a> Lowerer<'a> {
     }
 
     fn attributes(&mut self) -> Res<Vec<(String, Vec<i64>)>> {
-        const KNOWN: [(&str, &str); 3] = [
+        const KNOWN: [(&str, &str); 4] = [
             ("num_warps", "warps per block"),
+            ("warps", "how the warps tile a dot's output (rows, columns)"),
             (
                 "stages",
                 "software-pipelining depth of global→shared copies",

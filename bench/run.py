@@ -72,6 +72,9 @@ for m in ([1024, 4096] if QUICK else [1024, 2048, 4096, 8192]):
     t = tessel_bench("matmul_bf16", {"M": m, "N": m, "K": m})
     rec("matmul bf16", "tessel matmul (mma.sync)", m, "TFLOP/s", t["tflops"], ms=t["median_ms"])
     ratios.append(dict(kernel="matmul_bf16", size=m, anchor="cuBLAS", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
+    d = tessel_bench("matmul", {"M": m, "N": m, "K": m}, package="dsl_matmul")
+    rec("matmul bf16", "tessel matmul.tsl (scheduled)", m, "TFLOP/s", 2 * m**3 / d["median_ms"] / 1e9, ms=d["median_ms"])
+    ratios.append(dict(kernel="matmul.tsl", size=m, anchor="cuBLAS", tessel_ms=d["median_ms"], anchor_ms=ms, speedup=ms / d["median_ms"]))
     del x, y
 
 # Attention anchors (ANCHORS.md shapes: B·N = 16384, H·D = 2048, bf16). tessel's own attention
@@ -92,6 +95,12 @@ for D in ([128] if QUICK else [64, 128]):
                     rec(f"attention fwd D={D} {'causal' if causal else 'full'}", name, N, "TFLOP/s", flops / ms / 1e9, ms=ms, B=B, H=H)
                 except Exception as e:  # a backend missing on this machine is reported, not fatal
                     print(f"anchor {name} D={D} N={N}: {e}")
+            if D == 64 and not causal:
+                t = tessel_bench("flash_attention_fwd", {"B": B, "HQ": H, "HKV": H, "NQ": N, "NK": N}, package="dsl_flash_attention_fwd")
+                rec(f"attention fwd D={D} full", "tessel flash_attention.tsl", N, "TFLOP/s", flops / t["median_ms"] / 1e9, ms=t["median_ms"], B=B, H=H)
+                fl = [r for r in records if r["name"] == "PyTorch flash" and r["size"] == N and r["group"] == f"attention fwd D={D} full"]
+                if fl:
+                    ratios.append(dict(kernel="flash.tsl fwd", size=N, anchor="PyTorch flash", tessel_ms=t["median_ms"], anchor_ms=fl[-1]["ms"], speedup=fl[-1]["ms"] / t["median_ms"]))
         del q, k, v
 
 # fla's chunk_gla with constant per-head gates: Lightning Attention's function (wheels carried in
@@ -119,10 +128,10 @@ path = os.path.join(out_dir, f"{date}-{commit}.json")
 with open(path, "w") as f:
     json.dump(result, f, indent=1)
 
-print(f"{'kernel':<10} {'size':>10} {'tessel ms':>10} {'anchor ms':>10} {'speedup':>8}  anchor")
+print(f"{'kernel':<14} {'size':>10} {'tessel ms':>10} {'anchor ms':>10} {'speedup':>8}  anchor")
 for r in ratios:
-    print(f"{r['kernel']:<10} {r['size']:>10} {r['tessel_ms']:>10.4f} {r['anchor_ms']:>10.4f} {r['speedup']:>8.2f}  {r['anchor']}")
+    print(f"{r['kernel']:<14} {r['size']:>10} {r['tessel_ms']:>10.4f} {r['anchor_ms']:>10.4f} {r['speedup']:>8.2f}  {r['anchor']}")
 for r in records:
     if r["group"] in ("ceilings", "matmul bf16"):
-        print(f"{r['name']:<16} {r['size']:>10} {r['value']:>10.1f} {r['metric']}")
+        print(f"{r['name']:<30} {r['size']:>10} {r['value']:>10.1f} {r['metric']}")
 print("wrote", path)

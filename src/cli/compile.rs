@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use tessel_compiler::codegen::{compile_elementwise, compile_kernel};
+use tessel_compiler::codegen::{compile_elementwise, compile_kernel_with};
 use tessel_compiler::lower::elementwise::{kernel_name, ElemType};
+use tessel_compiler::sched::SchedOptions;
 use tessel_compiler::Target;
 
 /// Which stage `--emit` prints.
@@ -41,6 +42,18 @@ pub struct CompileArgs {
     /// Where to write it; `-` for standard output.
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
+    /// Warps per block, overriding the kernel's `@num_warps`.
+    #[arg(long)]
+    pub num_warps: Option<u32>,
+    /// Software-pipelining depth of global→shared copies, overriding `@stages`.
+    #[arg(long)]
+    pub stages: Option<usize>,
+    /// How the warps tile a dot's output, ROWSxCOLS (e.g. 2x4), overriding `@warps`.
+    #[arg(long, value_name = "WMxWN", value_parser = parse_warps)]
+    pub warps: Option<(usize, usize)>,
+    /// Blocks that must fit on one SM at once (caps registers), overriding `@occupancy`.
+    #[arg(long)]
+    pub occupancy: Option<u32>,
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
     #[arg(long, value_name = "FILE.tpkg")]
     pub package: Option<PathBuf>,
@@ -100,7 +113,13 @@ fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> s
     if let Stage::Tir = args.emit {
         return write(args, &kernel.to_string(), &kernel.name, target);
     }
-    let compiled = compile_kernel(kernel, target)?;
+    let options = SchedOptions {
+        num_warps: args.num_warps,
+        stages: args.stages,
+        warps: args.warps,
+        occupancy: args.occupancy,
+    };
+    let compiled = compile_kernel_with(kernel, target, &options)?;
     if let Some(path) = &args.package {
         tessel_compiler::package::kernel_package(kernel, &compiled)?.write(path)?;
         eprintln!("wrote package {}", path.display());
@@ -128,4 +147,17 @@ fn write(args: &CompileArgs, text: &str, kernel: &str, target: Target) -> super:
         );
     }
     Ok(())
+}
+
+fn parse_warps(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}`: expected ROWSxCOLS, e.g. 2x2"))?;
+    let n = |t: &str| {
+        t.parse::<usize>()
+            .ok()
+            .filter(|v| v.is_power_of_two())
+            .ok_or_else(|| format!("`{t}` is not a power of two"))
+    };
+    Ok((n(a)?, n(b)?))
 }

@@ -84,6 +84,8 @@ struct Emitter {
     bodies: Vec<String>,
     next: usize,
     cache: HashMap<String, V>,
+    /// While set, `op` emits into the prelude: for index math that depends only on the thread.
+    hoist: bool,
 }
 
 impl Emitter {
@@ -101,6 +103,9 @@ impl Emitter {
 
     /// `name = <rhs>` in the current body, returning the value.
     fn op(&mut self, t: &'static str, rhs: &str) -> V {
+        if self.hoist {
+            return self.pre(t, rhs.to_string());
+        }
         let n = self.fresh();
         self.line(&format!("{n} = {rhs}"));
         V { n, t }
@@ -956,12 +961,17 @@ impl<'a> Lower<'a> {
             let sixteen = self.c32(16);
             let tid = self.tid.clone();
             for it in 0..total.div_ceil(threads) {
+                // Which chunk this thread copies depends only on the thread: computed once.
+                self.e.hoist = true;
                 let q = self.addc(&tid, (it * threads) as i64);
                 let cpr = self.c32(chunks_per_row as i64);
                 let row = self.bin("divui", &q, &cpr);
                 let cc = self.bin("remui", &q, &cpr);
                 let eight = self.c32(8);
                 let col = self.mul(&cc, &eight);
+                let zero_base = self.c32(0);
+                let rel = self.tile_offset(&tile, &zero_base, &row, &col);
+                self.e.hoist = false;
                 let mut okq = ok.clone();
                 if total % threads != 0 {
                     let tot = self.c32(total as i64);
@@ -989,12 +999,9 @@ impl<'a> Lower<'a> {
                 let safe = self.select(&okq, &o, &z64);
                 let gp = self.gptr(tensor, &safe);
                 let bytes = self.select(&okq, &sixteen, &zero);
-                let so = self.tile_offset(&tile, base, &row, &col);
-                let sp = self.smem_ptr(&so);
-                let sa = self.e.op(
-                    "i32",
-                    &format!("llvm.ptrtoint {} : !llvm.ptr<3> to i32", sp.n),
-                );
+                let so = self.add(base, &rel);
+                let s32 = self.smem32.clone();
+                let sa = self.add(&s32, &so);
                 if total % threads != 0 {
                     let tot = self.c32(total as i64);
                     let inside = self.icmp("slt", &q, &tot);
@@ -1086,7 +1093,12 @@ impl<'a> Lower<'a> {
     }
 
     fn ldmatrix(&mut self, tile: &SmemTile, base: &V, row: &V, col: &V, trans: bool) -> Vec<V> {
-        let off = self.tile_offset(tile, base, row, col);
+        // row and col depend only on the thread (and the unrolled step): so does their offset.
+        self.e.hoist = true;
+        let zero = self.c32(0);
+        let rel = self.tile_offset(tile, &zero, row, col);
+        self.e.hoist = false;
+        let off = self.add(base, &rel);
         let p = self.smem_ptr(&off);
         let a = self.e.op(
             "i32",
@@ -1263,34 +1275,35 @@ impl<'a> Lower<'a> {
                     continue;
                 }
                 let (tile, base, trans) = tiles[0].clone().ok_or_else(|| err("A operand"))?;
+                self.e.hoist = true;
                 let mrow = self.addc(&row0, 16 * i as i64);
-                if !trans {
-                    let row = self.add(&mrow, &pat_row);
-                    let col = self.addc(&q_hi8, 16 * kk as i64);
-                    afr.push(self.ldmatrix(&tile, &base, &row, &col, false));
+                let (row, col) = if !trans {
+                    (self.add(&mrow, &pat_row), self.addc(&q_hi8, 16 * kk as i64))
                 } else {
                     // Stored [K, M]: row k = 16kk + lane%8 + 8·(lane/16), col m = 8·((lane/8)%2).
-                    let row = self.addc(&pat_row2, 16 * kk as i64);
-                    let col = self.add(&mrow, &q_lo8);
-                    afr.push(self.ldmatrix(&tile, &base, &row, &col, true));
-                }
+                    (
+                        self.addc(&pat_row2, 16 * kk as i64),
+                        self.add(&mrow, &q_lo8),
+                    )
+                };
+                self.e.hoist = false;
+                afr.push(self.ldmatrix(&tile, &base, &row, &col, trans));
             }
             // B fragments, two n8 tiles per ldmatrix.x4.
             let mut bfr: Vec<[V; 2]> = Vec::new();
             let (tile, base, trans) = tiles[1].clone().ok_or_else(|| err("B operand"))?;
             for jj in 0..fnn / 2 {
+                self.e.hoist = true;
                 let n0 = self.addc(&col0, 16 * jj as i64);
-                let r = if trans {
+                let (row, col) = if trans {
                     // Stored [N, K]: row n = n0 + lane%8 + 8·(lane/16), col k = 16kk + 8·((lane/8)%2).
-                    let row = self.add(&n0, &pat_row2);
-                    let col = self.addc(&q_lo8, 16 * kk as i64);
-                    self.ldmatrix(&tile, &base, &row, &col, false)
+                    (self.add(&n0, &pat_row2), self.addc(&q_lo8, 16 * kk as i64))
                 } else {
                     // Stored [K, N]: row k = 16kk + lane%8 + 8·((lane/8)%2), col n = n0 + 8·(lane/16).
-                    let row = self.addc(&pat_row, 16 * kk as i64);
-                    let col = self.add(&n0, &q_hi8);
-                    self.ldmatrix(&tile, &base, &row, &col, true)
+                    (self.addc(&pat_row, 16 * kk as i64), self.add(&n0, &q_hi8))
                 };
+                self.e.hoist = false;
+                let r = self.ldmatrix(&tile, &base, &row, &col, !trans);
                 bfr.push([r[0].clone(), r[1].clone()]);
                 bfr.push([r[2].clone(), r[3].clone()]);
             }
@@ -2067,6 +2080,7 @@ pub fn build_text(k: &Kernel, s: &Schedule) -> R<String> {
         bodies: vec![String::new()],
         next: 0,
         cache: HashMap::new(),
+        hoist: false,
     };
     let tid = e.pre("i32", "nvvm.read.ptx.sreg.tid.x : i32".into());
     let c31 = e.ci32_pre(31);
@@ -2104,9 +2118,13 @@ pub fn build_text(k: &Kernel, s: &Schedule) -> R<String> {
     if s.shared_bytes > 0 {
         out.push_str("  llvm.mlir.global external @tessel_smem() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<0 x i8>\n");
     }
+    let occupancy = s
+        .min_blocks_per_sm
+        .map(|n| format!(", nvvm.minctasm = {n} : i32"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "  llvm.func @{}({}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {}, 1, 1>}} {{",
+        "  llvm.func @{}({}) attributes {{nvvm.kernel, nvvm.maxntid = array<i32: {}, 1, 1>{occupancy}}} {{",
         k.name,
         params.join(", "),
         s.threads

@@ -178,6 +178,8 @@ pub struct Schedule {
     pub scratch_bytes: usize,
     pub shared_bytes: usize,
     pub features: Vec<Feature>,
+    /// Blocks that must fit on one SM at once (`@occupancy`): caps registers per thread.
+    pub min_blocks_per_sm: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -207,6 +209,7 @@ pub struct SchedOptions {
     pub num_warps: Option<u32>,
     pub stages: Option<usize>,
     pub warps: Option<(usize, usize)>,
+    pub occupancy: Option<u32>,
 }
 
 /// Decides the schedule of `kernel` on `target` with the kernel's own attributes.
@@ -497,6 +500,13 @@ pub fn schedule_with(
         })
         .unwrap_or(DEFAULT_NUM_WARPS);
     let warps = num_warps as usize;
+    if !(1..=32).contains(&num_warps) || !num_warps.is_power_of_two() {
+        return Err(SchedError {
+            kernel: k.name.clone(),
+            op: "block".into(),
+            reason: format!("{num_warps} warps: a block has a power of two between 1 and 32"),
+        });
+    }
     let stages = options
         .stages
         .or_else(|| {
@@ -999,6 +1009,11 @@ pub fn schedule_with(
         scratch_bytes: scratch,
         shared_bytes,
         features,
+        min_blocks_per_sm: options.occupancy.or_else(|| {
+            k.attr("occupancy")
+                .and_then(|a| a.first())
+                .map(|v| *v as u32)
+        }),
     })
 }
 
@@ -1059,6 +1074,9 @@ impl fmt::Display for Schedule {
         match self.frame {
             Frame::Mma { wm, wn } => writeln!(f, "; mma frame {wm}x{wn} warps")?,
             Frame::Blocked => writeln!(f, "; blocked frame")?,
+        }
+        if let Some(n) = self.min_blocks_per_sm {
+            writeln!(f, "  occupancy: at least {n} blocks per SM")?;
         }
         writeln!(
             f,

@@ -301,7 +301,8 @@ impl<'a> Lowerer<'a> {
     }
 
     fn attributes(&mut self) -> Res<Vec<(String, Vec<i64>)>> {
-        const KNOWN: [(&str, &str); 4] = [
+        const KNOWN: [(&str, &str); 5] = [
+            ("occupancy", "blocks that must fit on one SM at once"),
             ("num_warps", "warps per block"),
             ("warps", "how the warps tile a dot's output (rows, columns)"),
             (

@@ -99,7 +99,7 @@ fn ir_and_interpret_run_the_examples() {
     let (ok, out, err) = tessel(&["ir", &mm, "-D", "BM=64", "-D", "T=f16"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("kernel matmul<BM = 64, BN = 128, BK = 32, T = f16>"),
+        out.contains("kernel matmul<BM = 64, BN = 256, BK = 64, T = f16>"),
         "{out}"
     );
     assert!(out.contains("dot %"), "{out}");

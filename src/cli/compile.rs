@@ -136,7 +136,9 @@ fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> s
 
 fn write(args: &CompileArgs, text: &str, kernel: &str, target: Target) -> super::CliResult {
     if args.output.as_os_str() == "-" {
-        print!("{text}");
+        use std::io::Write;
+        // A closed pipe (`| head`) ends the output quietly instead of panicking in print!.
+        let _ = std::io::stdout().write_all(text.as_bytes());
     } else {
         std::fs::write(&args.output, text)
             .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;

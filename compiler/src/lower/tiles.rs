@@ -128,6 +128,9 @@ impl Emitter {
     }
 }
 
+/// (fixed dims in range, i64 offset of the fixed dims, per range: (start, stride, extent)).
+type SliceAccess = (V, V, Vec<(V, V, V)>);
+
 struct Lower<'a> {
     k: &'a Kernel,
     s: &'a Schedule,
@@ -236,7 +239,7 @@ impl<'a> Lower<'a> {
         self.e.pre(t, rhs)
     }
 
-    fn to_f32(&mut self, x: &V) -> V {
+    fn widen(&mut self, x: &V) -> V {
         match x.t {
             "f32" => x.clone(),
             t => self
@@ -245,7 +248,7 @@ impl<'a> Lower<'a> {
         }
     }
 
-    fn from_f32(&mut self, x: &V, d: DType) -> V {
+    fn narrow(&mut self, x: &V, d: DType) -> V {
         match d {
             DType::F32 => x.clone(),
             _ => self
@@ -281,7 +284,7 @@ impl<'a> Lower<'a> {
         if op == UnaryOp::Neg {
             return self.e.op(x.t, &format!("arith.negf {} : {}", x.n, x.t));
         }
-        let w = self.to_f32(x);
+        let w = self.widen(x);
         let r = match op {
             UnaryOp::Exp => {
                 let c = self.cf32(std::f64::consts::LOG2_E);
@@ -320,7 +323,7 @@ impl<'a> Lower<'a> {
             }
             UnaryOp::Neg | UnaryOp::Not => w.clone(),
         };
-        self.from_f32(&r, d)
+        self.narrow(&r, d)
     }
 
     fn binary(&mut self, op: BinaryOp, a: &V, b: &V, d: DType) -> V {
@@ -384,8 +387,8 @@ impl<'a> Lower<'a> {
                 .e
                 .op(tt, &format!("arith.truncf {} : {} to {tt}", x.n, x.t)),
             (true, true) => {
-                let f = self.to_f32(x);
-                self.from_f32(&f, to)
+                let f = self.widen(x);
+                self.narrow(&f, to)
             }
             (true, false) if to == DType::Bool => {
                 let z = self.constant(Literal::Float(0.0), from);
@@ -409,7 +412,7 @@ impl<'a> Lower<'a> {
     }
 
     /// The value as 32 bits (for shared-memory exchange and shuffles).
-    fn to_b32(&mut self, x: &V) -> V {
+    fn as_b32(&mut self, x: &V) -> V {
         match x.t {
             "i32" => x.clone(),
             "f32" => self
@@ -428,7 +431,7 @@ impl<'a> Lower<'a> {
         }
     }
 
-    fn from_b32(&mut self, x: &V, t: &'static str) -> V {
+    fn of_b32(&mut self, x: &V, t: &'static str) -> V {
         match t {
             "i32" => x.clone(),
             "f32" => self
@@ -700,7 +703,7 @@ impl<'a> Lower<'a> {
         self.open_if(&owner);
         for (i, r) in from.regs.iter().enumerate() {
             let off = self.addc(&lin, 4 * (r[0] as i64 * cols + r[1] as i64));
-            let w = self.to_b32(&vals[i]);
+            let w = self.as_b32(&vals[i]);
             self.st_shared(&off, &w);
         }
         self.close_if();
@@ -722,7 +725,7 @@ impl<'a> Lower<'a> {
         for r in &to.regs {
             let off = self.addc(&lin, 4 * (r[0] as i64 * cols + r[1] as i64));
             let w = self.ld_shared(&off, "i32");
-            out.push(self.from_b32(&w, t));
+            out.push(self.of_b32(&w, t));
         }
         Ok(out)
     }
@@ -752,7 +755,7 @@ impl<'a> Lower<'a> {
         tensor: usize,
         starts: &[ValueId],
         extents: &[Option<usize>],
-    ) -> R<(V, V, Vec<(V, V, V)>)> {
+    ) -> R<SliceAccess> {
         let strides = self.tensor_strides(tensor);
         let mut ok = self.ctrue();
         let mut off = self.c64(0);
@@ -833,6 +836,7 @@ impl<'a> Lower<'a> {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn load_regs(
         &mut self,
         v: ValueId,
@@ -973,7 +977,7 @@ impl<'a> Lower<'a> {
                 let rel = self.tile_offset(&tile, &zero_base, &row, &col);
                 self.e.hoist = false;
                 let mut okq = ok.clone();
-                if total % threads != 0 {
+                if !total.is_multiple_of(threads) {
                     let tot = self.c32(total as i64);
                     let inside = self.icmp("slt", &q, &tot);
                     okq = self.and(&okq, &inside);
@@ -1002,7 +1006,7 @@ impl<'a> Lower<'a> {
                 let so = self.add(base, &rel);
                 let s32 = self.smem32.clone();
                 let sa = self.add(&s32, &so);
-                if total % threads != 0 {
+                if !total.is_multiple_of(threads) {
                     let tot = self.c32(total as i64);
                     let inside = self.icmp("slt", &q, &tot);
                     self.open_if(&inside);
@@ -1075,12 +1079,8 @@ impl<'a> Lower<'a> {
             return Ok((tile, at));
         }
         let t = self.k.ty(value).clone();
-        let dt = if unit == DotUnit::Mma {
-            t.dtype
-        } else {
-            t.dtype
-        };
-        let tile = SmemTile::new(t.shape[0], t.shape[1], dt);
+        let _ = unit;
+        let tile = SmemTile::new(t.shape[0], t.shape[1], t.dtype);
         let base = self.c32((self.s.scratch_offset + scratch_at) as i64);
         let vals = self.get(value)?;
         let d = self
@@ -1116,8 +1116,8 @@ impl<'a> Lower<'a> {
     }
 
     fn pack(&mut self, lo: &V, hi: &V) -> V {
-        let a = self.to_b32(lo);
-        let b = self.to_b32(hi);
+        let a = self.as_b32(lo);
+        let b = self.as_b32(hi);
         let sh = self.c32(16);
         let b = self.bin("shli", &b, &sh);
         self.bin("ori", &a, &b)
@@ -1136,7 +1136,7 @@ impl<'a> Lower<'a> {
         let mut c = match acc {
             Some(a) => {
                 let v = self.regs_in(*a, &out_layout)?;
-                v.iter().map(|x| self.to_f32(x)).collect::<Vec<_>>()
+                v.iter().map(|x| self.widen(x)).collect::<Vec<_>>()
             }
             None => {
                 let z = self.cf32(0.0);
@@ -1372,7 +1372,7 @@ impl<'a> Lower<'a> {
             let (sr, sc) = (sr.clone(), sc.clone());
             let off = self.tile_offset(&ta, &base_a, &sr, &sc);
             let x = self.ld_shared(&off, ty(ta.dtype));
-            av.insert(r, self.to_f32(&x));
+            av.insert(r, self.widen(&x));
         }
         let mut bv = HashMap::new();
         for &cc in &cols {
@@ -1381,7 +1381,7 @@ impl<'a> Lower<'a> {
             let (sr, sc) = (sr.clone(), sc.clone());
             let off = self.tile_offset(&tb, &base_b, &sr, &sc);
             let x = self.ld_shared(&off, ty(tb.dtype));
-            bv.insert(cc, self.to_f32(&x));
+            bv.insert(cc, self.widen(&x));
         }
         let mut outs = Vec::new();
         for (i, r) in od.regs.iter().enumerate() {
@@ -1439,7 +1439,7 @@ impl<'a> Lower<'a> {
         };
         let r = inst.results[0];
         let Layout::Dist(d) = self.s.layout(*x).clone() else {
-            return Ok(self.get(*x)?);
+            return self.get(*x);
         };
         let src = self.get(*x)?;
         let dt = self.dtype(r);
@@ -1447,7 +1447,7 @@ impl<'a> Lower<'a> {
             .iter()
             .map(|v| {
                 if dt.is_float() {
-                    self.to_f32(v)
+                    self.widen(v)
                 } else {
                     v.clone()
                 }
@@ -1478,7 +1478,7 @@ impl<'a> Lower<'a> {
         for b in &plan.shuffles {
             let m = self.c32(1 << b);
             for a in acc.iter_mut() {
-                let w = self.to_b32(a);
+                let w = self.as_b32(a);
                 let o = self.asm(
                     "shfl.sync.bfly.b32 $0, $1, $2, 0x1f, 0xffffffff;",
                     "=r,r,r",
@@ -1487,7 +1487,7 @@ impl<'a> Lower<'a> {
                     "i32",
                     true,
                 );
-                let o = self.from_b32(&o[0], a.t);
+                let o = self.of_b32(&o[0], a.t);
                 *a = self.combine(*op, a, &o);
             }
         }
@@ -1505,7 +1505,7 @@ impl<'a> Lower<'a> {
             let mine = self.add(&mine, &so);
             for (j, a) in acc.iter().enumerate() {
                 let off = self.addc(&mine, (j * 4) as i64);
-                let w = self.to_b32(a);
+                let w = self.as_b32(a);
                 self.st_shared(&off, &w);
             }
             self.barrier();
@@ -1532,7 +1532,7 @@ impl<'a> Lower<'a> {
                 for (j, slot) in out.iter_mut().enumerate() {
                     let off = self.addc(&o, (j * 4) as i64);
                     let word = self.ld_shared(&off, "i32");
-                    let v = self.from_b32(&word, t);
+                    let v = self.of_b32(&word, t);
                     *slot = Some(match slot.take() {
                         None => v,
                         Some(a) => self.combine(*op, &a, &v),
@@ -1545,7 +1545,7 @@ impl<'a> Lower<'a> {
             .iter()
             .map(|v| {
                 if dt.is_float() {
-                    self.from_f32(v, dt)
+                    self.narrow(v, dt)
                 } else {
                     v.clone()
                 }

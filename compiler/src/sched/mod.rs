@@ -67,7 +67,7 @@ pub struct SmemTile {
 
 impl SmemTile {
     pub fn new(rows: usize, cols: usize, dtype: DType) -> Self {
-        let swizzle = dtype.size() == 2 && cols % 8 == 0;
+        let swizzle = dtype.size() == 2 && cols.is_multiple_of(8);
         SmemTile {
             rows,
             cols,
@@ -353,7 +353,6 @@ fn assign_roles(k: &Kernel, block: &Block, roles: &mut Roles) {
 
 struct Sched<'k> {
     k: &'k Kernel,
-    target: Target,
     warps: usize,
     frame: Frame,
     roles: Vec<Option<usize>>,
@@ -373,7 +372,7 @@ impl Sched<'_> {
 
     fn full(&self, r: usize, c: usize) -> Dist {
         match self.frame {
-            Frame::Mma { wm, wn } if r % (16 * wm) == 0 && c % (8 * wn) == 0 => {
+            Frame::Mma { wm, wn } if r.is_multiple_of(16 * wm) && c.is_multiple_of(8 * wn) => {
                 Dist::mma(r, c, wm, wn)
             }
             _ => Dist::blocked(r, c, self.warps),
@@ -382,7 +381,9 @@ impl Sched<'_> {
 
     fn rows_vec(&self, r: usize) -> Dist {
         match self.frame {
-            Frame::Mma { wm, wn } if r % (16 * wm) == 0 => Dist::mma(r, 8 * wn, wm, wn).project(1),
+            Frame::Mma { wm, wn } if r.is_multiple_of(16 * wm) => {
+                Dist::mma(r, 8 * wn, wm, wn).project(1)
+            }
             _ => {
                 let c = self.width_of_rows.get(&r).copied().unwrap_or(1);
                 self.full(r, c).project(1)
@@ -392,7 +393,9 @@ impl Sched<'_> {
 
     fn cols_vec(&self, c: usize) -> Dist {
         match self.frame {
-            Frame::Mma { wm, wn } if c % (8 * wn) == 0 => Dist::mma(16 * wm, c, wm, wn).project(0),
+            Frame::Mma { wm, wn } if c.is_multiple_of(8 * wn) => {
+                Dist::mma(16 * wm, c, wm, wn).project(0)
+            }
             _ => match self.height_of_cols.get(&c) {
                 Some(&r) => self.full(r, c).project(0),
                 None => Dist::blocked(1, c, self.warps),
@@ -442,7 +445,7 @@ fn frame_for(
     }
     let valid = |wm: usize, wn: usize| {
         dots.iter()
-            .all(|&(m, n)| m % (16 * wm) == 0 && n % (16 * wn) == 0)
+            .all(|&(m, n)| m.is_multiple_of(16 * wm) && n.is_multiple_of(16 * wn))
     };
     if let Some((wm, wn)) = forced.or_else(|| {
         k.attr("warps")
@@ -575,7 +578,6 @@ pub fn schedule_with(
     }
     let s = Sched {
         k,
-        target,
         warps,
         frame,
         roles: role_of.clone(),
@@ -619,10 +621,10 @@ pub fn schedule_with(
         let [m, n] = [k.ty(r).shape[0], k.ty(r).shape[1]];
         let kk = if *trans_a { ta.shape[0] } else { ta.shape[1] };
         let sixteen = |d: DType| matches!(d, DType::Bf16 | DType::F16);
-        let mma = matches!(frame, Frame::Mma { wm, wn } if m % (16 * wm) == 0 && n % (16 * wn) == 0)
+        let mma = matches!(frame, Frame::Mma { wm, wn } if m.is_multiple_of(16 * wm) && n.is_multiple_of(16 * wn))
             && sixteen(ta.dtype)
             && ta.dtype == tb.dtype
-            && kk % 16 == 0
+            && kk.is_multiple_of(16)
             && target.has(Feature::MmaSync);
         let operand = |x: ValueId, trans: bool, is_a: bool| {
             let (src, t) = peel(x, trans);
@@ -781,7 +783,7 @@ pub fn schedule_with(
             && *fill == 0.0
             && mask.is_none()
             && last_is_inner
-            && tile.cols % 8 == 0
+            && tile.cols.is_multiple_of(8)
             && target.has(Feature::CpAsync)
         {
             Copy::Async
@@ -1037,9 +1039,6 @@ fn starts_hoistable(f: &Facts, v: ValueId, lp: ValueId) -> bool {
         }
         if f.parent_loop.get(&x) != Some(&lp) {
             // Defined outside this loop (or in an enclosing one): invariant here.
-            if !f.defs.contains_key(&x) && f.parent_loop.get(&x).is_some() {
-                // A block argument of an enclosing loop: fine; of this loop: carried, refuse.
-            }
             continue;
         }
         match f.defs.get(&x) {

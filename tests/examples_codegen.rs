@@ -1,0 +1,156 @@
+//! Every kernel of every example compiles for every target, ptxas accepts it, and its PTX really
+//! contains the instructions its schedule chose: mma.sync and ldmatrix for tensor-core dots,
+//! cp.async with commit/wait groups for staged tiles, shuffles for cross-lane reductions. The
+//! schedule is not trusted: the PTX is counted.
+
+include!("support/ptxas.rs");
+
+use tessel_compiler::ptx::PtxStats;
+use tessel_compiler::sched::{Copy, DotUnit, Operand};
+use tessel_compiler::sema::{compile_source, Overrides};
+use tessel_compiler::target::TARGETS;
+
+const EXAMPLES: [(&str, &str); 6] = [
+    (
+        "elementwise.tsl",
+        include_str!("../dsl-examples/elementwise.tsl"),
+    ),
+    (
+        "activation.tsl",
+        include_str!("../dsl-examples/activation.tsl"),
+    ),
+    ("matmul.tsl", include_str!("../dsl-examples/matmul.tsl")),
+    ("softmax.tsl", include_str!("../dsl-examples/softmax.tsl")),
+    (
+        "flash_attention.tsl",
+        include_str!("../dsl-examples/flash_attention.tsl"),
+    ),
+    (
+        "lightning_attention.tsl",
+        include_str!("../dsl-examples/lightning_attention.tsl"),
+    ),
+];
+
+fn count(ptx: &str, prefix: &str) -> usize {
+    ptx.lines()
+        .filter(|l| l.trim_start().starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
+    let ptxas = Ptxas::find();
+    let mut checked = 0;
+    for (file, source) in EXAMPLES {
+        let kernels = compile_source(source, &Overrides::new()).expect("examples are valid");
+        for k in &kernels {
+            for target in TARGETS {
+                let c = tessel_compiler::codegen::compile_kernel(k, *target)
+                    .unwrap_or_else(|e| panic!("{file}: {} on {}: {e}", k.name, target.name));
+                let s = &c.schedule;
+                let ptx = &c.ptx;
+                let what = format!("{file}: {} on {}", k.name, target.name);
+                let mma_dots = s.dots.values().filter(|d| d.unit == DotUnit::Mma).count();
+                let mma = count(ptx, "mma.sync.aligned.m16n8k16");
+                if mma_dots > 0 {
+                    assert!(
+                        mma > 0,
+                        "{what}: {mma_dots} dots on mma.sync, no mma.sync in PTX"
+                    );
+                } else {
+                    assert_eq!(mma, 0, "{what}: mma.sync without a dot scheduled on it");
+                }
+                let smem_operands = s
+                    .dots
+                    .values()
+                    .filter(|d| d.unit == DotUnit::Mma)
+                    .flat_map(|d| [&d.a, &d.b])
+                    .filter(|o| matches!(o, Operand::Smem { .. }))
+                    .count();
+                let ldmatrix = count(ptx, "ldmatrix.sync.aligned.m8n8.x4");
+                assert_eq!(
+                    smem_operands > 0,
+                    ldmatrix > 0,
+                    "{what}: {smem_operands} shared operands, {ldmatrix} ldmatrix"
+                );
+                let trans = s
+                    .dots
+                    .values()
+                    .filter(|d| d.unit == DotUnit::Mma)
+                    .flat_map(|d| [(&d.a, true), (&d.b, false)])
+                    .any(|(o, is_a)| match o {
+                        // A is read transposed when stored K×M; B when stored K×N.
+                        Operand::Smem { trans, .. } => *trans == is_a,
+                        Operand::RegA { .. } => false,
+                    });
+                assert_eq!(
+                    trans,
+                    count(ptx, "ldmatrix.sync.aligned.m8n8.x4.trans") > 0,
+                    "{what}: ldmatrix.trans use disagrees with the schedule"
+                );
+                let async_copies = s.staged.values().any(|st| st.copy == Copy::Async);
+                assert_eq!(
+                    async_copies,
+                    count(ptx, "cp.async.cg.shared.global") > 0,
+                    "{what}: cp.async disagrees with the schedule"
+                );
+                if async_copies {
+                    assert!(count(ptx, "cp.async.commit_group") > 0, "{what}: no commit");
+                    assert!(count(ptx, "cp.async.wait_group") > 0, "{what}: no wait");
+                }
+                for p in s.pipelines.values() {
+                    let want = format!("cp.async.wait_group {};", p.stages - 2);
+                    assert!(ptx.contains(&want), "{what}: pipeline without `{want}`");
+                }
+                let shuffles = s.reduces.values().any(|r| !r.shuffles.is_empty());
+                assert_eq!(
+                    shuffles,
+                    count(ptx, "shfl.sync.bfly") > 0,
+                    "{what}: shuffles disagree with the schedule"
+                );
+                let stats = PtxStats::of(ptx);
+                assert!(stats.instructions > 0);
+                if let Err(e) = ptxas.assemble(ptx, target.name) {
+                    panic!("{what}: ptxas rejected the PTX:\n{e}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        13 * TARGETS.len(),
+        "every example kernel on every target"
+    );
+}
+
+#[test]
+fn tensor_core_kernels_put_their_dots_on_the_matrix_unit() {
+    // The kernels whose operands are 16-bit: every one of their bf16 dots is on mma.sync.
+    let (_, src) = EXAMPLES[4];
+    for k in compile_source(src, &Overrides::new()).unwrap() {
+        let s = tessel_compiler::sched::schedule(&k, TARGETS[2]).unwrap();
+        for (v, d) in &s.dots {
+            assert_eq!(d.unit, DotUnit::Mma, "{}: dot {v} not on mma.sync", k.name);
+        }
+    }
+}
+
+#[test]
+fn bad_schedule_overrides_are_typed_errors() {
+    let (_, src) = EXAMPLES[2];
+    let k = &compile_source(src, &Overrides::new()).unwrap()[0];
+    let bad = tessel_compiler::sched::SchedOptions {
+        num_warps: Some(3),
+        ..Default::default()
+    };
+    let e = tessel_compiler::sched::schedule_with(k, TARGETS[0], &bad).unwrap_err();
+    assert!(e.reason.contains("power of two"), "{e}");
+    // Too many stages for the shared memory of sm_80.
+    let deep = tessel_compiler::sched::SchedOptions {
+        stages: Some(12),
+        ..Default::default()
+    };
+    let e = tessel_compiler::sched::schedule_with(k, TARGETS[0], &deep).unwrap_err();
+    assert!(e.reason.contains("bytes needed"), "{e}");
+}

@@ -669,6 +669,26 @@ impl<'a> Lower<'a> {
         }
     }
 
+    /// The scratch byte offset of this thread's base element of `d`, one 32-bit word per element in
+    /// row-major order.
+    fn scratch_word(&mut self, d: &Dist) -> V {
+        let (br, bc) = self.base(d);
+        let so = self.c32(self.s.scratch_offset as i64);
+        let four = self.c32(4);
+        let cv = self.c32(d.shape[1] as i64);
+        let lin = self
+            .e
+            .pre("i32", format!("arith.muli {}, {} : i32", br.n, cv.n));
+        let lin = self
+            .e
+            .pre("i32", format!("arith.addi {}, {} : i32", lin.n, bc.n));
+        let lin = self
+            .e
+            .pre("i32", format!("arith.muli {}, {} : i32", lin.n, four.n));
+        self.e
+            .pre("i32", format!("arith.addi {}, {} : i32", lin.n, so.n))
+    }
+
     /// Moves a tile between layouts through the scratch region, as 32-bit words at the
     /// row-major element index.
     fn convert(&mut self, vals: &[V], from: &Dist, to: &Dist) -> R<Vec<V>> {
@@ -683,23 +703,8 @@ impl<'a> Lower<'a> {
         let t = vals[0].t;
         self.barrier();
         let owner = self.owner(from);
-        let (br, bc) = self.base(from);
         let cols = from.shape[1] as i64;
-        let so = self.c32(self.s.scratch_offset as i64);
-        let four = self.c32(4);
-        let cv = self.c32(cols);
-        let lin = self
-            .e
-            .pre("i32", format!("arith.muli {}, {} : i32", br.n, cv.n));
-        let lin = self
-            .e
-            .pre("i32", format!("arith.addi {}, {} : i32", lin.n, bc.n));
-        let lin = self
-            .e
-            .pre("i32", format!("arith.muli {}, {} : i32", lin.n, four.n));
-        let lin = self
-            .e
-            .pre("i32", format!("arith.addi {}, {} : i32", lin.n, so.n));
+        let lin = self.scratch_word(from);
         self.open_if(&owner);
         for (i, r) in from.regs.iter().enumerate() {
             let off = self.addc(&lin, 4 * (r[0] as i64 * cols + r[1] as i64));
@@ -708,19 +713,7 @@ impl<'a> Lower<'a> {
         }
         self.close_if();
         self.barrier();
-        let (br, bc) = self.base(to);
-        let lin = self
-            .e
-            .pre("i32", format!("arith.muli {}, {} : i32", br.n, cv.n));
-        let lin = self
-            .e
-            .pre("i32", format!("arith.addi {}, {} : i32", lin.n, bc.n));
-        let lin = self
-            .e
-            .pre("i32", format!("arith.muli {}, {} : i32", lin.n, four.n));
-        let lin = self
-            .e
-            .pre("i32", format!("arith.addi {}, {} : i32", lin.n, so.n));
+        let lin = self.scratch_word(to);
         let mut out = Vec::new();
         for r in &to.regs {
             let off = self.addc(&lin, 4 * (r[0] as i64 * cols + r[1] as i64));
@@ -1006,28 +999,22 @@ impl<'a> Lower<'a> {
                 let so = self.add(base, &rel);
                 let s32 = self.smem32.clone();
                 let sa = self.add(&s32, &so);
-                if !total.is_multiple_of(threads) {
+                let partial = !total.is_multiple_of(threads);
+                if partial {
                     let tot = self.c32(total as i64);
                     let inside = self.icmp("slt", &q, &tot);
                     self.open_if(&inside);
-                    self.asm(
-                        "cp.async.cg.shared.global [$0], [$1], 16, $2;",
-                        "r,l,r",
-                        &[&sa, &gp, &bytes],
-                        0,
-                        "",
-                        true,
-                    );
+                }
+                self.asm(
+                    "cp.async.cg.shared.global [$0], [$1], 16, $2;",
+                    "r,l,r",
+                    &[&sa, &gp, &bytes],
+                    0,
+                    "",
+                    true,
+                );
+                if partial {
                     self.close_if();
-                } else {
-                    self.asm(
-                        "cp.async.cg.shared.global [$0], [$1], 16, $2;",
-                        "r,l,r",
-                        &[&sa, &gp, &bytes],
-                        0,
-                        "",
-                        true,
-                    );
                 }
             }
         }
@@ -1588,7 +1575,7 @@ impl<'a> Lower<'a> {
             .collect()
     }
 
-    fn inst(&mut self, inst: &Inst, body: &Block) -> R<()> {
+    fn inst(&mut self, inst: &Inst) -> R<()> {
         let res = inst.results.first().copied();
         let d = res.map(|r| self.dtype(r)).unwrap_or(DType::F32);
         let vals: Vec<V> = match &inst.op {
@@ -1726,13 +1713,16 @@ impl<'a> Lower<'a> {
                     Layout::Dist(dd) => {
                         self.load_regs(r, &dd, *tensor, starts, extents, *mask, *fill)?
                     }
-                    Layout::Uniform => {
-                        let one = Dist::blocked(1, 1, 1);
-                        let mut v =
-                            self.load_uniform(r, &one, *tensor, starts, extents, *mask, *fill)?;
-                        v.truncate(1);
-                        v
-                    }
+                    // One element, read by every thread.
+                    Layout::Uniform => self.load_regs(
+                        r,
+                        &Dist::blocked(1, 1, 1),
+                        *tensor,
+                        starts,
+                        extents,
+                        *mask,
+                        *fill,
+                    )?,
                     _ => vec![],
                 }
             }
@@ -1793,51 +1783,15 @@ impl<'a> Lower<'a> {
             }
             Op::Yield(_) => return Ok(()),
         };
-        let _ = body;
         if let Some(r) = res {
             self.env.insert(r, vals);
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn load_uniform(
-        &mut self,
-        r: ValueId,
-        one: &Dist,
-        tensor: usize,
-        starts: &[ValueId],
-        extents: &[Option<usize>],
-        mask: Option<ValueId>,
-        fill: f64,
-    ) -> R<Vec<V>> {
-        // A one-element load: every thread reads it (base (0,0), one register at (0,0)).
-        let m = match mask {
-            Some(m) => Some(vec![self.get(m)?[0].clone()]),
-            None => None,
-        };
-        let one = Dist {
-            lane: [[0, 0]; 5],
-            warp: vec![],
-            ..one.clone()
-        };
-        let acc = self.accesses(tensor, starts, extents, &one, m.as_deref())?;
-        let dt = self.dtype(r);
-        let fillv = self.constant(Literal::Float(fill), dt);
-        let mut out = Vec::new();
-        for (ok, p) in acc {
-            let x = self.e.op(
-                ty(dt),
-                &format!("llvm.load {} : !llvm.ptr<1> -> {}", p.n, ty(dt)),
-            );
-            out.push(self.select(&ok, &x, &fillv));
-        }
-        Ok(out)
-    }
-
     fn block(&mut self, b: &Block) -> R<()> {
         for inst in &b.insts {
-            self.inst(inst, b)?;
+            self.inst(inst)?;
         }
         Ok(())
     }
@@ -1862,7 +1816,7 @@ impl<'a> Lower<'a> {
         self.env.insert(body.args[0], vec![iv.clone()]);
         for inst in &body.insts {
             if inst.results.iter().any(|r| need.contains(r)) {
-                self.inst(inst, body)?;
+                self.inst(inst)?;
             }
         }
         Ok(())
@@ -2110,7 +2064,6 @@ pub fn build_text(k: &Kernel, s: &Schedule) -> R<String> {
         smem32,
         strides: HashMap::new(),
     };
-    let _ = &l.smem32;
     l.block(&k.body)?;
     let body = l.e.bodies.pop().unwrap_or_default();
     let mut out = String::new();

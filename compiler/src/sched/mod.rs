@@ -767,7 +767,6 @@ pub fn schedule_with(
     let mut uses_async = false;
     for &v in &staged_loads {
         let Some(Op::Load {
-            tensor,
             extents,
             mask,
             fill,
@@ -790,7 +789,6 @@ pub fn schedule_with(
         } else {
             Copy::Sync
         };
-        let _ = tensor;
         uses_async |= copy == Copy::Async;
         let pipelined = match facts.parent_loop.get(&v) {
             Some(&lp) if copy == Copy::Async && stages > 1 && starts_hoistable(&facts, v, lp) => {

@@ -4,6 +4,9 @@ use tessel_package::TargetError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
+    /// The source has errors: the rendered diagnostics, spans included.
+    #[error("{0}")]
+    Source(String),
     /// The request names a target or feature the table refuses: no LLVM call was made.
     #[error(transparent)]
     Target(#[from] TargetError),

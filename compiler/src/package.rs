@@ -1,4 +1,5 @@
-//! AOT packages of the compiler's built-in kernels (until `.tsl` kernels lower to PTX).
+//! AOT packages: of the compiler's built-in kernels, of one kernel compiled from `.tsl` source,
+//! and of every kernel of a source over a set of variants (what the runtime's operators load).
 //!
 //! The built-in `fma_<dtype>` computes c = a*b + c; its package entry carries the Tile IR of the
 //! same function written in the language (dsl-examples/elementwise.tsl), which `tessel run`
@@ -149,11 +150,22 @@ pub fn matmul_package(target: Target) -> Result<PackageBuilder, CompileError> {
     Ok(b)
 }
 
-/// A package entry for a kernel compiled from Tile IR, carrying that Tile IR as its reference.
+/// A package of one kernel compiled from Tile IR, carrying that Tile IR as its reference.
 pub fn kernel_package(
     kernel: &crate::tir::Kernel,
     compiled: &crate::codegen::CompiledKernel,
 ) -> Result<PackageBuilder, CompileError> {
+    let target = compiled.schedule.target;
+    let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
+    b.add(kernel_entry(kernel, compiled)?, &compiled.ptx)?;
+    Ok(b)
+}
+
+/// The manifest entry of a kernel compiled from Tile IR (its `ptx` blob is filled in by `add`).
+pub fn kernel_entry(
+    kernel: &crate::tir::Kernel,
+    compiled: &crate::codegen::CompiledKernel,
+) -> Result<KernelEntry, CompileError> {
     use crate::tir::{Io as TIo, ParamKind};
     let dtype = |d: crate::tir::DType| match d {
         crate::tir::DType::Bf16 => Ok(DType::Bf16),
@@ -241,8 +253,70 @@ pub fn kernel_package(
         },
         tile_ir: Some(kernel.to_string()),
     };
-    let target = compiled.schedule.target;
+    Ok(entry)
+}
+
+/// A compile-time parameter a package is built over, with every value it takes.
+pub type Variant = (String, Vec<ConstValue>);
+/// The parameters a package is built over; entries exist for every combination.
+pub type Variants = [Variant];
+
+/// The name of one variant's entry: the kernel's name, then the varied parameters it declares,
+/// e.g. `flash_attention_fwd[D=128,CAUSAL=true]`. A kernel that declares none keeps its name.
+pub fn variant_name(kernel: &crate::tir::Kernel, variants: &Variants) -> String {
+    let varied: Vec<String> = kernel
+        .consts
+        .iter()
+        .filter(|(n, _)| variants.iter().any(|(v, _)| v == n))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    if varied.is_empty() {
+        kernel.name.clone()
+    } else {
+        format!("{}[{}]", kernel.name, varied.join(","))
+    }
+}
+
+/// One package holding every kernel of `source` for every combination of `variants` (with
+/// `fixed` applied to all), each entry named by [`variant_name`]. Kernels a parameter does not
+/// apply to are built once. The runtime picks an entry by its kernel and constants
+/// (`LoadedPackage::find`), so callers never spell variant names.
+pub fn source_package(
+    source: &str,
+    file_name: &str,
+    fixed: &Overrides,
+    variants: &Variants,
+    target: Target,
+    options: &crate::sched::SchedOptions,
+) -> Result<PackageBuilder, CompileError> {
+    let mut combos: Vec<Overrides> = vec![fixed.clone()];
+    for (name, values) in variants {
+        combos = combos
+            .iter()
+            .flat_map(|o| {
+                values.iter().map(move |v| {
+                    let mut o = o.clone();
+                    o.insert(name.clone(), *v);
+                    o
+                })
+            })
+            .collect();
+    }
     let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
-    b.add(entry, &compiled.ptx)?;
+    let mut seen = std::collections::HashSet::new();
+    for overrides in &combos {
+        let kernels = sema::compile_source(source, overrides)
+            .map_err(|d| CompileError::Source(crate::diag::render_all(&d, file_name, source)))?;
+        for kernel in &kernels {
+            let name = variant_name(kernel, variants);
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let compiled = crate::codegen::compile_kernel_with(kernel, target, options)?;
+            let mut entry = kernel_entry(kernel, &compiled)?;
+            entry.name = name;
+            b.add(entry, &compiled.ptx)?;
+        }
+    }
     Ok(b)
 }

@@ -207,6 +207,25 @@ impl PackageBuilder {
         Ok(())
     }
 
+    /// Number of kernels added so far.
+    pub fn len(&self) -> usize {
+        self.kernels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kernels.is_empty()
+    }
+
+    /// The kernels added so far, in order, each with its PTX.
+    pub fn kernels(&self) -> impl Iterator<Item = (&KernelEntry, &str)> {
+        self.kernels.iter().map(|k| {
+            let start = k.ptx.offset as usize;
+            let ptx = &self.blobs[start..start + k.ptx.len as usize];
+            // Blobs are only ever appended from &str, so every slice is valid UTF-8.
+            (k, std::str::from_utf8(ptx).unwrap_or_default())
+        })
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,

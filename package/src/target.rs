@@ -107,6 +107,10 @@ pub struct Target {
     pub max_shared_bytes: u32,
     /// Registers per thread.
     pub max_regs_per_thread: u32,
+    /// Scheduling defaults for kernels that set neither `@num_warps` nor `--num-warps`.
+    pub default_num_warps: u32,
+    /// Depth of the global→shared copy pipeline when neither `@stages` nor `--stages` says.
+    pub default_stages: u32,
 }
 
 use Feature::*;
@@ -121,6 +125,8 @@ pub const TARGETS: &[Target] = &[
         features: &[Bf16, MmaSync, Ldmatrix, CpAsync],
         max_shared_bytes: 163 * 1024,
         max_regs_per_thread: 255,
+        default_num_warps: 4,
+        default_stages: 2,
     },
     Target {
         name: "sm_90",
@@ -130,6 +136,8 @@ pub const TARGETS: &[Target] = &[
         features: &[Bf16, MmaSync, Ldmatrix, CpAsync, Clusters, Mbarrier, Tma],
         max_shared_bytes: 227 * 1024,
         max_regs_per_thread: 255,
+        default_num_warps: 4,
+        default_stages: 2,
     },
     Target {
         name: "sm_90a",
@@ -141,6 +149,8 @@ pub const TARGETS: &[Target] = &[
         ],
         max_shared_bytes: 227 * 1024,
         max_regs_per_thread: 255,
+        default_num_warps: 4,
+        default_stages: 2,
     },
 ];
 

@@ -32,6 +32,14 @@ pub enum RuntimeError {
     HostLength { want: usize, got: usize },
     #[error("graph capture recorded nothing")]
     EmptyGraph,
+    #[error("the package has no `{kernel}` with {wanted}; it has: {available}")]
+    NoVariant {
+        kernel: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("{op}: {reason}")]
+    BadOperand { op: &'static str, reason: String },
 }
 
 impl RuntimeError {

@@ -6,6 +6,7 @@
 //! package's manifest before it reaches the GPU, device memory comes from a caching pool, and
 //! sequences of launches can be captured into CUDA graphs.
 
+pub mod attention;
 pub mod device;
 pub mod error;
 pub mod memory;

@@ -72,6 +72,43 @@ impl LoadedPackage {
         Ok(self.package.kernel(name)?.0)
     }
 
+    /// The entry of kernel `kernel` (its PTX entry symbol) specialised with every `NAME=VALUE` of
+    /// `consts`: how operators pick a variant out of a package built with `--variant`.
+    pub fn find(
+        &self,
+        kernel: &str,
+        consts: &[(&str, &str)],
+    ) -> Result<&KernelEntry, RuntimeError> {
+        let candidates = || {
+            self.package
+                .kernels()
+                .map(|(e, _)| e)
+                .filter(|e| e.entry == kernel)
+        };
+        candidates()
+            .find(|e| {
+                consts
+                    .iter()
+                    .all(|(n, v)| e.consts.iter().any(|(en, ev)| en == n && ev == v))
+            })
+            .ok_or_else(|| RuntimeError::NoVariant {
+                kernel: kernel.into(),
+                wanted: consts
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                available: {
+                    let names: Vec<&str> = candidates().map(|e| e.name.as_str()).collect();
+                    if names.is_empty() {
+                        "no such kernel".into()
+                    } else {
+                        names.join(" ")
+                    }
+                },
+            })
+    }
+
     /// Checks `args` against the manifest, then launches `name` on the device's stream. Nothing
     /// is launched when the check fails. Returns the plan it launched with.
     pub fn launch(

@@ -15,8 +15,20 @@ use super::run::{device_args, host_inputs, upload};
 #[derive(Args)]
 pub struct BenchArgs {
     pub package: PathBuf,
-    #[command(flatten)]
-    pub problem: super::ProblemArgs,
+    /// The kernel (or give --cases).
+    #[arg(long, required_unless_present = "cases")]
+    pub kernel: Option<String>,
+    /// Values of the shape symbols, e.g. --shape M=100,N=64,K=40.
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Vec<String>,
+    /// Values of scalar parameters, e.g. --scalar scale=0.125 (default 1).
+    #[arg(long, value_delimiter = ',')]
+    pub scalar: Vec<String>,
+    /// Time many problems with one package load: a file of lines `KERNEL SHAPE [SCALARS]`
+    /// (e.g. `flash_attention_fwd[D=128,CAUSAL=true] B=4,HQ=16,HKV=16,NQ=4096,NK=4096 scale=0.088`),
+    /// each timed in turn (with --json, one JSON line each).
+    #[arg(long, conflicts_with_all = ["kernel", "shape", "scalar"])]
+    pub cases: Option<PathBuf>,
     /// Timed launches.
     #[arg(long, default_value_t = 200)]
     pub iters: usize,
@@ -42,11 +54,63 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn run(args: BenchArgs) -> super::CliResult {
     let package = Package::read(&args.package)?;
-    let entry = package.kernel(&args.problem.kernel)?.0.clone();
-    let symbols = numeric_key_values(&args.problem.shape, "--shape")?;
-    let scalars = numeric_key_values(&args.problem.scalar, "--scalar")?;
+    let mut cases = Vec::new();
+    match &args.cases {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    [] => continue,
+                    [kernel, shape, rest @ ..] if rest.len() <= 1 => {
+                        let split = |w: &str| w.split(',').map(String::from).collect::<Vec<_>>();
+                        cases.push((
+                            kernel.to_string(),
+                            split(shape),
+                            rest.first().map(|w| split(w)).unwrap_or_default(),
+                        ));
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{}:{}: expected `KERNEL SHAPE [SCALARS]`",
+                            path.display(),
+                            n + 1
+                        )
+                        .into())
+                    }
+                }
+            }
+        }
+        None => cases.push((
+            args.kernel.clone().unwrap_or_default(),
+            args.shape.clone(),
+            args.scalar.clone(),
+        )),
+    }
+    // Every entry is checked to exist before the device is touched.
+    for (kernel, _, _) in &cases {
+        package.kernel(kernel)?;
+    }
     let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
+    for (kernel, shape, scalar) in &cases {
+        bench_one(&args, &dev, &loaded, kernel, shape, scalar)?;
+    }
+    Ok(())
+}
+
+fn bench_one(
+    args: &BenchArgs,
+    dev: &Device,
+    loaded: &LoadedPackage,
+    kernel: &str,
+    shape: &[String],
+    scalar: &[String],
+) -> super::CliResult {
+    let entry = loaded.entry(kernel)?.clone();
+    let symbols = numeric_key_values(shape, "--shape")?;
+    let scalars = numeric_key_values(scalar, "--scalar")?;
     let host = host_inputs(&entry, &symbols, &scalars, 1)?;
     let set_bytes: usize = host
         .iter()
@@ -59,12 +123,12 @@ pub fn run(args: BenchArgs) -> super::CliResult {
     let sets = args.rotate_bytes.div_ceil(set_bytes).clamp(1, 64);
     let mut tensor_sets = Vec::with_capacity(sets);
     for _ in 0..sets {
-        tensor_sets.push(upload(&dev, &entry, &host)?);
+        tensor_sets.push(upload(dev, &entry, &host)?);
     }
     let launch = |i: usize| {
         loaded
             .launch(
-                &dev,
+                dev,
                 &entry.name,
                 &device_args(&tensor_sets[i % sets], &host),
             )
@@ -80,7 +144,7 @@ pub fn run(args: BenchArgs) -> super::CliResult {
     }
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut times);
-    let plan = loaded.launch(&dev, &entry.name, &device_args(&tensor_sets[0], &host))?;
+    let plan = loaded.launch(dev, &entry.name, &device_args(&tensor_sets[0], &host))?;
     dev.synchronize()?;
     let lookup = |s: &str| plan.symbols.get(s).copied();
     let flops = entry.flops.as_ref().and_then(|e| e.eval(&lookup));

@@ -57,6 +57,11 @@ pub struct CompileArgs {
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
     #[arg(long, value_name = "FILE.tpkg")]
     pub package: Option<PathBuf>,
+    /// Build the package over every kernel of the file and every combination of these values,
+    /// e.g. --variant D=64,128 --variant CAUSAL=false,true (entries are named
+    /// `kernel[D=128,CAUSAL=true]`; the runtime selects them by constant). Needs --package.
+    #[arg(long, value_name = "NAME=V1,V2,...", requires = "package")]
+    pub variant: Vec<String>,
 }
 
 pub fn run(args: CompileArgs) -> super::CliResult {
@@ -89,6 +94,9 @@ pub fn run(args: CompileArgs) -> super::CliResult {
 }
 
 fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> super::CliResult {
+    if !args.variant.is_empty() {
+        return compile_variants(args, file, target);
+    }
     let source = super::lang::SourceArgs {
         file: file.to_path_buf(),
         defines: args.defines.clone(),
@@ -113,13 +121,7 @@ fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> s
     if let Stage::Tir = args.emit {
         return write(args, &kernel.to_string(), &kernel.name, target);
     }
-    let options = SchedOptions {
-        num_warps: args.num_warps,
-        stages: args.stages,
-        warps: args.warps,
-        occupancy: args.occupancy,
-    };
-    let compiled = compile_kernel_with(kernel, target, &options)?;
+    let compiled = compile_kernel_with(kernel, target, &sched_options(args))?;
     if let Some(path) = &args.package {
         tessel_compiler::package::kernel_package(kernel, &compiled)?.write(path)?;
         eprintln!("wrote package {}", path.display());
@@ -132,6 +134,64 @@ fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> s
         Stage::Ptx => compiled.ptx.clone(),
     };
     write(args, &text, &kernel.name, target)
+}
+
+fn sched_options(args: &CompileArgs) -> SchedOptions {
+    SchedOptions {
+        num_warps: args.num_warps,
+        stages: args.stages,
+        warps: args.warps,
+        occupancy: args.occupancy,
+    }
+}
+
+/// `NAME=V1,V2,...` flags as the variant table of a package.
+pub fn parse_variants(
+    flags: &[String],
+) -> Result<Vec<tessel_compiler::package::Variant>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    for flag in flags {
+        let (name, values) = flag
+            .split_once('=')
+            .ok_or_else(|| format!("--variant {flag}: expected NAME=V1,V2,..."))?;
+        let values = values
+            .split(',')
+            .map(|v| {
+                tessel_compiler::sema::parse_const(v.trim()).ok_or_else(|| {
+                    format!("--variant {name}: `{v}` is not an integer, true/false or a dtype")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((name.trim().to_string(), values));
+    }
+    Ok(out)
+}
+
+fn compile_variants(
+    args: &CompileArgs,
+    file: &std::path::Path,
+    target: Target,
+) -> super::CliResult {
+    let path = args.package.as_ref().ok_or("--variant needs --package")?;
+    let source = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let fixed = super::lang::defines(&args.defines)?;
+    let variants = parse_variants(&args.variant)?;
+    let package = tessel_compiler::package::source_package(
+        &source,
+        &file.display().to_string(),
+        &fixed,
+        &variants,
+        target,
+        &sched_options(args),
+    )?;
+    package.write(path)?;
+    eprintln!(
+        "wrote package {} ({} kernels for {target})",
+        path.display(),
+        package.len()
+    );
+    Ok(())
 }
 
 fn write(args: &CompileArgs, text: &str, kernel: &str, target: Target) -> super::CliResult {

@@ -87,6 +87,13 @@ const DSL_FILES: [(&str, &str, Defines, &str); 7] = [
         "",
     ),
 ];
+/// (file name, source, variants, package name) of the packages the runtime's operators load.
+const OPERATOR_PACKAGES: [(&str, &str, &[&str], &str); 1] = [(
+    "flash_attention.tsl",
+    include_str!("../../dsl-examples/flash_attention.tsl"),
+    &["D=64,128", "CAUSAL=false,true"],
+    "flash_attention",
+)];
 const ELEMENTWISE: &str = include_str!("../../dsl-examples/elementwise.tsl");
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.
@@ -98,19 +105,31 @@ fn emit(
     package: &tessel_runtime::format::PackageBuilder,
     seconds: f64,
 ) -> super::CliResult {
-    let file = args.out_dir.join(format!("{name}.{arch}.ptx"));
-    std::fs::write(&file, ptx)?;
     package.write(&args.out_dir.join(format!("{name}.{arch}.tpkg")))?;
+    let file = args.out_dir.join(format!("{name}.{arch}.ptx"));
+    row(args, name, &file, arch, ptx, seconds)
+}
+
+/// Writes `ptx` to `file` and prints its row of the table (ptxas's registers and spills too).
+fn row(
+    args: &DemoArgs,
+    name: &str,
+    file: &PathBuf,
+    arch: &str,
+    ptx: &str,
+    seconds: f64,
+) -> super::CliResult {
+    std::fs::write(file, ptx)?;
     let stats = PtxStats::of(ptx);
     let report = match &args.ptxas {
-        Some(p) => ptxas_report(p, &file, arch)?,
+        Some(p) => ptxas_report(p, file, arch)?,
         None => PtxasReport {
             registers: "-".into(),
             spills: "-".into(),
         },
     };
     println!(
-        "{:<36} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7.1}ms",
+        "{:<46} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7.1}ms",
         name,
         arch,
         stats.version.clone().unwrap_or_default(),
@@ -129,7 +148,7 @@ fn emit(
 pub fn run(args: DemoArgs) -> super::CliResult {
     std::fs::create_dir_all(&args.out_dir)?;
     println!(
-        "{:<36} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
+        "{:<46} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
         "kernel",
         "arch",
         "ptx",
@@ -193,6 +212,50 @@ pub fn run(args: DemoArgs) -> super::CliResult {
                 let elapsed = start.elapsed().as_secs_f64();
                 let package = tessel_compiler::package::kernel_package(kernel, &compiled)?;
                 emit(&args, &out, target.name, &compiled.ptx, &package, elapsed)?;
+            }
+        }
+    }
+    // Operator packages: every kernel of a file over the variants an operator of the runtime
+    // selects from (tessel_runtime::attention loads flash_attention.<arch>.tpkg).
+    for (file, source, variants, name) in OPERATOR_PACKAGES {
+        let flags: Vec<String> = variants.iter().map(|v| v.to_string()).collect();
+        let variants = super::compile::parse_variants(&flags)?;
+        for target in TARGETS {
+            let start = Instant::now();
+            let package = tessel_compiler::package::source_package(
+                source,
+                file,
+                &Default::default(),
+                &variants,
+                *target,
+                &Default::default(),
+            )?;
+            let per_kernel = start.elapsed().as_secs_f64() / package.len().max(1) as f64;
+            package.write(&args.out_dir.join(format!("{name}.{}.tpkg", target.name)))?;
+            for (entry, ptx) in package.kernels() {
+                let file_name: String = entry
+                    .name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' {
+                            c
+                        } else {
+                            '.'
+                        }
+                    })
+                    .collect();
+                row(
+                    &args,
+                    &entry.name,
+                    &args.out_dir.join(format!(
+                        "{name}.{}.{}.ptx",
+                        file_name.trim_end_matches('.'),
+                        target.name
+                    )),
+                    target.name,
+                    ptx,
+                    per_kernel,
+                )?;
             }
         }
     }

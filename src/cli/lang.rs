@@ -41,15 +41,21 @@ pub struct InterpretArgs {
     pub problem: super::ProblemArgs,
 }
 
-pub fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::error::Error>> {
-    let source = std::fs::read_to_string(&args.file)
-        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+/// The `-D NAME=VALUE` values as compile-time constants.
+pub fn defines(defines: &[String]) -> Result<Overrides, Box<dyn std::error::Error>> {
     let mut overrides = Overrides::new();
-    for (k, v) in key_values(&args.defines, "-D")? {
+    for (k, v) in key_values(defines, "-D")? {
         let value = sema::parse_const(&v)
             .ok_or_else(|| format!("-D {k}={v}: expected an integer, true/false or a dtype"))?;
         overrides.insert(k, value);
     }
+    Ok(overrides)
+}
+
+pub fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::error::Error>> {
+    let source = std::fs::read_to_string(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let overrides = defines(&args.defines)?;
     sema::compile_source(&source, &overrides).map_err(|diags| {
         let name = args.file.display().to_string();
         eprint!("{}", render_all(&diags, &name, &source));

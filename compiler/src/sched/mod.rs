@@ -1,7 +1,7 @@
 //! Scheduling: how the threads of a block carry a kernel's tiles.
 //!
 //! The scheduler decides, for one specialised kernel on one target:
-//! - the block: `@num_warps` warps (or [`DEFAULT_NUM_WARPS`]), and for kernels with a `dot`,
+//! - the block: `@num_warps` warps (or the target table's `default_num_warps`), and for kernels with a `dot`,
 //!   how those warps tile the matrix unit's output (`@warps(wm, wn)` or chosen here);
 //! - the register layout of every tile ([`layout::Dist`]): the m16n8k16 accumulator layout for
 //!   tiles of dot-shaped kernels, a coalesced blocked layout otherwise, slices of those for
@@ -27,11 +27,6 @@ pub use layout::{Coord, Dist, DistKind};
 
 use crate::tir::{Block, DType, Kernel, Op, ParamKind, ValueId};
 use crate::{Feature, Target};
-
-/// Warps per block when the kernel does not say (`@num_warps`).
-pub const DEFAULT_NUM_WARPS: u32 = 4;
-/// Software-pipelining depth when the kernel does not say (`@stages`).
-pub const DEFAULT_STAGES: usize = 2;
 
 /// Where the elements of one value live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -501,7 +496,7 @@ pub fn schedule_with(
                 .and_then(|a| a.first())
                 .map(|w| *w as u32)
         })
-        .unwrap_or(DEFAULT_NUM_WARPS);
+        .unwrap_or(target.default_num_warps);
     let warps = num_warps as usize;
     if !(1..=32).contains(&num_warps) || !num_warps.is_power_of_two() {
         return Err(SchedError {
@@ -517,7 +512,7 @@ pub fn schedule_with(
                 .and_then(|a| a.first())
                 .map(|s| *s as usize)
         })
-        .unwrap_or(DEFAULT_STAGES)
+        .unwrap_or(target.default_stages as usize)
         .max(1);
 
     let mut facts = Facts {

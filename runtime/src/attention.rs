@@ -1,0 +1,225 @@
+//! Attention operators over device tensors, built from the kernels of a package compiled from
+//! `dsl-examples/flash_attention.tsl` over its variants (`tessel compile ... --variant D=64,128
+//! --variant CAUSAL=false,true --package`; `tessel demo` builds it as `flash_attention.<arch>.tpkg`).
+//!
+//! Tensors are (B, H, N, D), dense row-major. Grouped-query attention: q has H_q heads, k and v
+//! H_kv, with H_q a multiple of H_kv. Everything is checked before anything is launched, so a
+//! refused call leaves the device untouched.
+
+use tessel_package::DType;
+
+use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
+
+/// How attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttentionOptions {
+    /// Bottom-right aligned causal mask: key j is visible to query i iff j ≤ i + N_k − N_q.
+    pub causal: bool,
+    /// Softmax scale τ in softmax(τ·QKᵀ); `None` is 1/√D.
+    pub scale: Option<f32>,
+}
+
+/// Forward results: O, and the row log-sum-exp L (natural log, f32, (B, H_q, N_q)) the
+/// backward pass recomputes P from. Rows that see no key have O = 0 and L = +inf.
+#[derive(Debug)]
+pub struct AttentionOutput {
+    pub o: DeviceTensor,
+    pub lse: DeviceTensor,
+}
+
+/// Gradients with respect to q, k and v, in their shapes and dtype.
+#[derive(Debug)]
+pub struct AttentionGrads {
+    pub dq: DeviceTensor,
+    pub dk: DeviceTensor,
+    pub dv: DeviceTensor,
+}
+
+const OP_FWD: &str = "flash_attention_forward";
+const OP_BWD: &str = "flash_attention_backward";
+
+fn bad(op: &'static str, reason: String) -> RuntimeError {
+    RuntimeError::BadOperand { op, reason }
+}
+
+/// The problem a call describes, after checking q, k and v against each other.
+struct Problem {
+    dtype: DType,
+    d: usize,
+    scale: f32,
+}
+
+fn check_qkv(
+    op: &'static str,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    options: &AttentionOptions,
+) -> Result<Problem, RuntimeError> {
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        if t.shape.len() != 4 {
+            return Err(bad(
+                op,
+                format!("{name} has shape {:?}; expected (B, H, N, D)", t.shape),
+            ));
+        }
+    }
+    if k.shape != v.shape {
+        return Err(bad(
+            op,
+            format!("k {:?} and v {:?} differ in shape", k.shape, v.shape),
+        ));
+    }
+    if q.dtype != k.dtype || q.dtype != v.dtype {
+        return Err(bad(
+            op,
+            format!(
+                "q, k, v are {}, {}, {}: they must share one dtype",
+                q.dtype.name(),
+                k.dtype.name(),
+                v.dtype.name()
+            ),
+        ));
+    }
+    let (b, hq, d) = (q.shape[0], q.shape[1], q.shape[3]);
+    let (bk, hkv, dk) = (k.shape[0], k.shape[1], k.shape[3]);
+    if b != bk {
+        return Err(bad(op, format!("q has batch {b}, k and v have {bk}")));
+    }
+    if d != dk {
+        return Err(bad(op, format!("q has head dim {d}, k and v have {dk}")));
+    }
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(bad(
+            op,
+            format!("{hq} query heads is not a multiple of {hkv} key/value heads"),
+        ));
+    }
+    let scale = options.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    if !scale.is_finite() {
+        return Err(bad(op, format!("softmax scale {scale} is not finite")));
+    }
+    Ok(Problem {
+        dtype: q.dtype,
+        d,
+        scale,
+    })
+}
+
+fn expect_shape(
+    op: &'static str,
+    name: &str,
+    t: &DeviceTensor,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<(), RuntimeError> {
+    if t.shape != shape || t.dtype != dtype {
+        return Err(bad(
+            op,
+            format!(
+                "{name} is {} {:?}; expected {} {shape:?}",
+                t.dtype.name(),
+                t.shape,
+                dtype.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The package entry of `kernel` for this problem (head dim, dtype and, where the kernel has
+/// one, the mask).
+fn variant<'p>(
+    pkg: &'p LoadedPackage,
+    kernel: &str,
+    p: &Problem,
+    causal: Option<bool>,
+) -> Result<&'p str, RuntimeError> {
+    let d = p.d.to_string();
+    let mut consts = vec![("D", d.as_str()), ("T", p.dtype.name())];
+    let causal = causal.map(|c| if c { "true" } else { "false" });
+    if let Some(c) = causal {
+        consts.push(("CAUSAL", c));
+    }
+    Ok(pkg.find(kernel, &consts)?.name.as_str())
+}
+
+/// softmax(τ·QKᵀ (masked))·V and its row log-sum-exp.
+pub fn flash_attention_forward(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    options: &AttentionOptions,
+) -> Result<AttentionOutput, RuntimeError> {
+    let p = check_qkv(OP_FWD, q, k, v, options)?;
+    let fwd = variant(pkg, "flash_attention_fwd", &p, Some(options.causal))?;
+    let o = DeviceTensor::empty(dev, p.dtype, &q.shape)?;
+    let lse = DeviceTensor::empty(dev, DType::F32, &q.shape[..3])?;
+    pkg.launch(
+        dev,
+        fwd,
+        &[
+            Arg::Tensor(q),
+            Arg::Tensor(k),
+            Arg::Tensor(v),
+            Arg::Tensor(&o),
+            Arg::Tensor(&lse),
+            Arg::Scalar(p.scale as f64),
+        ],
+    )?;
+    Ok(AttentionOutput { o, lse })
+}
+
+/// dQ, dK, dV of [`flash_attention_forward`] given dO, from the forward's O and L (P is
+/// recomputed; no N×N matrix is stored). Three launches: Δ = rowsum(dO∘O), then dK/dV per key
+/// block (summed over the query heads sharing it), then dQ per query block.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    forward: &AttentionOutput,
+    d_o: &DeviceTensor,
+    options: &AttentionOptions,
+) -> Result<AttentionGrads, RuntimeError> {
+    let p = check_qkv(OP_BWD, q, k, v, options)?;
+    expect_shape(OP_BWD, "o", &forward.o, &q.shape, p.dtype)?;
+    expect_shape(OP_BWD, "d_o", d_o, &q.shape, p.dtype)?;
+    expect_shape(OP_BWD, "lse", &forward.lse, &q.shape[..3], DType::F32)?;
+    let pre = variant(pkg, "flash_attention_bwd_preprocess", &p, None)?;
+    let dkdv = variant(pkg, "flash_attention_bwd_dkdv", &p, Some(options.causal))?;
+    let dq_k = variant(pkg, "flash_attention_bwd_dq", &p, Some(options.causal))?;
+    let delta = DeviceTensor::empty(dev, DType::F32, &q.shape[..3])?;
+    let dq = DeviceTensor::empty(dev, p.dtype, &q.shape)?;
+    let dk = DeviceTensor::empty(dev, p.dtype, &k.shape)?;
+    let dv = DeviceTensor::empty(dev, p.dtype, &v.shape)?;
+    let scale = Arg::Scalar(p.scale as f64);
+    pkg.launch(
+        dev,
+        pre,
+        &[
+            Arg::Tensor(&forward.o),
+            Arg::Tensor(d_o),
+            Arg::Tensor(&delta),
+        ],
+    )?;
+    let common = [
+        Arg::Tensor(q),
+        Arg::Tensor(k),
+        Arg::Tensor(v),
+        Arg::Tensor(d_o),
+        Arg::Tensor(&forward.lse),
+        Arg::Tensor(&delta),
+    ];
+    let mut args = common.to_vec();
+    args.extend([Arg::Tensor(&dk), Arg::Tensor(&dv), scale]);
+    pkg.launch(dev, dkdv, &args)?;
+    let mut args = common.to_vec();
+    args.extend([Arg::Tensor(&dq), scale]);
+    pkg.launch(dev, dq_k, &args)?;
+    Ok(AttentionGrads { dq, dk, dv })
+}

@@ -1,0 +1,105 @@
+// Shared by the GPU test crates through `include!`: the packages they run.
+//
+// On the GPU machine the packages come compiled (TESSEL_KERNEL_DIR, filled by scripts/gpu-bundle
+// through `tessel demo`); on a machine with the codegen feature they are compiled here, from the
+// same dsl-examples source with the same variants, so both paths test the same kernels.
+
+/// The package `name` (`dsl_matmul`, `flash_attention`, ...) for `arch`: every kernel of
+/// dsl-examples/`file` with `defines`, over `variants` (`NAME=V1,V2` each).
+#[allow(dead_code)]
+fn example_package(
+    name: &str,
+    file: &str,
+    defines: &[(&str, &str)],
+    variants: &[&str],
+    arch: &str,
+) -> tessel_runtime::format::Package {
+    if let Some(dir) = std::env::var_os("TESSEL_KERNEL_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("{name}.{arch}.tpkg"));
+        return tessel_runtime::format::Package::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    compile_example(file, defines, variants, arch)
+}
+
+#[cfg(feature = "codegen")]
+fn compile_example(
+    file: &str,
+    defines: &[(&str, &str)],
+    variants: &[&str],
+    arch: &str,
+) -> tessel_runtime::format::Package {
+    use tessel_compiler::sema::parse_const;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples").join(file);
+    let source = std::fs::read_to_string(&path).unwrap();
+    let fixed = defines
+        .iter()
+        .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
+        .collect();
+    let variants: Vec<tessel_compiler::package::Variant> = variants
+        .iter()
+        .map(|v| {
+            let (n, values) = v.split_once('=').unwrap();
+            (n.to_string(), values.split(',').map(|x| parse_const(x).unwrap()).collect())
+        })
+        .collect();
+    let target = tessel_compiler::Target::lookup(arch).unwrap();
+    let b = tessel_compiler::package::source_package(
+        &source,
+        file,
+        &fixed,
+        &variants,
+        target,
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("{file} for {arch}: {e}"));
+    tessel_runtime::format::Package::from_bytes(&b.to_bytes()).unwrap()
+}
+
+#[cfg(not(feature = "codegen"))]
+fn compile_example(
+    file: &str,
+    _defines: &[(&str, &str)],
+    _variants: &[&str],
+    arch: &str,
+) -> tessel_runtime::format::Package {
+    panic!("no TESSEL_KERNEL_DIR and no codegen feature: cannot build {file} for {arch}")
+}
+
+/// `n` fresh standard-normal values (Box–Muller).
+#[allow(dead_code)]
+fn randn(n: usize) -> Vec<f64> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| {
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            let v: f64 = rng.random_range(0.0..1.0);
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        })
+        .collect()
+}
+
+/// max |got − want| / max |want|: the error of a whole tensor against its reference's scale
+/// (NaN, from an unwritten element, counts as infinite).
+#[allow(dead_code)]
+fn scaled_err(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |s, x| s.max(x.abs())).max(f64::MIN_POSITIVE);
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| if g.is_nan() { f64::INFINITY } else { (g - w).abs() })
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// The GPU architectures of the packages to test on this device, newest arch-specific first.
+#[allow(dead_code)]
+fn archs_for(dev: &tessel_runtime::Device) -> Vec<&'static str> {
+    let (major, minor) = dev.compute_capability().unwrap();
+    if (major, minor) == (9, 0) {
+        vec!["sm_90a", "sm_80"]
+    } else {
+        vec!["sm_80"]
+    }
+}

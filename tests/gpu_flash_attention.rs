@@ -259,56 +259,49 @@ fn flash_attention_refuses_bad_operands() {
     let opts = AttentionOptions::default();
     let q = t(DType::Bf16, &[1, 4, 32, 64]);
     let kv = t(DType::Bf16, &[1, 2, 32, 64]);
-    let mut msgs = Vec::new();
-    // Heads not a multiple, head dim mismatch, rank, dtype, and a head dim with no kernel.
-    msgs.push(bad(flash_attention_forward(
-        &dev,
-        &pkg,
-        &q,
-        &t(DType::Bf16, &[1, 3, 32, 64]),
-        &t(DType::Bf16, &[1, 3, 32, 64]),
-        &opts,
-    )));
-    msgs.push(bad(flash_attention_forward(
-        &dev,
-        &pkg,
-        &q,
-        &t(DType::Bf16, &[1, 2, 32, 128]),
-        &t(DType::Bf16, &[1, 2, 32, 128]),
-        &opts,
-    )));
-    msgs.push(bad(flash_attention_forward(
-        &dev,
-        &pkg,
-        &t(DType::Bf16, &[4, 32, 64]),
-        &kv,
-        &kv,
-        &opts,
-    )));
-    msgs.push(bad(flash_attention_forward(
-        &dev,
-        &pkg,
-        &t(DType::F32, &[1, 4, 32, 64]),
-        &kv,
-        &kv,
-        &opts,
-    )));
-    msgs.push(bad(flash_attention_forward(
-        &dev,
-        &pkg,
-        &t(DType::Bf16, &[1, 4, 32, 96]),
-        &t(DType::Bf16, &[1, 2, 32, 96]),
-        &t(DType::Bf16, &[1, 2, 32, 96]),
-        &opts,
-    )));
-    msgs.push(bad(flash_attention_forward(
-        &dev,
-        &pkg,
-        &q,
-        &kv,
-        &t(DType::Bf16, &[1, 2, 31, 64]),
-        &opts,
-    )));
+    // Heads not a multiple, head dim mismatch, rank, dtype, a head dim with no kernel, k and v
+    // of different lengths: (q dtype, q shape, k shape, v shape).
+    type Call<'a> = (DType, &'a [usize], &'a [usize], &'a [usize]);
+    let refused: [Call; 6] = [
+        (
+            DType::Bf16,
+            &[1, 4, 32, 64],
+            &[1, 3, 32, 64],
+            &[1, 3, 32, 64],
+        ),
+        (
+            DType::Bf16,
+            &[1, 4, 32, 64],
+            &[1, 2, 32, 128],
+            &[1, 2, 32, 128],
+        ),
+        (DType::Bf16, &[4, 32, 64], &[1, 2, 32, 64], &[1, 2, 32, 64]),
+        (
+            DType::F32,
+            &[1, 4, 32, 64],
+            &[1, 2, 32, 64],
+            &[1, 2, 32, 64],
+        ),
+        (
+            DType::Bf16,
+            &[1, 4, 32, 96],
+            &[1, 2, 32, 96],
+            &[1, 2, 32, 96],
+        ),
+        (
+            DType::Bf16,
+            &[1, 4, 32, 64],
+            &[1, 2, 32, 64],
+            &[1, 2, 31, 64],
+        ),
+    ];
+    let mut msgs: Vec<String> = refused
+        .iter()
+        .map(|(dtype, qs, ks, vs)| {
+            let (q, k, v) = (t(*dtype, qs), t(DType::Bf16, ks), t(DType::Bf16, vs));
+            bad(flash_attention_forward(&dev, &pkg, &q, &k, &v, &opts))
+        })
+        .collect();
     // Backward with a forward result of the wrong shape.
     let fwd = flash_attention_forward(&dev, &pkg, &q, &kv, &kv, &opts).unwrap();
     let wrong = tessel_runtime::attention::AttentionOutput {

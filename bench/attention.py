@@ -40,9 +40,14 @@ for D, causal, N, B, H in shapes:
               f"flash_attention_bwd_dq[D={D},CAUSAL={c}] {shape} {scale}"]
 with tempfile.NamedTemporaryFile("w", suffix=".cases", delete=False) as f:
     f.write("\n".join(lines) + "\n")
-out = subprocess.run([".gpu/bin/tessel", "bench", PACKAGE, "--cases", f.name, "--json", "--iters", "50", "--warmup", "5"],
-                     check=True, capture_output=True, text=True).stdout
+log = f.name + ".json"
+# Progress goes to the log as it is timed (a run cut short still shows how far it got).
+with open(log, "w") as lf:
+    subprocess.run([".gpu/bin/tessel", "bench", PACKAGE, "--cases", f.name, "--json", "--iters", "50", "--warmup", "5"],
+                   check=True, stdout=lf, text=True)
+out = open(log).read()
 timed = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+print(f"tessel: {len(timed)} kernels timed", flush=True)
 assert len(timed) == len(lines), out
 ms = {}
 for i, (D, causal, N, B, H) in enumerate(shapes):

@@ -71,6 +71,20 @@ impl DeviceTensor {
         Self::from_f64(dev, dtype, shape, &vec![v; n])
     }
 
+    /// The same buffer viewed as dense `shape`; refused unless the element count is unchanged.
+    pub fn reshape(&mut self, shape: &[usize]) -> Result<(), RuntimeError> {
+        let numel: usize = shape.iter().product();
+        if numel != self.numel() {
+            return Err(RuntimeError::HostLength {
+                want: self.numel(),
+                got: numel,
+            });
+        }
+        self.shape = shape.to_vec();
+        self.strides = dense_strides(shape);
+        Ok(())
+    }
+
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }

@@ -10,7 +10,11 @@ use tessel_runtime::format::Package;
 use tessel_runtime::{Device, LoadedPackage};
 
 use super::numeric_key_values;
-use super::run::{device_args, host_inputs, upload};
+use tessel_compiler::interp::HostArg;
+use tessel_runtime::format::{DType, ParamSpec};
+use tessel_runtime::DeviceTensor;
+
+use super::run::{device_args, host_inputs, random_values};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -94,14 +98,65 @@ pub fn run(args: BenchArgs) -> super::CliResult {
     }
     let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
+    let mut pool = TensorPool::default();
     for (kernel, shape, scalar) in &cases {
-        bench_one(&args, &dev, &loaded, kernel, shape, scalar)?;
+        bench_one(&args, &mut pool, &dev, &loaded, kernel, shape, scalar)?;
     }
     Ok(())
 }
 
+/// Device tensors kept between the cases of one run, by dtype and element count: a case reuses
+/// (reshaped) the random inputs an earlier case uploaded instead of drawing and copying its own,
+/// so a long `--cases` list costs GPU time, not host time.
+#[derive(Default)]
+struct TensorPool {
+    free: HashMap<(DType, usize), Vec<DeviceTensor>>,
+    draws: u64,
+}
+
+impl TensorPool {
+    fn take(
+        &mut self,
+        dev: &Device,
+        entry: &tessel_runtime::format::KernelEntry,
+        host: &[HostArg],
+    ) -> Result<Vec<Option<DeviceTensor>>, Box<dyn std::error::Error>> {
+        let specs = entry
+            .params
+            .iter()
+            .filter(|p| !matches!(p, ParamSpec::Shape { .. }));
+        let mut out = Vec::new();
+        for (spec, h) in specs.zip(host) {
+            out.push(match (spec, h) {
+                (ParamSpec::Tensor { dtype, .. }, HostArg::Tensor(t)) => {
+                    let numel: usize = t.shape.iter().product();
+                    let mut tensor = match self.free.get_mut(&(*dtype, numel)).and_then(Vec::pop) {
+                        Some(t) => t,
+                        None => {
+                            self.draws += 1;
+                            let data = random_values(numel, self.draws);
+                            DeviceTensor::from_f64(dev, *dtype, &[numel], &data)?
+                        }
+                    };
+                    tensor.reshape(&t.shape)?;
+                    Some(tensor)
+                }
+                _ => None,
+            });
+        }
+        Ok(out)
+    }
+
+    fn give_back(&mut self, set: Vec<Option<DeviceTensor>>) {
+        for t in set.into_iter().flatten() {
+            self.free.entry((t.dtype, t.numel())).or_default().push(t);
+        }
+    }
+}
+
 fn bench_one(
     args: &BenchArgs,
+    pool: &mut TensorPool,
     dev: &Device,
     loaded: &LoadedPackage,
     kernel: &str,
@@ -111,11 +166,11 @@ fn bench_one(
     let entry = loaded.entry(kernel)?.clone();
     let symbols = numeric_key_values(shape, "--shape")?;
     let scalars = numeric_key_values(scalar, "--scalar")?;
-    let host = host_inputs(&entry, &symbols, &scalars, 1)?;
+    let host = host_inputs(&entry, &symbols, &scalars, 1, false)?;
     let set_bytes: usize = host
         .iter()
         .map(|h| match h {
-            tessel_compiler::interp::HostArg::Tensor(t) => t.data.len() * t.dtype.size(),
+            HostArg::Tensor(t) => t.shape.iter().product::<usize>() * t.dtype.size(),
             _ => 0,
         })
         .sum::<usize>()
@@ -123,7 +178,7 @@ fn bench_one(
     let sets = args.rotate_bytes.div_ceil(set_bytes).clamp(1, 64);
     let mut tensor_sets = Vec::with_capacity(sets);
     for _ in 0..sets {
-        tensor_sets.push(upload(dev, &entry, &host)?);
+        tensor_sets.push(pool.take(dev, &entry, &host)?);
     }
     let launch = |i: usize| {
         loaded
@@ -151,6 +206,9 @@ fn bench_one(
     let bytes = entry.bytes.as_ref().and_then(|e| e.eval(&lookup));
     let tflops = flops.map(|f| f as f64 / (med * 1e-3) / 1e12);
     let gbps = bytes.map(|b| b as f64 / (med * 1e-3) / 1e9);
+    for set in tensor_sets {
+        pool.give_back(set);
+    }
     let shape: HashMap<&String, &f64> = symbols.iter().collect();
     if args.json {
         let v = serde_json::json!({

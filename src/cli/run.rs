@@ -45,21 +45,35 @@ pub(crate) fn concrete_shape(
         .collect()
 }
 
-/// Host inputs for every non-shape parameter: random for inputs, NaN for outputs.
-pub(crate) fn host_inputs(
-    entry: &KernelEntry,
-    symbols: &HashMap<String, f64>,
-    scalars: &HashMap<String, f64>,
-    seed: u64,
-) -> Result<Vec<HostArg>, String> {
+/// A splitmix64 stream of values uniform in [-1, 1).
+fn uniform_stream(seed: u64) -> impl FnMut() -> f64 {
     let mut state = seed;
-    let mut next = move || {
+    move || {
         state = state.wrapping_add(0x9e3779b97f4a7c15);
         let mut z = state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
+    }
+}
+
+/// `n` values uniform in [-1, 1), seeded with `seed`.
+pub(crate) fn random_values(n: usize, seed: u64) -> Vec<f64> {
+    let mut next = uniform_stream(seed);
+    (0..n).map(|_| next()).collect()
+}
+
+/// Host inputs for every non-shape parameter: random for inputs, NaN for outputs. Without
+/// `with_data` the tensors carry shapes only (empty data), for callers that fill the device side
+/// themselves.
+pub(crate) fn host_inputs(
+    entry: &KernelEntry,
+    symbols: &HashMap<String, f64>,
+    scalars: &HashMap<String, f64>,
+    seed: u64,
+    with_data: bool,
+) -> Result<Vec<HostArg>, String> {
+    let mut next = uniform_stream(seed);
     let mut out = Vec::new();
     for p in &entry.params {
         match p {
@@ -71,10 +85,13 @@ pub(crate) fn host_inputs(
             } => {
                 let shape = concrete_shape(name, dims, symbols)?;
                 let n: usize = shape.iter().product();
-                out.push(HostArg::Tensor(if *io == Io::Out {
-                    HostTensor::poisoned(tir_dtype(*dtype), shape)
+                let dtype = tir_dtype(*dtype);
+                out.push(HostArg::Tensor(if !with_data {
+                    HostTensor::new(dtype, shape, Vec::new())
+                } else if *io == Io::Out {
+                    HostTensor::poisoned(dtype, shape)
                 } else {
-                    HostTensor::new(tir_dtype(*dtype), shape, (0..n).map(|_| next()).collect())
+                    HostTensor::new(dtype, shape, (0..n).map(|_| next()).collect())
                 }));
             }
             ParamSpec::Scalar { name, .. } => {
@@ -151,7 +168,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let mut host = host_inputs(&entry, &symbols, &scalars, seed)?;
+    let mut host = host_inputs(&entry, &symbols, &scalars, seed, true)?;
     let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
     let tensors = upload(&dev, &entry, &host)?;

@@ -10,11 +10,10 @@ use tessel_runtime::format::Package;
 use tessel_runtime::{Device, LoadedPackage};
 
 use super::numeric_key_values;
-use tessel_compiler::interp::HostArg;
 use tessel_runtime::format::{DType, ParamSpec};
-use tessel_runtime::DeviceTensor;
+use tessel_runtime::{Arg, DeviceTensor};
 
-use super::run::{device_args, host_inputs, random_values};
+use super::run::{concrete_shape, random_values};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -105,6 +104,47 @@ pub fn run(args: BenchArgs) -> super::CliResult {
     Ok(())
 }
 
+/// A non-shape parameter of a timed launch: a tensor to draw, or a scalar's value.
+enum BenchParam {
+    Tensor(DType, Vec<usize>),
+    Scalar(f64),
+}
+
+fn bench_params(
+    entry: &tessel_runtime::format::KernelEntry,
+    symbols: &HashMap<String, f64>,
+    scalars: &HashMap<String, f64>,
+) -> Result<Vec<BenchParam>, String> {
+    let mut out = Vec::new();
+    for p in &entry.params {
+        match p {
+            ParamSpec::Tensor {
+                name, dtype, dims, ..
+            } => out.push(BenchParam::Tensor(
+                *dtype,
+                concrete_shape(name, dims, symbols)?,
+            )),
+            ParamSpec::Scalar { name, .. } => out.push(BenchParam::Scalar(
+                scalars.get(name).copied().unwrap_or(1.0),
+            )),
+            ParamSpec::Shape { .. } => {}
+        }
+    }
+    Ok(out)
+}
+
+fn bench_args<'t>(tensors: &'t [Option<DeviceTensor>], params: &[BenchParam]) -> Vec<Arg<'t>> {
+    tensors
+        .iter()
+        .zip(params)
+        .map(|(t, p)| match (t, p) {
+            (Some(t), _) => Arg::Tensor(t),
+            (None, BenchParam::Scalar(v)) => Arg::Scalar(*v),
+            (None, BenchParam::Tensor(..)) => unreachable!("every tensor parameter was drawn"),
+        })
+        .collect()
+}
+
 /// Device tensors kept between the cases of one run, by dtype and element count: a case reuses
 /// (reshaped) the random inputs an earlier case uploaded instead of drawing and copying its own,
 /// so a long `--cases` list costs GPU time, not host time.
@@ -118,18 +158,13 @@ impl TensorPool {
     fn take(
         &mut self,
         dev: &Device,
-        entry: &tessel_runtime::format::KernelEntry,
-        host: &[HostArg],
+        params: &[BenchParam],
     ) -> Result<Vec<Option<DeviceTensor>>, Box<dyn std::error::Error>> {
-        let specs = entry
-            .params
-            .iter()
-            .filter(|p| !matches!(p, ParamSpec::Shape { .. }));
         let mut out = Vec::new();
-        for (spec, h) in specs.zip(host) {
-            out.push(match (spec, h) {
-                (ParamSpec::Tensor { dtype, .. }, HostArg::Tensor(t)) => {
-                    let numel: usize = t.shape.iter().product();
+        for p in params {
+            out.push(match p {
+                BenchParam::Tensor(dtype, shape) => {
+                    let numel: usize = shape.iter().product();
                     let mut tensor = match self.free.get_mut(&(*dtype, numel)).and_then(Vec::pop) {
                         Some(t) => t,
                         None => {
@@ -138,10 +173,10 @@ impl TensorPool {
                             DeviceTensor::from_f64(dev, *dtype, &[numel], &data)?
                         }
                     };
-                    tensor.reshape(&t.shape)?;
+                    tensor.reshape(shape)?;
                     Some(tensor)
                 }
-                _ => None,
+                BenchParam::Scalar(_) => None,
             });
         }
         Ok(out)
@@ -166,26 +201,26 @@ fn bench_one(
     let entry = loaded.entry(kernel)?.clone();
     let symbols = numeric_key_values(shape, "--shape")?;
     let scalars = numeric_key_values(scalar, "--scalar")?;
-    let host = host_inputs(&entry, &symbols, &scalars, 1, false)?;
-    let set_bytes: usize = host
+    let params = bench_params(&entry, &symbols, &scalars)?;
+    let set_bytes: usize = params
         .iter()
-        .map(|h| match h {
-            HostArg::Tensor(t) => t.shape.iter().product::<usize>() * t.dtype.size(),
-            _ => 0,
+        .map(|p| match p {
+            BenchParam::Tensor(dtype, shape) => shape.iter().product::<usize>() * dtype.size(),
+            BenchParam::Scalar(_) => 0,
         })
         .sum::<usize>()
         .max(1);
     let sets = args.rotate_bytes.div_ceil(set_bytes).clamp(1, 64);
     let mut tensor_sets = Vec::with_capacity(sets);
     for _ in 0..sets {
-        tensor_sets.push(pool.take(dev, &entry, &host)?);
+        tensor_sets.push(pool.take(dev, &params)?);
     }
     let launch = |i: usize| {
         loaded
             .launch(
                 dev,
                 &entry.name,
-                &device_args(&tensor_sets[i % sets], &host),
+                &bench_args(&tensor_sets[i % sets], &params),
             )
             .map(|_| ())
     };
@@ -199,7 +234,7 @@ fn bench_one(
     }
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut times);
-    let plan = loaded.launch(dev, &entry.name, &device_args(&tensor_sets[0], &host))?;
+    let plan = loaded.launch(dev, &entry.name, &bench_args(&tensor_sets[0], &params))?;
     dev.synchronize()?;
     let lookup = |s: &str| plan.symbols.get(s).copied();
     let flops = entry.flops.as_ref().and_then(|e| e.eval(&lookup));

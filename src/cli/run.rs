@@ -63,15 +63,12 @@ pub(crate) fn random_values(n: usize, seed: u64) -> Vec<f64> {
     (0..n).map(|_| next()).collect()
 }
 
-/// Host inputs for every non-shape parameter: random for inputs, NaN for outputs. Without
-/// `with_data` the tensors carry shapes only (empty data), for callers that fill the device side
-/// themselves.
+/// Host inputs for every non-shape parameter: random for inputs, NaN for outputs.
 pub(crate) fn host_inputs(
     entry: &KernelEntry,
     symbols: &HashMap<String, f64>,
     scalars: &HashMap<String, f64>,
     seed: u64,
-    with_data: bool,
 ) -> Result<Vec<HostArg>, String> {
     let mut next = uniform_stream(seed);
     let mut out = Vec::new();
@@ -86,9 +83,7 @@ pub(crate) fn host_inputs(
                 let shape = concrete_shape(name, dims, symbols)?;
                 let n: usize = shape.iter().product();
                 let dtype = tir_dtype(*dtype);
-                out.push(HostArg::Tensor(if !with_data {
-                    HostTensor::new(dtype, shape, Vec::new())
-                } else if *io == Io::Out {
+                out.push(HostArg::Tensor(if *io == Io::Out {
                     HostTensor::poisoned(dtype, shape)
                 } else {
                     HostTensor::new(dtype, shape, (0..n).map(|_| next()).collect())
@@ -168,7 +163,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let mut host = host_inputs(&entry, &symbols, &scalars, seed, true)?;
+    let mut host = host_inputs(&entry, &symbols, &scalars, seed)?;
     let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
     let tensors = upload(&dev, &entry, &host)?;

@@ -277,10 +277,19 @@ pub fn variant_name(kernel: &crate::tir::Kernel, variants: &Variants) -> String 
     }
 }
 
+/// A package built over variants, and the variants the scheduler could not place on the target
+/// (e.g. D = 128 tiles beyond sm_80's shared memory), each with the reason.
+pub struct SourcePackage {
+    pub package: PackageBuilder,
+    pub skipped: Vec<(String, crate::sched::SchedError)>,
+}
+
 /// One package holding every kernel of `source` for every combination of `variants` (with
 /// `fixed` applied to all), each entry named by [`variant_name`]. Kernels a parameter does not
 /// apply to are built once. The runtime picks an entry by its kernel and constants
-/// (`LoadedPackage::find`), so callers never spell variant names.
+/// (`LoadedPackage::find`), so callers never spell variant names. With variants, an entry the
+/// scheduler refuses for this target is left out and listed in `skipped` (the runtime then says
+/// `NoVariant`); without, the refusal is the error.
 pub fn source_package(
     source: &str,
     file_name: &str,
@@ -288,7 +297,7 @@ pub fn source_package(
     variants: &Variants,
     target: Target,
     options: &crate::sched::SchedOptions,
-) -> Result<PackageBuilder, CompileError> {
+) -> Result<SourcePackage, CompileError> {
     let mut combos: Vec<Overrides> = vec![fixed.clone()];
     for (name, values) in variants {
         combos = combos
@@ -303,6 +312,7 @@ pub fn source_package(
             .collect();
     }
     let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
+    let mut skipped = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for overrides in &combos {
         let kernels = sema::compile_source(source, overrides)
@@ -312,11 +322,21 @@ pub fn source_package(
             if !seen.insert(name.clone()) {
                 continue;
             }
-            let compiled = crate::codegen::compile_kernel_with(kernel, target, options)?;
+            let compiled = match crate::codegen::compile_kernel_with(kernel, target, options) {
+                Ok(c) => c,
+                Err(CompileError::Schedule(e)) if !variants.is_empty() => {
+                    skipped.push((name, e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut entry = kernel_entry(kernel, &compiled)?;
             entry.name = name;
             b.add(entry, &compiled.ptx)?;
         }
     }
-    Ok(b)
+    Ok(SourcePackage {
+        package: b,
+        skipped,
+    })
 }

@@ -8,6 +8,7 @@
 
 use tessel_package::DType;
 
+use crate::operand::{bad, expect, expect_rank};
 use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 /// How attention is computed.
@@ -38,10 +39,6 @@ pub struct AttentionGrads {
 const OP_FWD: &str = "flash_attention_forward";
 const OP_BWD: &str = "flash_attention_backward";
 
-fn bad(op: &'static str, reason: String) -> RuntimeError {
-    RuntimeError::BadOperand { op, reason }
-}
-
 /// The problem a call describes, after checking q, k and v against each other.
 struct Problem {
     dtype: DType,
@@ -57,12 +54,7 @@ fn check_qkv(
     options: &AttentionOptions,
 ) -> Result<Problem, RuntimeError> {
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
-        if t.shape.len() != 4 {
-            return Err(bad(
-                op,
-                format!("{name} has shape {:?}; expected (B, H, N, D)", t.shape),
-            ));
-        }
+        expect_rank(op, name, t, 4, "(B, H, N, D)")?;
     }
     if k.shape != v.shape {
         return Err(bad(
@@ -106,27 +98,6 @@ fn check_qkv(
     })
 }
 
-fn expect_shape(
-    op: &'static str,
-    name: &str,
-    t: &DeviceTensor,
-    shape: &[usize],
-    dtype: DType,
-) -> Result<(), RuntimeError> {
-    if t.shape != shape || t.dtype != dtype {
-        return Err(bad(
-            op,
-            format!(
-                "{name} is {} {:?}; expected {} {shape:?}",
-                t.dtype.name(),
-                t.shape,
-                dtype.name()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The package entry of `kernel` for this problem (head dim, dtype and, where the kernel has
 /// one, the mask).
 fn variant<'p>(
@@ -141,7 +112,7 @@ fn variant<'p>(
     if let Some(c) = causal {
         consts.push(("CAUSAL", c));
     }
-    Ok(pkg.find(kernel, &consts)?.name.as_str())
+    crate::operand::variant(pkg, kernel, &consts)
 }
 
 /// softmax(τ·QKᵀ (masked))·V and its row log-sum-exp.
@@ -187,9 +158,9 @@ pub fn flash_attention_backward(
     options: &AttentionOptions,
 ) -> Result<AttentionGrads, RuntimeError> {
     let p = check_qkv(OP_BWD, q, k, v, options)?;
-    expect_shape(OP_BWD, "o", &forward.o, &q.shape, p.dtype)?;
-    expect_shape(OP_BWD, "d_o", d_o, &q.shape, p.dtype)?;
-    expect_shape(OP_BWD, "lse", &forward.lse, &q.shape[..3], DType::F32)?;
+    expect(OP_BWD, "o", &forward.o, &q.shape, p.dtype)?;
+    expect(OP_BWD, "d_o", d_o, &q.shape, p.dtype)?;
+    expect(OP_BWD, "lse", &forward.lse, &q.shape[..3], DType::F32)?;
     let pre = variant(pkg, "flash_attention_bwd_preprocess", &p, None)?;
     let dkdv = variant(pkg, "flash_attention_bwd_dkdv", &p, Some(options.causal))?;
     let dq_k = variant(pkg, "flash_attention_bwd_dq", &p, Some(options.causal))?;

@@ -9,7 +9,9 @@
 pub mod attention;
 pub mod device;
 pub mod error;
+pub mod lightning;
 pub mod memory;
+mod operand;
 pub mod package;
 pub mod tensor;
 

@@ -177,7 +177,7 @@ fn compile_variants(
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let fixed = super::lang::defines(&args.defines)?;
     let variants = parse_variants(&args.variant)?;
-    let package = tessel_compiler::package::source_package(
+    let built = tessel_compiler::package::source_package(
         &source,
         &file.display().to_string(),
         &fixed,
@@ -185,11 +185,14 @@ fn compile_variants(
         target,
         &sched_options(args),
     )?;
-    package.write(path)?;
+    for (name, why) in &built.skipped {
+        eprintln!("skipped {name} on {target}: {why}");
+    }
+    built.package.write(path)?;
     eprintln!(
         "wrote package {} ({} kernels for {target})",
         path.display(),
-        package.len()
+        built.package.len()
     );
     Ok(())
 }

@@ -88,12 +88,20 @@ const DSL_FILES: [(&str, &str, Defines, &str); 7] = [
     ),
 ];
 /// (file name, source, variants, package name) of the packages the runtime's operators load.
-const OPERATOR_PACKAGES: [(&str, &str, &[&str], &str); 1] = [(
-    "flash_attention.tsl",
-    include_str!("../../dsl-examples/flash_attention.tsl"),
-    &["D=64,128", "CAUSAL=false,true"],
-    "flash_attention",
-)];
+const OPERATOR_PACKAGES: [(&str, &str, &[&str], &str); 2] = [
+    (
+        "flash_attention.tsl",
+        include_str!("../../dsl-examples/flash_attention.tsl"),
+        &["D=64,128", "CAUSAL=false,true"],
+        "flash_attention",
+    ),
+    (
+        "lightning_attention.tsl",
+        include_str!("../../dsl-examples/lightning_attention.tsl"),
+        &["D=64,128", "E=64,128"],
+        "lightning_attention",
+    ),
+];
 const ELEMENTWISE: &str = include_str!("../../dsl-examples/elementwise.tsl");
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.
@@ -222,7 +230,7 @@ pub fn run(args: DemoArgs) -> super::CliResult {
         let variants = super::compile::parse_variants(&flags)?;
         for target in TARGETS {
             let start = Instant::now();
-            let package = tessel_compiler::package::source_package(
+            let built = tessel_compiler::package::source_package(
                 source,
                 file,
                 &Default::default(),
@@ -230,7 +238,11 @@ pub fn run(args: DemoArgs) -> super::CliResult {
                 *target,
                 &Default::default(),
             )?;
+            let package = built.package;
             let per_kernel = start.elapsed().as_secs_f64() / package.len().max(1) as f64;
+            for (name, why) in &built.skipped {
+                println!("{name:<46} {:<7} not built: {}", target.name, why.reason);
+            }
             package.write(&args.out_dir.join(format!("{name}.{}.tpkg", target.name)))?;
             for (entry, ptx) in package.kernels() {
                 let file_name: String = entry

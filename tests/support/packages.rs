@@ -53,7 +53,7 @@ fn compile_example(
         &Default::default(),
     )
     .unwrap_or_else(|e| panic!("{file} for {arch}: {e}"));
-    tessel_runtime::format::Package::from_bytes(&b.to_bytes()).unwrap()
+    tessel_runtime::format::Package::from_bytes(&b.package.to_bytes()).unwrap()
 }
 
 #[cfg(not(feature = "codegen"))]

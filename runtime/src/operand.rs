@@ -1,0 +1,57 @@
+//! Checks the operators share: every refusal is a `RuntimeError::BadOperand` naming the operator.
+
+use tessel_package::DType;
+
+use crate::{DeviceTensor, LoadedPackage, RuntimeError};
+
+pub(crate) fn bad(op: &'static str, reason: String) -> RuntimeError {
+    RuntimeError::BadOperand { op, reason }
+}
+
+/// `t` must be exactly `dtype` of `shape`.
+pub(crate) fn expect(
+    op: &'static str,
+    name: &str,
+    t: &DeviceTensor,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<(), RuntimeError> {
+    if t.shape != shape || t.dtype != dtype {
+        return Err(bad(
+            op,
+            format!(
+                "{name} is {} {:?}; expected {} {shape:?}",
+                t.dtype.name(),
+                t.shape,
+                dtype.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `t` must have `rank` dimensions; `layout` names them in the message.
+pub(crate) fn expect_rank(
+    op: &'static str,
+    name: &str,
+    t: &DeviceTensor,
+    rank: usize,
+    layout: &str,
+) -> Result<(), RuntimeError> {
+    if t.shape.len() != rank {
+        return Err(bad(
+            op,
+            format!("{name} has shape {:?}; expected {layout}", t.shape),
+        ));
+    }
+    Ok(())
+}
+
+/// The entry of `kernel` specialised with `consts`, by name.
+pub(crate) fn variant<'p>(
+    pkg: &'p LoadedPackage,
+    kernel: &str,
+    consts: &[(&str, &str)],
+) -> Result<&'p str, RuntimeError> {
+    Ok(pkg.find(kernel, consts)?.name.as_str())
+}

@@ -57,6 +57,9 @@ pub struct CompileArgs {
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
     #[arg(long, value_name = "FILE.tpkg")]
     pub package: Option<PathBuf>,
+    /// Print how long each compiler stage took (to standard error).
+    #[arg(long)]
+    pub timings: bool,
     /// Build the package over every kernel of the file and every combination of these values,
     /// e.g. --variant D=64,128 --variant CAUSAL=false,true (entries are named
     /// `kernel[D=128,CAUSAL=true]`; the runtime selects them by constant). Needs --package.
@@ -121,7 +124,18 @@ fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> s
     if let Stage::Tir = args.emit {
         return write(args, &kernel.to_string(), &kernel.name, target);
     }
+    let start = std::time::Instant::now();
     let compiled = compile_kernel_with(kernel, target, &sched_options(args))?;
+    if args.timings {
+        for (stage, t) in &compiled.timings {
+            eprintln!("{:>9.1} ms  {stage}", t.as_secs_f64() * 1e3);
+        }
+        eprintln!(
+            "{:>9.1} ms  total ({} for {target})",
+            start.elapsed().as_secs_f64() * 1e3,
+            kernel.name
+        );
+    }
     if let Some(path) = &args.package {
         tessel_compiler::package::kernel_package(kernel, &compiled)?.write(path)?;
         eprintln!("wrote package {}", path.display());

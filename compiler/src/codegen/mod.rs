@@ -63,6 +63,13 @@ pub fn target_machine(options: &BackendOptions) -> Result<TargetMachine, Compile
 
 /// Optimises `module` at O3 for `options.target` and prints it as PTX.
 pub fn emit_ptx(module: &Module, options: &BackendOptions) -> Result<String, CompileError> {
+    let machine = optimise(module, options)?;
+    print_ptx(module, &machine)
+}
+
+/// Verifies `module` and runs the optimisation pipeline of `options.opt_level` on it; returns the
+/// target machine for [`print_ptx`].
+fn optimise(module: &Module, options: &BackendOptions) -> Result<TargetMachine, CompileError> {
     let machine = target_machine(options)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
@@ -78,6 +85,11 @@ pub fn emit_ptx(module: &Module, options: &BackendOptions) -> Result<String, Com
     module
         .run_passes(pipeline, &machine, PassBuilderOptions::create())
         .map_err(|e| CompileError::llvm("optimisation", e.to_string()))?;
+    Ok(machine)
+}
+
+/// NVPTX code generation of an optimised module.
+fn print_ptx(module: &Module, machine: &TargetMachine) -> Result<String, CompileError> {
     let buffer = machine
         .write_to_memory_buffer(module, FileType::Assembly)
         .map_err(|e| CompileError::llvm("PTX emission", e.to_string()))?;
@@ -132,6 +144,8 @@ pub struct CompiledKernel {
     /// The LLVM IR after O3.
     pub llvm: String,
     pub ptx: String,
+    /// Wall time of each stage, in pipeline order (`tessel compile --timings` prints them).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Schedules, lowers and compiles one specialised Tile IR kernel for `target`.
@@ -148,24 +162,42 @@ pub fn compile_kernel_with(
     target: Target,
     sched_options: &crate::sched::SchedOptions,
 ) -> Result<CompiledKernel, CompileError> {
+    let mut timings = Vec::new();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |stage: &'static str| {
+        let now = std::time::Instant::now();
+        timings.push((stage, now - clock));
+        clock = now;
+    };
     let schedule = crate::sched::schedule_with(kernel, target, sched_options)?;
+    lap("schedule");
     let options = BackendOptions {
         features: schedule.features.clone(),
         ..BackendOptions::new(target)
     };
     target.require(&options.features)?;
     let text = crate::lower::tiles::build_text(kernel, &schedule)?;
+    lap("lower to MLIR text");
     let session = crate::lower::MlirSession::new();
     let mut module = melior::ir::Module::parse(&session.context, &text)
         .ok_or_else(|| session.error("parsing the built MLIR", "the module text does not parse"))?;
+    lap("MLIR context + parse");
     session.convert_to_llvm_dialect(&mut module)?;
+    lap("MLIR to LLVM dialect");
     let llvm_ctx = inkwell::context::Context::create();
     let llvm_module = session.translate(&module, &llvm_ctx)?;
-    let ptx = emit_ptx(&llvm_module, &options)?;
+    lap("translate to LLVM IR");
+    let machine = optimise(&llvm_module, &options)?;
+    lap("LLVM O3");
+    let ptx = print_ptx(&llvm_module, &machine)?;
+    lap("NVPTX emission");
+    let llvm = llvm_module.print_to_string().to_string();
+    lap("print LLVM IR");
     Ok(CompiledKernel {
         schedule,
         mlir: text,
-        llvm: llvm_module.print_to_string().to_string(),
+        llvm,
         ptx,
+        timings,
     })
 }

@@ -57,17 +57,7 @@ fn matmul_tsl_matches_float64() {
             )
             .unwrap();
             let got = tc.to_f64(&dev).unwrap();
-            let mut want = vec![0.0; m * n];
-            for i in 0..m {
-                for p in 0..k {
-                    let x = a[i * k + p];
-                    let brow = &b[p * n..(p + 1) * n];
-                    want[i * n..(i + 1) * n]
-                        .iter_mut()
-                        .zip(brow)
-                        .for_each(|(w, y)| *w += x * y);
-                }
-            }
+            let want = tessel_reference::matmul(&a, &b, m, n, k);
             let err = scaled_err(&got, &want);
             println!("{arch:<7} {m:>5} {n:>5} {k:>5} {err:>12.2e}");
             // f32 accumulation, one bf16 rounding of the output (2^-9 relative).

@@ -37,6 +37,22 @@ impl Dims {
     }
 }
 
+/// C = A·B for row-major A (m×k) and B (k×n): the reference of every matmul kernel.
+pub fn matmul(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    assert_eq!(a.len(), m * k, "A has the wrong length");
+    assert_eq!(b.len(), k * n, "B has the wrong length");
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        let crow = &mut c[i * n..(i + 1) * n];
+        for p in 0..k {
+            let x = a[i * k + p];
+            let brow = &b[p * n..(p + 1) * n];
+            crow.iter_mut().zip(brow).for_each(|(c, y)| *c += x * y);
+        }
+    }
+    c
+}
+
 /// Dot product of two equal-length rows.
 #[inline]
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {

@@ -8,7 +8,7 @@
 
 use tessel_package::DType;
 
-use crate::operand::{bad, expect, expect_rank};
+use crate::operand::{bad, expect, expect_rank, same_dtype};
 use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 /// How attention is computed.
@@ -62,17 +62,7 @@ fn check_qkv(
             format!("k {:?} and v {:?} differ in shape", k.shape, v.shape),
         ));
     }
-    if q.dtype != k.dtype || q.dtype != v.dtype {
-        return Err(bad(
-            op,
-            format!(
-                "q, k, v are {}, {}, {}: they must share one dtype",
-                q.dtype.name(),
-                k.dtype.name(),
-                v.dtype.name()
-            ),
-        ));
-    }
+    same_dtype(op, &[("q", q), ("k", k), ("v", v)])?;
     let (b, hq, d) = (q.shape[0], q.shape[1], q.shape[3]);
     let (bk, hkv, dk) = (k.shape[0], k.shape[1], k.shape[3]);
     if b != bk {

@@ -11,7 +11,7 @@
 
 use tessel_package::DType;
 
-use crate::operand::{bad, expect, expect_rank, variant};
+use crate::operand::{bad, expect, expect_rank, same_dtype, variant};
 use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 const OP_FWD: &str = "lightning_attention_forward";
@@ -75,17 +75,7 @@ fn check(
             format!("v {:?} does not match q {:?}", v.shape, q.shape),
         ));
     }
-    if q.dtype != k.dtype || q.dtype != v.dtype {
-        return Err(bad(
-            op,
-            format!(
-                "q, k, v are {}, {}, {}: they must share one dtype",
-                q.dtype.name(),
-                k.dtype.name(),
-                v.dtype.name()
-            ),
-        ));
-    }
+    same_dtype(op, &[("q", q), ("k", k), ("v", v)])?;
     expect(op, "slopes", slopes, &q.shape[1..2], DType::F32)?;
     Ok(Dims {
         dtype: q.dtype,

@@ -55,3 +55,22 @@ pub(crate) fn variant<'p>(
 ) -> Result<&'p str, RuntimeError> {
     Ok(pkg.find(kernel, consts)?.name.as_str())
 }
+
+/// Every tensor of `named` must share the first one's dtype.
+pub(crate) fn same_dtype(
+    op: &'static str,
+    named: &[(&str, &DeviceTensor)],
+) -> Result<DType, RuntimeError> {
+    let dtype = named[0].1.dtype;
+    if named.iter().any(|(_, t)| t.dtype != dtype) {
+        let list: Vec<String> = named
+            .iter()
+            .map(|(n, t)| format!("{n} is {}", t.dtype.name()))
+            .collect();
+        return Err(bad(
+            op,
+            format!("{}: they must share one dtype", list.join(", ")),
+        ));
+    }
+    Ok(dtype)
+}

@@ -11,7 +11,8 @@
 use npyz::WriterBuilder;
 use tessel_reference::attention::{self as reference, Problem};
 use tessel_runtime::attention::{
-    flash_attention_backward, flash_attention_forward, AttentionOptions,
+    flash_attention_backward, flash_attention_backward_into, flash_attention_forward,
+    flash_attention_forward_into, AttentionGrads, AttentionOptions, AttentionOutput,
 };
 use tessel_runtime::format::DType;
 use tessel_runtime::{device, Device, DeviceTensor, LoadedPackage, RuntimeError};
@@ -93,21 +94,19 @@ fn run_case(dev: &Device, pkg: &LoadedPackage, c: &Case) -> Run {
         causal: c.causal,
         scale: None,
     };
-    // The operators allocate their outputs; poison the pool's blocks they will reuse by
-    // allocating and poisoning same-sized tensors first and dropping them.
-    for shape in [[c.b, c.hq, c.nq, c.d], [c.b, c.hkv, c.nk, c.d]] {
-        drop(DeviceTensor::poisoned(dev, DType::Bf16, &shape).unwrap());
-    }
-    drop(DeviceTensor::poisoned(dev, DType::F32, &[c.b, c.hq, c.nq]).unwrap());
-    let fwd = flash_attention_forward(dev, pkg, &q, &k, &v, &opts).unwrap();
-    for shape in [
-        [c.b, c.hq, c.nq, c.d],
-        [c.b, c.hkv, c.nk, c.d],
-        [c.b, c.hkv, c.nk, c.d],
-    ] {
-        drop(DeviceTensor::poisoned(dev, DType::Bf16, &shape).unwrap());
-    }
-    let g = flash_attention_backward(dev, pkg, &q, &k, &v, &fwd, &d_o, &opts).unwrap();
+    // Every output poisoned (NaN) before the launches that must overwrite it.
+    let poisoned = |shape: &[usize], dtype| DeviceTensor::poisoned(dev, dtype, shape).unwrap();
+    let fwd = AttentionOutput {
+        o: poisoned(&q.shape, DType::Bf16),
+        lse: poisoned(&q.shape[..3], DType::F32),
+    };
+    flash_attention_forward_into(dev, pkg, &q, &k, &v, &fwd, &opts).unwrap();
+    let g = AttentionGrads {
+        dq: poisoned(&q.shape, DType::Bf16),
+        dk: poisoned(&k.shape, DType::Bf16),
+        dv: poisoned(&v.shape, DType::Bf16),
+    };
+    flash_attention_backward_into(dev, pkg, &q, &k, &v, &fwd, &d_o, &g, &opts).unwrap();
     Run {
         inputs: [qh, kh, vh, doh],
         outputs: [
@@ -304,12 +303,24 @@ fn flash_attention_refuses_bad_operands() {
         .collect();
     // Backward with a forward result of the wrong shape.
     let fwd = flash_attention_forward(&dev, &pkg, &q, &kv, &kv, &opts).unwrap();
-    let wrong = tessel_runtime::attention::AttentionOutput {
+    let wrong = AttentionOutput {
         o: t(DType::Bf16, &[1, 4, 31, 64]),
         lse: fwd.lse,
     };
     msgs.push(bad(flash_attention_backward(
         &dev, &pkg, &q, &kv, &kv, &wrong, &q, &opts,
+    )));
+    // Caller-owned outputs of the wrong shape.
+    let (qq, kk) = (
+        t(DType::Bf16, &[1, 4, 32, 64]),
+        t(DType::Bf16, &[1, 2, 32, 64]),
+    );
+    let short = AttentionOutput {
+        o: t(DType::Bf16, &[1, 4, 32, 64]),
+        lse: t(DType::F32, &[1, 4, 31]),
+    };
+    msgs.push(bad(flash_attention_forward_into(
+        &dev, &pkg, &qq, &kk, &kk, &short, &opts,
     )));
     dev.synchronize().unwrap();
     for m in &msgs {

@@ -115,9 +115,29 @@ pub fn flash_attention_forward(
     options: &AttentionOptions,
 ) -> Result<AttentionOutput, RuntimeError> {
     let p = check_qkv(OP_FWD, q, k, v, options)?;
+    let out = AttentionOutput {
+        o: DeviceTensor::empty(dev, p.dtype, &q.shape)?,
+        lse: DeviceTensor::empty(dev, DType::F32, &q.shape[..3])?,
+    };
+    flash_attention_forward_into(dev, pkg, q, k, v, &out, options)?;
+    Ok(out)
+}
+
+/// [`flash_attention_forward`] into caller-owned outputs (O like q, L f32 (B, H_q, N_q)), for
+/// callers that reuse buffers across steps; they are checked like the inputs.
+pub fn flash_attention_forward_into(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    out: &AttentionOutput,
+    options: &AttentionOptions,
+) -> Result<(), RuntimeError> {
+    let p = check_qkv(OP_FWD, q, k, v, options)?;
+    expect(OP_FWD, "o", &out.o, &q.shape, p.dtype)?;
+    expect(OP_FWD, "lse", &out.lse, &q.shape[..3], DType::F32)?;
     let fwd = variant(pkg, "flash_attention_fwd", &p, Some(options.causal))?;
-    let o = DeviceTensor::empty(dev, p.dtype, &q.shape)?;
-    let lse = DeviceTensor::empty(dev, DType::F32, &q.shape[..3])?;
     pkg.launch(
         dev,
         fwd,
@@ -125,12 +145,12 @@ pub fn flash_attention_forward(
             Arg::Tensor(q),
             Arg::Tensor(k),
             Arg::Tensor(v),
-            Arg::Tensor(&o),
-            Arg::Tensor(&lse),
+            Arg::Tensor(&out.o),
+            Arg::Tensor(&out.lse),
             Arg::Scalar(p.scale as f64),
         ],
     )?;
-    Ok(AttentionOutput { o, lse })
+    Ok(())
 }
 
 /// dQ, dK, dV of [`flash_attention_forward`] given dO, from the forward's O and L (P is
@@ -148,16 +168,39 @@ pub fn flash_attention_backward(
     options: &AttentionOptions,
 ) -> Result<AttentionGrads, RuntimeError> {
     let p = check_qkv(OP_BWD, q, k, v, options)?;
+    let grads = AttentionGrads {
+        dq: DeviceTensor::empty(dev, p.dtype, &q.shape)?,
+        dk: DeviceTensor::empty(dev, p.dtype, &k.shape)?,
+        dv: DeviceTensor::empty(dev, p.dtype, &v.shape)?,
+    };
+    flash_attention_backward_into(dev, pkg, q, k, v, forward, d_o, &grads, options)?;
+    Ok(grads)
+}
+
+/// [`flash_attention_backward`] into caller-owned gradients (each like its input).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_into(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    forward: &AttentionOutput,
+    d_o: &DeviceTensor,
+    grads: &AttentionGrads,
+    options: &AttentionOptions,
+) -> Result<(), RuntimeError> {
+    let p = check_qkv(OP_BWD, q, k, v, options)?;
     expect(OP_BWD, "o", &forward.o, &q.shape, p.dtype)?;
     expect(OP_BWD, "d_o", d_o, &q.shape, p.dtype)?;
     expect(OP_BWD, "lse", &forward.lse, &q.shape[..3], DType::F32)?;
+    expect(OP_BWD, "dq", &grads.dq, &q.shape, p.dtype)?;
+    expect(OP_BWD, "dk", &grads.dk, &k.shape, p.dtype)?;
+    expect(OP_BWD, "dv", &grads.dv, &v.shape, p.dtype)?;
     let pre = variant(pkg, "flash_attention_bwd_preprocess", &p, None)?;
     let dkdv = variant(pkg, "flash_attention_bwd_dkdv", &p, Some(options.causal))?;
     let dq_k = variant(pkg, "flash_attention_bwd_dq", &p, Some(options.causal))?;
     let delta = DeviceTensor::empty(dev, DType::F32, &q.shape[..3])?;
-    let dq = DeviceTensor::empty(dev, p.dtype, &q.shape)?;
-    let dk = DeviceTensor::empty(dev, p.dtype, &k.shape)?;
-    let dv = DeviceTensor::empty(dev, p.dtype, &v.shape)?;
     let scale = Arg::Scalar(p.scale as f64);
     pkg.launch(
         dev,
@@ -177,10 +220,10 @@ pub fn flash_attention_backward(
         Arg::Tensor(&delta),
     ];
     let mut args = common.to_vec();
-    args.extend([Arg::Tensor(&dk), Arg::Tensor(&dv), scale]);
+    args.extend([Arg::Tensor(&grads.dk), Arg::Tensor(&grads.dv), scale]);
     pkg.launch(dev, dkdv, &args)?;
     let mut args = common.to_vec();
-    args.extend([Arg::Tensor(&dq), scale]);
+    args.extend([Arg::Tensor(&grads.dq), scale]);
     pkg.launch(dev, dq_k, &args)?;
-    Ok(AttentionGrads { dq, dk, dv })
+    Ok(())
 }

@@ -10,8 +10,8 @@ use tessel_models::transnormer::decay::{layer_slopes, Schedule};
 use tessel_reference::linear::{self as reference, Problem, Recurrence};
 use tessel_runtime::format::DType;
 use tessel_runtime::lightning::{
-    lightning_attention_backward, lightning_attention_decode, lightning_attention_forward,
-    lightning_attention_prefill,
+    lightning_attention_backward_into, lightning_attention_decode, lightning_attention_forward,
+    lightning_attention_forward_into, lightning_attention_prefill, LightningGrads,
 };
 use tessel_runtime::{device, Device, DeviceTensor, LoadedPackage};
 
@@ -128,17 +128,18 @@ fn lightning_attention_matches_float64() {
             let slopes = slopes_for(c.decay, c.h);
             let ts = DeviceTensor::from_f64(&dev, DType::F32, &[c.h], &slopes).unwrap();
             let slopes = ts.to_f64(&dev).unwrap();
-            drop(DeviceTensor::poisoned(&dev, DType::Bf16, &[c.b, c.h, c.n, c.e]).unwrap());
-            let o = lightning_attention_forward(&dev, &pkg, &q, &k, &v, &ts).unwrap();
+            // Every output poisoned (NaN) before the launch that must overwrite it.
+            let poisoned =
+                |shape: &[usize]| DeviceTensor::poisoned(&dev, DType::Bf16, shape).unwrap();
+            let o = poisoned(&v.shape);
+            lightning_attention_forward_into(&dev, &pkg, &q, &k, &v, &ts, &o).unwrap();
             let grads = c.grads.then(|| {
-                for s in [
-                    [c.b, c.h, c.n, c.d],
-                    [c.b, c.h, c.n, c.d],
-                    [c.b, c.h, c.n, c.e],
-                ] {
-                    drop(DeviceTensor::poisoned(&dev, DType::Bf16, &s).unwrap());
-                }
-                let g = lightning_attention_backward(&dev, &pkg, &q, &k, &v, &ts, &d_o).unwrap();
+                let g = LightningGrads {
+                    dq: poisoned(&q.shape),
+                    dk: poisoned(&k.shape),
+                    dv: poisoned(&v.shape),
+                };
+                lightning_attention_backward_into(&dev, &pkg, &q, &k, &v, &ts, &d_o, &g).unwrap();
                 [
                     g.dq.to_f64(&dev).unwrap(),
                     g.dk.to_f64(&dev).unwrap(),

@@ -107,8 +107,24 @@ pub fn lightning_attention_forward(
     slopes: &DeviceTensor,
 ) -> Result<DeviceTensor, RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
-    let fwd = entry(pkg, "lightning_attention_fwd", &dims)?;
     let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
+    lightning_attention_forward_into(dev, pkg, q, k, v, slopes, &o)?;
+    Ok(o)
+}
+
+/// [`lightning_attention_forward`] into a caller-owned O (like v).
+pub fn lightning_attention_forward_into(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    slopes: &DeviceTensor,
+    o: &DeviceTensor,
+) -> Result<(), RuntimeError> {
+    let dims = check(OP_FWD, q, k, v, slopes, 3)?;
+    expect(OP_FWD, "o", o, &v.shape, dims.dtype)?;
+    let fwd = entry(pkg, "lightning_attention_fwd", &dims)?;
     pkg.launch(
         dev,
         fwd,
@@ -117,10 +133,10 @@ pub fn lightning_attention_forward(
             Arg::Tensor(k),
             Arg::Tensor(v),
             Arg::Tensor(slopes),
-            Arg::Tensor(&o),
+            Arg::Tensor(o),
         ],
     )?;
-    Ok(o)
+    Ok(())
 }
 
 /// The forward, plus the final state for [`lightning_attention_decode`].
@@ -199,12 +215,34 @@ pub fn lightning_attention_backward(
     d_o: &DeviceTensor,
 ) -> Result<LightningGrads, RuntimeError> {
     let dims = check(OP_BWD, q, k, v, slopes, 3)?;
+    let grads = LightningGrads {
+        dq: DeviceTensor::empty(dev, dims.dtype, &q.shape)?,
+        dk: DeviceTensor::empty(dev, dims.dtype, &k.shape)?,
+        dv: DeviceTensor::empty(dev, dims.dtype, &v.shape)?,
+    };
+    lightning_attention_backward_into(dev, pkg, q, k, v, slopes, d_o, &grads)?;
+    Ok(grads)
+}
+
+/// [`lightning_attention_backward`] into caller-owned gradients (each like its input).
+#[allow(clippy::too_many_arguments)]
+pub fn lightning_attention_backward_into(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    slopes: &DeviceTensor,
+    d_o: &DeviceTensor,
+    grads: &LightningGrads,
+) -> Result<(), RuntimeError> {
+    let dims = check(OP_BWD, q, k, v, slopes, 3)?;
     expect(OP_BWD, "d_o", d_o, &v.shape, dims.dtype)?;
+    expect(OP_BWD, "dq", &grads.dq, &q.shape, dims.dtype)?;
+    expect(OP_BWD, "dk", &grads.dk, &k.shape, dims.dtype)?;
+    expect(OP_BWD, "dv", &grads.dv, &v.shape, dims.dtype)?;
     let dq_kernel = entry(pkg, "lightning_attention_bwd_dq", &dims)?;
     let dkdv_kernel = entry(pkg, "lightning_attention_bwd_dkdv", &dims)?;
-    let dq = DeviceTensor::empty(dev, dims.dtype, &q.shape)?;
-    let dk = DeviceTensor::empty(dev, dims.dtype, &k.shape)?;
-    let dv = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
     pkg.launch(
         dev,
         dq_kernel,
@@ -213,7 +251,7 @@ pub fn lightning_attention_backward(
             Arg::Tensor(v),
             Arg::Tensor(d_o),
             Arg::Tensor(slopes),
-            Arg::Tensor(&dq),
+            Arg::Tensor(&grads.dq),
         ],
     )?;
     pkg.launch(
@@ -225,9 +263,9 @@ pub fn lightning_attention_backward(
             Arg::Tensor(v),
             Arg::Tensor(d_o),
             Arg::Tensor(slopes),
-            Arg::Tensor(&dk),
-            Arg::Tensor(&dv),
+            Arg::Tensor(&grads.dk),
+            Arg::Tensor(&grads.dv),
         ],
     )?;
-    Ok(LightningGrads { dq, dk, dv })
+    Ok(())
 }

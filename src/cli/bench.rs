@@ -133,14 +133,14 @@ fn bench_params(
     Ok(out)
 }
 
-fn bench_args<'t>(tensors: &'t [Option<DeviceTensor>], params: &[BenchParam]) -> Vec<Arg<'t>> {
-    tensors
+/// The launch arguments: `tensors` (one per tensor parameter, in order) with the scalars.
+fn bench_args<'t>(tensors: &'t [DeviceTensor], params: &[BenchParam]) -> Vec<Arg<'t>> {
+    let mut tensors = tensors.iter();
+    params
         .iter()
-        .zip(params)
-        .map(|(t, p)| match (t, p) {
-            (Some(t), _) => Arg::Tensor(t),
-            (None, BenchParam::Scalar(v)) => Arg::Scalar(*v),
-            (None, BenchParam::Tensor(..)) => unreachable!("every tensor parameter was drawn"),
+        .filter_map(|p| match p {
+            BenchParam::Tensor(..) => tensors.next().map(Arg::Tensor),
+            BenchParam::Scalar(v) => Some(Arg::Scalar(*v)),
         })
         .collect()
 }
@@ -155,35 +155,34 @@ struct TensorPool {
 }
 
 impl TensorPool {
+    /// One tensor per tensor parameter of `params`, in order.
     fn take(
         &mut self,
         dev: &Device,
         params: &[BenchParam],
-    ) -> Result<Vec<Option<DeviceTensor>>, Box<dyn std::error::Error>> {
+    ) -> Result<Vec<DeviceTensor>, Box<dyn std::error::Error>> {
         let mut out = Vec::new();
         for p in params {
-            out.push(match p {
-                BenchParam::Tensor(dtype, shape) => {
-                    let numel: usize = shape.iter().product();
-                    let mut tensor = match self.free.get_mut(&(*dtype, numel)).and_then(Vec::pop) {
-                        Some(t) => t,
-                        None => {
-                            self.draws += 1;
-                            let data = random_values(numel, self.draws);
-                            DeviceTensor::from_f64(dev, *dtype, &[numel], &data)?
-                        }
-                    };
-                    tensor.reshape(shape)?;
-                    Some(tensor)
+            let BenchParam::Tensor(dtype, shape) = p else {
+                continue;
+            };
+            let numel: usize = shape.iter().product();
+            let mut tensor = match self.free.get_mut(&(*dtype, numel)).and_then(Vec::pop) {
+                Some(t) => t,
+                None => {
+                    self.draws += 1;
+                    let data = random_values(numel, self.draws);
+                    DeviceTensor::from_f64(dev, *dtype, &[numel], &data)?
                 }
-                BenchParam::Scalar(_) => None,
-            });
+            };
+            tensor.reshape(shape)?;
+            out.push(tensor);
         }
         Ok(out)
     }
 
-    fn give_back(&mut self, set: Vec<Option<DeviceTensor>>) {
-        for t in set.into_iter().flatten() {
+    fn give_back(&mut self, set: Vec<DeviceTensor>) {
+        for t in set {
             self.free.entry((t.dtype, t.numel())).or_default().push(t);
         }
     }

@@ -261,6 +261,22 @@ pub type Variant = (String, Vec<ConstValue>);
 /// The parameters a package is built over; entries exist for every combination.
 pub type Variants = [Variant];
 
+/// Parses `NAME=V1,V2,...` (the CLI's `--variant`): each value an integer, `true`/`false` or a
+/// dtype name.
+pub fn parse_variant(text: &str) -> Result<Variant, String> {
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected NAME=V1,V2,..."))?;
+    let values = values
+        .split(',')
+        .map(|v| {
+            sema::parse_const(v.trim())
+                .ok_or_else(|| format!("{name}: `{v}` is not an integer, true/false or a dtype"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name.trim().to_string(), values))
+}
+
 /// The name of one variant's entry: the kernel's name, then the varied parameters it declares,
 /// e.g. `flash_attention_fwd[D=128,CAUSAL=true]`. A kernel that declares none keeps its name.
 pub fn variant_name(kernel: &crate::tir::Kernel, variants: &Variants) -> String {

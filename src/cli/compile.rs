@@ -163,22 +163,10 @@ fn sched_options(args: &CompileArgs) -> SchedOptions {
 pub fn parse_variants(
     flags: &[String],
 ) -> Result<Vec<tessel_compiler::package::Variant>, Box<dyn std::error::Error>> {
-    let mut out = Vec::new();
-    for flag in flags {
-        let (name, values) = flag
-            .split_once('=')
-            .ok_or_else(|| format!("--variant {flag}: expected NAME=V1,V2,..."))?;
-        let values = values
-            .split(',')
-            .map(|v| {
-                tessel_compiler::sema::parse_const(v.trim()).ok_or_else(|| {
-                    format!("--variant {name}: `{v}` is not an integer, true/false or a dtype")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push((name.trim().to_string(), values));
-    }
-    Ok(out)
+    Ok(flags
+        .iter()
+        .map(|f| tessel_compiler::package::parse_variant(f).map_err(|e| format!("--variant {e}")))
+        .collect::<Result<_, _>>()?)
 }
 
 fn compile_variants(

@@ -38,10 +38,7 @@ fn compile_example(
         .collect();
     let variants: Vec<tessel_compiler::package::Variant> = variants
         .iter()
-        .map(|v| {
-            let (n, values) = v.split_once('=').unwrap();
-            (n.to_string(), values.split(',').map(|x| parse_const(x).unwrap()).collect())
-        })
+        .map(|v| tessel_compiler::package::parse_variant(v).unwrap())
         .collect();
     let target = tessel_compiler::Target::lookup(arch).unwrap();
     let b = tessel_compiler::package::source_package(

@@ -12,6 +12,7 @@ use tessel_runtime::format::DType;
 use tessel_runtime::lightning::{
     lightning_attention_backward_into, lightning_attention_decode, lightning_attention_forward,
     lightning_attention_forward_into, lightning_attention_prefill, LightningGrads,
+    LightningOptions,
 };
 use tessel_runtime::{device, Device, DeviceTensor, LoadedPackage};
 
@@ -56,6 +57,9 @@ struct Case {
     /// "lrpe-first", "lrpe-last" or "none".
     decay: &'static str,
     grads: bool,
+    /// Sequence segments; `None` is the runtime's choice (1 up to N = 64, 4 at N = 1000 and
+    /// 32 at 8192 for B·H = 2..4, 132 at 65536).
+    segments: Option<usize>,
 }
 
 fn slopes_for(decay: &str, h: usize) -> Vec<f64> {
@@ -81,6 +85,20 @@ fn lightning_attention_matches_float64() {
                 e,
                 decay: "lrpe-first",
                 grads: true,
+                segments: None,
+            });
+        }
+        // One segment walking all 128 blocks; 7 segments of 3 blocks over 16 (the last empty).
+        for (n, segments) in [(8192, 1), (1000, 7)] {
+            cases.push(Case {
+                b: 1,
+                h: 2,
+                n,
+                d,
+                e,
+                decay: "lrpe-first",
+                grads: true,
+                segments: Some(segments),
             });
         }
         cases.push(Case {
@@ -91,6 +109,7 @@ fn lightning_attention_matches_float64() {
             e,
             decay: "lrpe-first",
             grads: false,
+            segments: None,
         });
         cases.push(Case {
             b: 1,
@@ -100,6 +119,7 @@ fn lightning_attention_matches_float64() {
             e,
             decay: "lrpe-last",
             grads: true,
+            segments: None,
         });
         cases.push(Case {
             b: 1,
@@ -109,11 +129,12 @@ fn lightning_attention_matches_float64() {
             e,
             decay: "none",
             grads: true,
+            segments: None,
         });
     }
     println!(
-        "{:<7} {:>2} {:>2} {:>6} {:>4} {:>4} {:<10} {:>9} {:>9} {:>9} {:>9}",
-        "arch", "B", "H", "N", "D", "E", "decay", "O", "dQ", "dK", "dV"
+        "{:<7} {:>2} {:>2} {:>6} {:>4} {:>4} {:<10} {:>4} {:>9} {:>9} {:>9} {:>9}",
+        "arch", "B", "H", "N", "D", "E", "decay", "seg", "O", "dQ", "dK", "dV"
     );
     let mut failures = Vec::new();
     for arch in archs_for(&dev) {
@@ -132,14 +153,18 @@ fn lightning_attention_matches_float64() {
             let poisoned =
                 |shape: &[usize]| DeviceTensor::poisoned(&dev, DType::Bf16, shape).unwrap();
             let o = poisoned(&v.shape);
-            lightning_attention_forward_into(&dev, &pkg, &q, &k, &v, &ts, &o).unwrap();
+            let opts = LightningOptions {
+                segments: c.segments,
+            };
+            lightning_attention_forward_into(&dev, &pkg, &q, &k, &v, &ts, &o, &opts).unwrap();
             let grads = c.grads.then(|| {
                 let g = LightningGrads {
                     dq: poisoned(&q.shape),
                     dk: poisoned(&k.shape),
                     dv: poisoned(&v.shape),
                 };
-                lightning_attention_backward_into(&dev, &pkg, &q, &k, &v, &ts, &d_o, &g).unwrap();
+                lightning_attention_backward_into(&dev, &pkg, &q, &k, &v, &ts, &d_o, &g, &opts)
+                    .unwrap();
                 [
                     g.dq.to_f64(&dev).unwrap(),
                     g.dk.to_f64(&dev).unwrap(),
@@ -176,8 +201,18 @@ fn lightning_attention_matches_float64() {
         });
         for (c, e) in cases.iter().zip(&errors) {
             println!(
-                "{arch:<7} {:>2} {:>2} {:>6} {:>4} {:>4} {:<10} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e}",
-                c.b, c.h, c.n, c.d, c.e, c.decay, e[0], e[1], e[2], e[3]
+                "{arch:<7} {:>2} {:>2} {:>6} {:>4} {:>4} {:<10} {:>4} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e}",
+                c.b,
+                c.h,
+                c.n,
+                c.d,
+                c.e,
+                c.decay,
+                c.segments.map_or("auto".to_string(), |s| s.to_string()),
+                e[0],
+                e[1],
+                e[2],
+                e[3]
             );
             // bf16 inputs and outputs, f32 state and accumulation.
             if e.iter().any(|x| !x.is_nan() && *x >= 1e-2) || e[0].is_nan() {

@@ -199,13 +199,63 @@ fn flash_attention_forward_matches_reference() {
     }
 }
 
+/// Runs a segment-state kernel (`lightning_attention_segment_state` over k, v, or
+/// `_segment_dstate` over q, dO) into a poisoned (B, H, S, D, E) tensor.
+fn segment_states(
+    kernel: &Kernel,
+    x: &HostTensor,
+    y: &HostTensor,
+    slope: &HostTensor,
+    s: usize,
+    d: usize,
+    e: usize,
+) -> HostTensor {
+    let (b, h) = (x.shape[0], x.shape[1]);
+    let mut a = vec![
+        HostArg::Tensor(x.clone()),
+        HostArg::Tensor(y.clone()),
+        HostArg::Tensor(slope.clone()),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, s, d, e])),
+    ];
+    interp::run(kernel, &mut a).unwrap();
+    tensor(&a[3]).clone()
+}
+
+/// The lightning forward as the runtime runs it: segment states, then the forward over S
+/// segments. Returns O and the segment states.
+fn lightning_forward(
+    defs: &[(&str, &str)],
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    slope: &HostTensor,
+    s: usize,
+) -> (HostTensor, HostTensor) {
+    let seg_k = example_kernel(
+        "lightning_attention.tsl",
+        "lightning_attention_segment_state",
+        defs,
+    );
+    let fwd = example_kernel("lightning_attention.tsl", "lightning_attention_fwd", defs);
+    let (b, h, n, d, e) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3], v.shape[3]);
+    let seg = segment_states(&seg_k, k, v, slope, s, d, e);
+    let mut args = vec![
+        HostArg::Tensor(q.clone()),
+        HostArg::Tensor(k.clone()),
+        HostArg::Tensor(v.clone()),
+        HostArg::Tensor(slope.clone()),
+        HostArg::Tensor(seg.clone()),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
+    ];
+    interp::run(&fwd, &mut args).unwrap();
+    (tensor(&args[5]).clone(), seg)
+}
+
+/// Segment counts: one, several with a ragged last segment, and more than the blocks (trailing
+/// segments empty): 50 tokens are 4 blocks of 16, cut 1, 2, 3 (2 + 2 + 0) and 5 ways.
 #[test]
 fn lightning_attention_forward_matches_reference() {
-    let k = example_kernel(
-        "lightning_attention.tsl",
-        "lightning_attention_fwd",
-        &[("BLK", "16"), ("D", "16"), ("E", "32"), ("T", "f32")],
-    );
+    let defs = [("BLK", "16"), ("D", "16"), ("E", "32"), ("T", "f32")];
     for (b, h, n) in [(1, 2, 1), (1, 2, 15), (2, 3, 16), (1, 2, 50)] {
         let (d, e) = (16, 32);
         let p = linear::Problem::new(b, h, n, d, e);
@@ -217,16 +267,12 @@ fn lightning_attention_forward_matches_reference() {
         let mut slopes = layer_slopes(Schedule::Released, h, 0, 24);
         slopes[0] = layer_slopes(Schedule::Paper, h, 0, 24)[0];
         let want = linear::forward(&p, &q.data, &kt.data, &v.data, &slopes);
-        let mut args = vec![
-            HostArg::Tensor(q),
-            HostArg::Tensor(kt),
-            HostArg::Tensor(v),
-            HostArg::Tensor(HostTensor::new(DType::F32, vec![h], slopes.clone())),
-            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
-        ];
-        interp::run(&k, &mut args).unwrap();
-        let err = err_vs_scale(&tensor(&args[4]).data, &want);
-        assert!(err < 1e-5, "{b}x{h}x{n}: {err}");
+        let slope = HostTensor::new(DType::F32, vec![h], slopes.clone());
+        for s in [1, 2, 3, 5] {
+            let (o, _) = lightning_forward(&defs, &q, &kt, &v, &slope, s);
+            let err = err_vs_scale(&o.data, &want);
+            assert!(err < 1e-5, "{b}x{h}x{n}, {s} segments: {err}");
+        }
     }
 }
 
@@ -391,15 +437,14 @@ fn flash_attention_backward_matches_reference() {
 #[test]
 fn lightning_attention_backward_matches_reference() {
     let defs = [("BLK", "16"), ("D", "16"), ("E", "8"), ("T", "f32")];
-    let dq_k = example_kernel(
-        "lightning_attention.tsl",
-        "lightning_attention_bwd_dq",
-        &defs,
+    let kernel = |name: &str| example_kernel("lightning_attention.tsl", name, &defs);
+    let (seg_k, dseg_k) = (
+        kernel("lightning_attention_segment_state"),
+        kernel("lightning_attention_segment_dstate"),
     );
-    let dkdv_k = example_kernel(
-        "lightning_attention.tsl",
-        "lightning_attention_bwd_dkdv",
-        &defs,
+    let (dq_k, dkdv_k) = (
+        kernel("lightning_attention_bwd_dq"),
+        kernel("lightning_attention_bwd_dkdv"),
     );
     for (b, h, n) in [(1, 2, 1), (1, 3, 15), (2, 2, 16), (1, 3, 50)] {
         let (d, e) = (16, 8);
@@ -410,33 +455,39 @@ fn lightning_attention_backward_matches_reference() {
         let d_o = random(DType::F32, &[b, h, n, e], 1.0);
         let slopes: Vec<f64> = (0..h).map(|i| [0.0, 0.05, 1.5][i % 3]).collect();
         let slope = HostTensor::new(DType::F32, vec![h], slopes.clone());
-        let t = |x: &HostTensor| HostArg::Tensor(x.clone());
-        let mut a = vec![
-            t(&k),
-            t(&v),
-            t(&d_o),
-            t(&slope),
-            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
-        ];
-        interp::run(&dq_k, &mut a).unwrap();
-        let mut c = vec![
-            t(&q),
-            t(&k),
-            t(&v),
-            t(&d_o),
-            t(&slope),
-            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
-            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
-        ];
-        interp::run(&dkdv_k, &mut c).unwrap();
         let (dq, dk, dv) = linear::backward(&p, &q.data, &k.data, &v.data, &slopes, &d_o.data);
-        for (name, got, want) in [
-            ("dQ", &tensor(&a[4]).data, &dq),
-            ("dK", &tensor(&c[5]).data, &dk),
-            ("dV", &tensor(&c[6]).data, &dv),
-        ] {
-            let err = err_vs_scale(got, want);
-            assert!(err < 1e-5, "{name} {b}x{h}x{n}: {err}");
+        let t = |x: &HostTensor| HostArg::Tensor(x.clone());
+        for s in [1, 3, 5] {
+            let seg = segment_states(&seg_k, &k, &v, &slope, s, d, e);
+            let dseg = segment_states(&dseg_k, &q, &d_o, &slope, s, d, e);
+            let mut a = vec![
+                t(&k),
+                t(&v),
+                t(&d_o),
+                t(&slope),
+                t(&seg),
+                HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
+            ];
+            interp::run(&dq_k, &mut a).unwrap();
+            let mut c = vec![
+                t(&q),
+                t(&k),
+                t(&v),
+                t(&d_o),
+                t(&slope),
+                t(&dseg),
+                HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
+                HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
+            ];
+            interp::run(&dkdv_k, &mut c).unwrap();
+            for (name, got, want) in [
+                ("dQ", &tensor(&a[5]).data, &dq),
+                ("dK", &tensor(&c[6]).data, &dk),
+                ("dV", &tensor(&c[7]).data, &dv),
+            ] {
+                let err = err_vs_scale(got, want);
+                assert!(err < 1e-5, "{name} {b}x{h}x{n}, {s} segments: {err}");
+            }
         }
     }
 }
@@ -446,7 +497,6 @@ fn lightning_attention_backward_matches_reference() {
 #[test]
 fn lightning_prefill_then_decode_equals_forward() {
     let defs = [("BLK", "16"), ("D", "16"), ("E", "8"), ("T", "f32")];
-    let fwd = example_kernel("lightning_attention.tsl", "lightning_attention_fwd", &defs);
     let state_k = example_kernel(
         "lightning_attention.tsl",
         "lightning_attention_state",
@@ -457,22 +507,16 @@ fn lightning_prefill_then_decode_equals_forward() {
         "lightning_attention_decode",
         &[("D", "16"), ("E", "8"), ("T", "f32")],
     );
-    let (b, h, n, n0, d, e) = (2, 3, 40, 21, 16, 8);
+    let (b, h, n, n0, d, e) = (2, 3, 40, 37, 16, 8);
     let q = random(DType::F32, &[b, h, n, d], 1.0);
     let k = random(DType::F32, &[b, h, n, d], 1.0);
     let v = random(DType::F32, &[b, h, n, e], 1.0);
     let slopes = vec![0.0, 0.02, 0.7];
     let slope = HostTensor::new(DType::F32, vec![h], slopes.clone());
-    let mut f = vec![
-        HostArg::Tensor(q.clone()),
-        HostArg::Tensor(k.clone()),
-        HostArg::Tensor(v.clone()),
-        HostArg::Tensor(slope.clone()),
-        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
-    ];
-    interp::run(&fwd, &mut f).unwrap();
-    let full = tensor(&f[4]).data.clone();
-    // Prefill the first n0 tokens.
+    let (full, _) = lightning_forward(&defs, &q, &k, &v, &slope, 2);
+    let full = full.data;
+    // Prefill the first n0 tokens (3 blocks of 16, the last ragged) in 2 segments; the state
+    // kernel combines the segment states.
     let prefix = |x: &HostTensor, w: usize| {
         let mut data = Vec::new();
         for bh in 0..b * h {
@@ -480,10 +524,18 @@ fn lightning_prefill_then_decode_equals_forward() {
         }
         HostTensor::new(DType::F32, vec![b, h, n0, w], data)
     };
+    let (_, seg) = lightning_forward(
+        &defs,
+        &prefix(&q, d),
+        &prefix(&k, d),
+        &prefix(&v, e),
+        &slope,
+        2,
+    );
     let mut sa = vec![
         HostArg::Tensor(prefix(&k, d)),
-        HostArg::Tensor(prefix(&v, e)),
         HostArg::Tensor(slope.clone()),
+        HostArg::Tensor(seg),
         HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, d, e])),
     ];
     interp::run(&state_k, &mut sa).unwrap();

@@ -82,6 +82,15 @@ impl Device {
         ))
     }
 
+    /// Streaming multiprocessors (132 on an H100 SXM): what operators size their grids by.
+    pub fn multiprocessors(&self) -> Result<usize, RuntimeError> {
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        self.context
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map(|v| v as usize)
+            .map_err(RuntimeError::driver("cuDeviceGetAttribute"))
+    }
+
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.context
     }

@@ -8,6 +8,11 @@
 //! `tessel_models::transnormer::decay`. Generation: [`lightning_attention_prefill`] returns the
 //! f32 state S = Σ_s λ^{N−1−s} k_sᵀ v_s (B, H, D, E) that [`lightning_attention_decode`] advances
 //! one token at a time at a cost independent of the context length.
+//!
+//! The kernels cut the sequence into S segments of whole 64-token blocks so that S·B·H programs
+//! fill the GPU (one head of 64k tokens would otherwise be one program walking 1024 blocks): a
+//! first pass writes each segment's own f32 state (B, H, S, D, E), the second starts every segment
+//! from the sum of the earlier ones. [`segments_for`] picks S; [`LightningOptions`] can fix it.
 
 use tessel_package::DType;
 
@@ -17,6 +22,68 @@ use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 const OP_FWD: &str = "lightning_attention_forward";
 const OP_BWD: &str = "lightning_attention_backward";
 const OP_DECODE: &str = "lightning_attention_decode";
+/// The kernels' block length (`BLK` in the source).
+pub const BLOCK: usize = 64;
+
+/// How the operators split the sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LightningOptions {
+    /// Sequence segments per (batch, head); `None` takes [`segments_for`]'s choice. Any value
+    /// from 1 up works (segments past the end of the sequence are empty and cost one program).
+    pub segments: Option<usize>,
+}
+
+/// Segments per (batch, head) for B·H heads of `n` tokens on `sms` multiprocessors: enough
+/// programs for two waves, but at least 4 blocks per segment (each segment costs an extra pass
+/// over its keys and values for its own state, and the consumer sums the earlier segments' states).
+pub fn segments_for(sms: usize, b: usize, h: usize, n: usize) -> usize {
+    let blocks = n.div_ceil(BLOCK);
+    let want = (2 * sms).div_ceil((b * h).max(1));
+    want.min(blocks / 4).max(1)
+}
+
+fn segments(
+    dev: &Device,
+    opts: &LightningOptions,
+    q: &DeviceTensor,
+) -> Result<usize, RuntimeError> {
+    let [b, h, n] = [q.shape[0], q.shape[1], q.shape[2]];
+    match opts.segments {
+        Some(0) => Err(bad(OP_FWD, "segments must be at least 1".to_string())),
+        Some(s) => Ok(s),
+        None => Ok(segments_for(dev.multiprocessors()?, b, h, n)),
+    }
+}
+
+/// The segment-state pass: `kernel` (`lightning_attention_segment_state` over k, v or
+/// `lightning_attention_segment_dstate` over q, dO) into a fresh (B, H, S, D, E) f32 tensor.
+fn segment_pass(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    kernel: &str,
+    [x, y]: [&DeviceTensor; 2],
+    slopes: &DeviceTensor,
+    dims: &Dims,
+    s: usize,
+) -> Result<DeviceTensor, RuntimeError> {
+    let seg = DeviceTensor::empty(
+        dev,
+        DType::F32,
+        &[x.shape[0], x.shape[1], s, dims.d, dims.e],
+    )?;
+    let name = entry(pkg, kernel, dims)?;
+    pkg.launch(
+        dev,
+        name,
+        &[
+            Arg::Tensor(x),
+            Arg::Tensor(y),
+            Arg::Tensor(slopes),
+            Arg::Tensor(&seg),
+        ],
+    )?;
+    Ok(seg)
+}
 
 /// Gradients with respect to q, k and v.
 #[derive(Debug)]
@@ -108,11 +175,12 @@ pub fn lightning_attention_forward(
 ) -> Result<DeviceTensor, RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
-    lightning_attention_forward_into(dev, pkg, q, k, v, slopes, &o)?;
+    lightning_attention_forward_into(dev, pkg, q, k, v, slopes, &o, &LightningOptions::default())?;
     Ok(o)
 }
 
 /// [`lightning_attention_forward`] into a caller-owned O (like v).
+#[allow(clippy::too_many_arguments)]
 pub fn lightning_attention_forward_into(
     dev: &Device,
     pkg: &LoadedPackage,
@@ -121,10 +189,36 @@ pub fn lightning_attention_forward_into(
     v: &DeviceTensor,
     slopes: &DeviceTensor,
     o: &DeviceTensor,
+    opts: &LightningOptions,
 ) -> Result<(), RuntimeError> {
+    forward(dev, pkg, q, k, v, slopes, o, opts).map(drop)
+}
+
+/// The forward; returns the segment states (what the prefill combines into the final state).
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    slopes: &DeviceTensor,
+    o: &DeviceTensor,
+    opts: &LightningOptions,
+) -> Result<(DeviceTensor, Dims), RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     expect(OP_FWD, "o", o, &v.shape, dims.dtype)?;
+    let s = segments(dev, opts, q)?;
     let fwd = entry(pkg, "lightning_attention_fwd", &dims)?;
+    let seg = segment_pass(
+        dev,
+        pkg,
+        "lightning_attention_segment_state",
+        [k, v],
+        slopes,
+        &dims,
+        s,
+    )?;
     pkg.launch(
         dev,
         fwd,
@@ -133,10 +227,11 @@ pub fn lightning_attention_forward_into(
             Arg::Tensor(k),
             Arg::Tensor(v),
             Arg::Tensor(slopes),
+            Arg::Tensor(&seg),
             Arg::Tensor(o),
         ],
     )?;
-    Ok(())
+    Ok((seg, dims))
 }
 
 /// The forward, plus the final state for [`lightning_attention_decode`].
@@ -150,15 +245,16 @@ pub fn lightning_attention_prefill(
 ) -> Result<Prefill, RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     let state_kernel = entry(pkg, "lightning_attention_state", &dims)?;
-    let o = lightning_attention_forward(dev, pkg, q, k, v, slopes)?;
+    let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
+    let (seg, dims) = forward(dev, pkg, q, k, v, slopes, &o, &LightningOptions::default())?;
     let state = DeviceTensor::empty(dev, DType::F32, &[q.shape[0], q.shape[1], dims.d, dims.e])?;
     pkg.launch(
         dev,
         state_kernel,
         &[
             Arg::Tensor(k),
-            Arg::Tensor(v),
             Arg::Tensor(slopes),
+            Arg::Tensor(&seg),
             Arg::Tensor(&state),
         ],
     )?;
@@ -203,7 +299,8 @@ pub fn lightning_attention_decode(
 }
 
 /// dQ, dK, dV of [`lightning_attention_forward`] given dO (B, H, N, E): a forward sweep for dQ
-/// and a reverse sweep (the state carried backwards) for dK and dV.
+/// and a reverse sweep (the state carried backwards) for dK and dV, each over segments started
+/// from their own segment-state pass.
 #[allow(clippy::too_many_arguments)]
 pub fn lightning_attention_backward(
     dev: &Device,
@@ -220,7 +317,17 @@ pub fn lightning_attention_backward(
         dk: DeviceTensor::empty(dev, dims.dtype, &k.shape)?,
         dv: DeviceTensor::empty(dev, dims.dtype, &v.shape)?,
     };
-    lightning_attention_backward_into(dev, pkg, q, k, v, slopes, d_o, &grads)?;
+    lightning_attention_backward_into(
+        dev,
+        pkg,
+        q,
+        k,
+        v,
+        slopes,
+        d_o,
+        &grads,
+        &LightningOptions::default(),
+    )?;
     Ok(grads)
 }
 
@@ -235,6 +342,7 @@ pub fn lightning_attention_backward_into(
     slopes: &DeviceTensor,
     d_o: &DeviceTensor,
     grads: &LightningGrads,
+    opts: &LightningOptions,
 ) -> Result<(), RuntimeError> {
     let dims = check(OP_BWD, q, k, v, slopes, 3)?;
     expect(OP_BWD, "d_o", d_o, &v.shape, dims.dtype)?;
@@ -243,6 +351,25 @@ pub fn lightning_attention_backward_into(
     expect(OP_BWD, "dv", &grads.dv, &v.shape, dims.dtype)?;
     let dq_kernel = entry(pkg, "lightning_attention_bwd_dq", &dims)?;
     let dkdv_kernel = entry(pkg, "lightning_attention_bwd_dkdv", &dims)?;
+    let s = segments(dev, opts, q)?;
+    let seg = segment_pass(
+        dev,
+        pkg,
+        "lightning_attention_segment_state",
+        [k, v],
+        slopes,
+        &dims,
+        s,
+    )?;
+    let dseg = segment_pass(
+        dev,
+        pkg,
+        "lightning_attention_segment_dstate",
+        [q, d_o],
+        slopes,
+        &dims,
+        s,
+    )?;
     pkg.launch(
         dev,
         dq_kernel,
@@ -251,6 +378,7 @@ pub fn lightning_attention_backward_into(
             Arg::Tensor(v),
             Arg::Tensor(d_o),
             Arg::Tensor(slopes),
+            Arg::Tensor(&seg),
             Arg::Tensor(&grads.dq),
         ],
     )?;
@@ -263,6 +391,7 @@ pub fn lightning_attention_backward_into(
             Arg::Tensor(v),
             Arg::Tensor(d_o),
             Arg::Tensor(slopes),
+            Arg::Tensor(&dseg),
             Arg::Tensor(&grads.dk),
             Arg::Tensor(&grads.dv),
         ],

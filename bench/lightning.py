@@ -137,10 +137,33 @@ for N, B in shapes:
         ratios.append(dict(kernel="lightning fwd+bwd", size=N, anchor=name, tessel_ms=t["fwd"] + t["bwd"], anchor_ms=s_ms,
                            speedup=s_ms / (t["fwd"] + t["bwd"])))
 
+# Decoding: tokens/s along one generation (tessel bench-decode), beside softmax attention's decode
+# step at the same context (SDPA, one query against a KV cache of L tokens; what a Transformer pays).
+DECODE = "--no-decode" not in sys.argv
+decode = []
+if DECODE:
+    contexts = [1024, 4096, 16384, 65536, 262144, 1048576]
+    out = subprocess.run([".gpu/bin/tessel", "bench-decode", PACKAGE, "--batch", "1,64", "--heads", str(H), "--d", str(D), "--e", str(E),
+                          "--context", ",".join(map(str, contexts)), "--json"], check=True, capture_output=True, text=True).stdout
+    decode = [dict(json.loads(l), name=TAG) for l in out.splitlines() if l.startswith("{")]
+    for b in (1, 64):
+        for L in contexts:
+            if b * H * L * D * 2 * 2 > 40e9:  # KV cache over 40 GB: not run
+                continue
+            q = torch.randn(b, H, 1, D, device="cuda", dtype=torch.bfloat16)
+            kc, vc = (torch.randn(b, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            try:
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+                    t_ms = median_ms(lambda: F.scaled_dot_product_attention(q, kc, vc))
+                decode.append(dict(name="SDPA decode (KV cache)", batch=b, context=L, us_per_step=1e3 * t_ms, tokens_per_s=b / (t_ms * 1e-3)))
+            except Exception as e:
+                print(f"SDPA decode B={b} L={L}: {e}"[:300])
+            del q, kc, vc
+
 commit = open(".gpu/COMMIT").read().strip() if os.path.exists(".gpu/COMMIT") else "unknown"
 date = datetime.date.today().isoformat()
 result = dict(device=torch.cuda.get_device_name(), date=date, commit=commit, torch=torch.__version__, arch=ARCH,
-              package=PACKAGE, records=records, ratios=ratios)
+              package=PACKAGE, records=records, ratios=ratios, decode=decode)
 out_dir = os.environ.get("OUT") or "bench/results"
 os.makedirs(out_dir, exist_ok=True)
 path = os.path.join(out_dir, f"{date}-{commit}-lightning{'-' + TAG.replace(' ', '_') if '--tag' in sys.argv else ''}.json")
@@ -152,4 +175,6 @@ for r in records:
     if r["name"] == TAG:
         parts = " ".join(f"{k.split('[')[0].replace('lightning_attention_', '')}={v:.3f}" for k, v in r.get("parts", {}).items())
         print(f"{r['group']:<18} {r['size']:>6} {r['ms']:>8.3f} ms {r['value']:>7.1f} TFLOP/s {parts}")
+for r in decode:
+    print(f"decode {r['name'][:26]:<26} B={r['batch']:>3} context={r['context']:>8} {r['us_per_step']:>9.2f} us/step {r['tokens_per_s']:>12.0f} tokens/s")
 print("wrote", path)

@@ -38,6 +38,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Time a package's kernel on the GPU with events.
     Bench(cli::bench::BenchArgs),
+    /// Time Lightning Attention decoding (tokens/s) along one long generation.
+    BenchDecode(cli::bench_decode::DecodeBenchArgs),
     /// Plot a benchmark results file as SVG.
     Plot(cli::plot::PlotArgs),
 }
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Interpret(args) => cli::lang::interpret(args),
         Command::Run(args) => cli::run::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::BenchDecode(args) => cli::bench_decode::run(args),
         Command::Plot(args) => cli::plot::run(args),
     };
     match result {

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `run`.
 
 pub mod bench;
+pub mod bench_decode;
 #[cfg(feature = "codegen")]
 pub mod compile;
 #[cfg(feature = "codegen")]

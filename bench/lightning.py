@@ -12,7 +12,7 @@ sum of its kernels. The anchors are timed by triton.testing.do_bench; their forw
 autograd step. FLOPs (for the TFLOP/s column; the ratios are of times): per token and head, intra
 2·BLK·D/2 + 2·BLK·E/2 (causal half of a 64-block), inter 2·D·E, state 2·D·E; backward 2× forward.
 """
-import datetime, json, os, subprocess, sys, tempfile
+import datetime, json, os, signal, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.abspath(".gpu/pylib"))
 import torch
@@ -75,8 +75,26 @@ for (N, B), (at, nf, nb) in zip(shapes, spans):
                  bwd=sum(timed[at + nf + i]["median_ms"] for i in range(nb)), parts=parts)
 
 
+class Slow(Exception):
+    pass
+
+
+def on_alarm(*_):
+    raise Slow(f"not done in {LIMIT_S} s (first-call autotuning?)")
+
+
+LIMIT_S = 120
+signal.signal(signal.SIGALRM, on_alarm)
+
+
 def median_ms(fn):
-    return do_bench(fn, warmup=5, rep=40, return_mode="median")
+    """do_bench's median; an anchor that cannot finish (autotuning a new shape) in LIMIT_S
+    seconds is reported and skipped rather than taking the whole device call with it."""
+    signal.alarm(LIMIT_S)
+    try:
+        return do_bench(fn, warmup=5, rep=40, return_mode="median")
+    finally:
+        signal.alarm(0)
 
 
 def fla_ops():
@@ -88,54 +106,6 @@ def fla_ops():
         print("fla unavailable:", e)
         return {}
 
-
-FLA = fla_ops() if ANCHORS else {}
-slopes = torch.rand(H, device="cuda") * 0.5 + 0.01
-records, ratios = [], []
-for N, B in shapes:
-    flops = 2 * B * N * H * (BLK * D / 2 + BLK * E / 2 + 2 * D * E)
-    t = ms[N]
-    records.append(dict(group="lightning fwd", name=TAG, size=N, metric="TFLOP/s", value=flops / t["fwd"] / 1e9, ms=t["fwd"], B=B, H=H))
-    records.append(dict(group="lightning fwd+bwd", name=TAG, size=N, metric="TFLOP/s", value=3 * flops / (t["fwd"] + t["bwd"]) / 1e9,
-                        ms=t["fwd"] + t["bwd"], B=B, H=H, parts=t["parts"]))
-    if not ANCHORS:
-        continue
-    anchors = {}
-    # fla: [B, T, H, K] layout, log-gates per step (constant per head), no scale.
-    q, k, v, do = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-    g = (-slopes).view(1, 1, H).expand(B, N, H).contiguous()
-    gk = g.unsqueeze(-1).expand(B, N, H, D).contiguous()
-    calls = {"fla chunk_simple_gla": lambda q, k, v: FLA["fla chunk_simple_gla"](q, k, v, g_gamma=-slopes, scale=1.0),
-             "fla chunk_gla": lambda q, k, v: FLA["fla chunk_gla"](q, k, v, g=gk, scale=1.0)}
-    for name in FLA:
-        op = calls[name]
-        try:
-            f_ms = median_ms(lambda: op(q, k, v))
-            qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
-            def step():
-                o, _ = op(qg, kg, vg)
-                o.backward(do)
-            anchors[name] = (f_ms, median_ms(step))
-        except Exception as e:
-            print(f"anchor {name} N={N}: {type(e).__name__}: {e}"[:400])
-    del q, k, v, do
-    q, k, v, do = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-    try:
-        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            f_ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
-            qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
-            def step():
-                F.scaled_dot_product_attention(qg, kg, vg, is_causal=True).backward(do)
-            anchors["cuDNN causal softmax attention"] = (f_ms, median_ms(step))
-    except Exception as e:
-        print(f"anchor cuDNN N={N}: {e}"[:400])
-    del q, k, v, do
-    for name, (f_ms, s_ms) in anchors.items():
-        records.append(dict(group="lightning fwd", name=name, size=N, metric="ms", value=f_ms, ms=f_ms, B=B, H=H))
-        records.append(dict(group="lightning fwd+bwd", name=name, size=N, metric="ms", value=s_ms, ms=s_ms, B=B, H=H))
-        ratios.append(dict(kernel="lightning fwd", size=N, anchor=name, tessel_ms=t["fwd"], anchor_ms=f_ms, speedup=f_ms / t["fwd"]))
-        ratios.append(dict(kernel="lightning fwd+bwd", size=N, anchor=name, tessel_ms=t["fwd"] + t["bwd"], anchor_ms=s_ms,
-                           speedup=s_ms / (t["fwd"] + t["bwd"])))
 
 # Decoding: tokens/s along one generation (tessel bench-decode), beside softmax attention's decode
 # step at the same context (SDPA, one query against a KV cache of L tokens; what a Transformer pays).
@@ -159,15 +129,72 @@ if DECODE:
             except Exception as e:
                 print(f"SDPA decode B={b} L={L}: {e}"[:300])
             del q, kc, vc
+    for r in decode:
+        print(f"decode {r['name'][:26]:<26} B={r['batch']:>3} context={r['context']:>8} {r['us_per_step']:>9.2f} us/step", flush=True)
 
-commit = open(".gpu/COMMIT").read().strip() if os.path.exists(".gpu/COMMIT") else "unknown"
-date = datetime.date.today().isoformat()
-result = dict(device=torch.cuda.get_device_name(), date=date, commit=commit, torch=torch.__version__, arch=ARCH,
-              package=PACKAGE, records=records, ratios=ratios, decode=decode)
-out_dir = os.environ.get("OUT") or "bench/results"
-os.makedirs(out_dir, exist_ok=True)
-path = os.path.join(out_dir, f"{date}-{commit}-lightning{'-' + TAG.replace(' ', '_') if '--tag' in sys.argv else ''}.json")
-json.dump(result, open(path, "w"), indent=1)
+def write_results():
+    commit = open(".gpu/COMMIT").read().strip() if os.path.exists(".gpu/COMMIT") else "unknown"
+    date = datetime.date.today().isoformat()
+    result = dict(device=torch.cuda.get_device_name(), date=date, commit=commit, torch=torch.__version__, arch=ARCH,
+                  package=PACKAGE, records=records, ratios=ratios, decode=decode)
+    out_dir = os.environ.get("OUT") or "bench/results"
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{date}-{commit}-lightning{'-' + TAG.replace(' ', '_') if '--tag' in sys.argv else ''}.json")
+    json.dump(result, open(path, "w"), indent=1)
+    return path
+
+
+FLA = fla_ops() if ANCHORS else {}
+slopes = torch.rand(H, device="cuda") * 0.5 + 0.01
+records, ratios = [], []
+for N, B in shapes:
+    flops = 2 * B * N * H * (BLK * D / 2 + BLK * E / 2 + 2 * D * E)
+    t = ms[N]
+    records.append(dict(group="lightning fwd", name=TAG, size=N, metric="TFLOP/s", value=flops / t["fwd"] / 1e9, ms=t["fwd"], B=B, H=H))
+    records.append(dict(group="lightning fwd+bwd", name=TAG, size=N, metric="TFLOP/s", value=3 * flops / (t["fwd"] + t["bwd"]) / 1e9,
+                        ms=t["fwd"] + t["bwd"], B=B, H=H, parts=t["parts"]))
+    if not ANCHORS:
+        continue
+    anchors = {}
+    q, k, v, do = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    try:
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            f_ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+            qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
+            def step():
+                F.scaled_dot_product_attention(qg, kg, vg, is_causal=True).backward(do)
+            anchors["cuDNN causal softmax attention"] = (f_ms, median_ms(step))
+    except Exception as e:
+        print(f"anchor cuDNN N={N}: {e}"[:400])
+    del q, k, v, do
+    # fla: [B, T, H, K] layout, log-gates per step (constant per head), no scale.
+    q, k, v, do = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    g = (-slopes).view(1, 1, H).expand(B, N, H).contiguous()
+    gk = g.unsqueeze(-1).expand(B, N, H, D).contiguous()
+    calls = {"fla chunk_simple_gla": lambda q, k, v: FLA["fla chunk_simple_gla"](q, k, v, g_gamma=-slopes, scale=1.0),
+             "fla chunk_gla": lambda q, k, v: FLA["fla chunk_gla"](q, k, v, g=gk, scale=1.0)}
+    for name in FLA:
+        op = calls[name]
+        try:
+            f_ms = median_ms(lambda: op(q, k, v))
+            qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
+            def step():
+                o, _ = op(qg, kg, vg)
+                o.backward(do)
+            anchors[name] = (f_ms, median_ms(step))
+        except Exception as e:
+            print(f"anchor {name} N={N}: {type(e).__name__}: {e}"[:400])
+    del q, k, v, do
+    for name, (f_ms, s_ms) in anchors.items():
+        records.append(dict(group="lightning fwd", name=name, size=N, metric="ms", value=f_ms, ms=f_ms, B=B, H=H))
+        records.append(dict(group="lightning fwd+bwd", name=name, size=N, metric="ms", value=s_ms, ms=s_ms, B=B, H=H))
+        ratios.append(dict(kernel="lightning fwd", size=N, anchor=name, tessel_ms=t["fwd"], anchor_ms=f_ms, speedup=f_ms / t["fwd"]))
+        ratios.append(dict(kernel="lightning fwd+bwd", size=N, anchor=name, tessel_ms=t["fwd"] + t["bwd"], anchor_ms=s_ms,
+                           speedup=s_ms / (t["fwd"] + t["bwd"])))
+        print(f"N={N:>6} {name:<32} fwd {f_ms:8.3f} ms ({f_ms / t['fwd']:5.2f}x)  fwd+bwd {s_ms:8.3f} ms ({s_ms / (t['fwd'] + t['bwd']):5.2f}x)",
+              flush=True)
+    write_results()
+
 print(f"{'kernel':<18} {'N':>6} {'tessel ms':>10} {'anchor ms':>10} {'speedup':>8}  anchor")
 for r in ratios:
     print(f"{r['kernel']:<18} {r['size']:>6} {r['tessel_ms']:>10.3f} {r['anchor_ms']:>10.3f} {r['speedup']:>8.2f}  {r['anchor']}")
@@ -177,4 +204,4 @@ for r in records:
         print(f"{r['group']:<18} {r['size']:>6} {r['ms']:>8.3f} ms {r['value']:>7.1f} TFLOP/s {parts}")
 for r in decode:
     print(f"decode {r['name'][:26]:<26} B={r['batch']:>3} context={r['context']:>8} {r['us_per_step']:>9.2f} us/step {r['tokens_per_s']:>12.0f} tokens/s")
-print("wrote", path)
+print("wrote", write_results())

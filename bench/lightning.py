@@ -101,7 +101,12 @@ def fla_ops():
     try:
         from fla.ops.simple_gla import chunk_simple_gla
         from fla.ops.gla import chunk_gla
-        return {"fla chunk_simple_gla": chunk_simple_gla, "fla chunk_gla": chunk_gla}
+        ops = {"fla chunk_simple_gla": chunk_simple_gla, "fla chunk_gla": chunk_gla}
+        # --fla simple_gla,gla picks which (chunk_gla autotunes for minutes on a new shape).
+        if "--fla" in sys.argv:
+            keep = sys.argv[sys.argv.index("--fla") + 1].split(",")
+            ops = {k: v for k, v in ops.items() if k.split("chunk_")[1] in keep}
+        return ops
     except Exception as e:
         print("fla unavailable:", e)
         return {}

@@ -49,7 +49,7 @@ def phases(B, N):
     v = f"[D={D},E={E}]"
     fwd = [f"lightning_attention_segment_state{v} {shape}", f"lightning_attention_fwd{v} {shape}"]
     bwd = [f"lightning_attention_segment_state{v} {shape}", f"lightning_attention_segment_dstate{v} {shape}",
-           f"lightning_attention_bwd_dq{v} {shape}", f"lightning_attention_bwd_dkdv{v} {shape}"]
+           f"lightning_attention_bwd_dq{v} {shape}", f"lightning_attention_bwd_dk{v} {shape}", f"lightning_attention_bwd_dv{v} {shape}"]
     return fwd, bwd
 
 

@@ -119,7 +119,7 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
     }
     assert_eq!(
         checked,
-        15 * TARGETS.len(),
+        16 * TARGETS.len(),
         "every example kernel on every target"
     );
 }

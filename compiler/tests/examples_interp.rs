@@ -255,7 +255,14 @@ fn lightning_forward(
 /// segments empty): 50 tokens are 4 blocks of 16, cut 1, 2, 3 (2 + 2 + 0) and 5 ways.
 #[test]
 fn lightning_attention_forward_matches_reference() {
-    let defs = [("BLK", "16"), ("D", "16"), ("E", "32"), ("T", "f32")];
+    // E = 32 in two tiles of BE = 16: two programs per segment, each its own state columns.
+    let defs = [
+        ("BLK", "16"),
+        ("D", "16"),
+        ("E", "32"),
+        ("BE", "16"),
+        ("T", "f32"),
+    ];
     for (b, h, n) in [(1, 2, 1), (1, 2, 15), (2, 3, 16), (1, 2, 50)] {
         let (d, e) = (16, 32);
         let p = linear::Problem::new(b, h, n, d, e);
@@ -434,17 +441,27 @@ fn flash_attention_backward_matches_reference() {
     }
 }
 
+/// dQ and dK over D = 16 in two tiles of BD = 8, dV and the gradient states over E = 8 in two
+/// tiles of BE = 4.
 #[test]
 fn lightning_attention_backward_matches_reference() {
-    let defs = [("BLK", "16"), ("D", "16"), ("E", "8"), ("T", "f32")];
+    let defs = [
+        ("BLK", "16"),
+        ("D", "16"),
+        ("E", "8"),
+        ("BD", "8"),
+        ("BE", "4"),
+        ("T", "f32"),
+    ];
     let kernel = |name: &str| example_kernel("lightning_attention.tsl", name, &defs);
     let (seg_k, dseg_k) = (
         kernel("lightning_attention_segment_state"),
         kernel("lightning_attention_segment_dstate"),
     );
-    let (dq_k, dkdv_k) = (
+    let (dq_k, dk_k, dv_k) = (
         kernel("lightning_attention_bwd_dq"),
-        kernel("lightning_attention_bwd_dkdv"),
+        kernel("lightning_attention_bwd_dk"),
+        kernel("lightning_attention_bwd_dv"),
     );
     for (b, h, n) in [(1, 2, 1), (1, 3, 15), (2, 2, 16), (1, 3, 50)] {
         let (d, e) = (16, 8);
@@ -457,33 +474,20 @@ fn lightning_attention_backward_matches_reference() {
         let slope = HostTensor::new(DType::F32, vec![h], slopes.clone());
         let (dq, dk, dv) = linear::backward(&p, &q.data, &k.data, &v.data, &slopes, &d_o.data);
         let t = |x: &HostTensor| HostArg::Tensor(x.clone());
+        let out = |w: usize| HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, w]));
         for s in [1, 3, 5] {
             let seg = segment_states(&seg_k, &k, &v, &slope, s, d, e);
             let dseg = segment_states(&dseg_k, &q, &d_o, &slope, s, d, e);
-            let mut a = vec![
-                t(&k),
-                t(&v),
-                t(&d_o),
-                t(&slope),
-                t(&seg),
-                HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
-            ];
+            let mut a = vec![t(&k), t(&v), t(&d_o), t(&slope), t(&seg), out(d)];
             interp::run(&dq_k, &mut a).unwrap();
-            let mut c = vec![
-                t(&q),
-                t(&k),
-                t(&v),
-                t(&d_o),
-                t(&slope),
-                t(&dseg),
-                HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, d])),
-                HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, h, n, e])),
-            ];
-            interp::run(&dkdv_k, &mut c).unwrap();
+            let mut c = vec![t(&q), t(&v), t(&d_o), t(&slope), t(&dseg), out(d)];
+            interp::run(&dk_k, &mut c).unwrap();
+            let mut w = vec![t(&q), t(&k), t(&d_o), t(&slope), t(&dseg), out(e)];
+            interp::run(&dv_k, &mut w).unwrap();
             for (name, got, want) in [
                 ("dQ", &tensor(&a[5]).data, &dq),
-                ("dK", &tensor(&c[6]).data, &dk),
-                ("dV", &tensor(&c[7]).data, &dv),
+                ("dK", &tensor(&c[5]).data, &dk),
+                ("dV", &tensor(&w[5]).data, &dv),
             ] {
                 let err = err_vs_scale(got, want);
                 assert!(err < 1e-5, "{name} {b}x{h}x{n}, {s} segments: {err}");

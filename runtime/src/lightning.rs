@@ -43,13 +43,14 @@ pub fn segments_for(sms: usize, b: usize, h: usize, n: usize) -> usize {
 }
 
 fn segments(
+    op: &'static str,
     dev: &Device,
     opts: &LightningOptions,
     q: &DeviceTensor,
 ) -> Result<usize, RuntimeError> {
     let [b, h, n] = [q.shape[0], q.shape[1], q.shape[2]];
     match opts.segments {
-        Some(0) => Err(bad(OP_FWD, "segments must be at least 1".to_string())),
+        Some(0) => Err(bad(op, "segments must be at least 1".to_string())),
         Some(s) => Ok(s),
         None => Ok(segments_for(dev.multiprocessors()?, b, h, n)),
     }
@@ -208,7 +209,7 @@ fn forward(
 ) -> Result<(DeviceTensor, Dims), RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     expect(OP_FWD, "o", o, &v.shape, dims.dtype)?;
-    let s = segments(dev, opts, q)?;
+    let s = segments(OP_FWD, dev, opts, q)?;
     let fwd = entry(pkg, "lightning_attention_fwd", &dims)?;
     let seg = segment_pass(
         dev,
@@ -299,7 +300,7 @@ pub fn lightning_attention_decode(
 }
 
 /// dQ, dK, dV of [`lightning_attention_forward`] given dO (B, H, N, E): a forward sweep for dQ
-/// and a reverse sweep (the state carried backwards) for dK and dV, each over segments started
+/// and reverse sweeps (the state carried backwards) for dK and dV, each over segments started
 /// from their own segment-state pass.
 #[allow(clippy::too_many_arguments)]
 pub fn lightning_attention_backward(
@@ -350,8 +351,9 @@ pub fn lightning_attention_backward_into(
     expect(OP_BWD, "dk", &grads.dk, &k.shape, dims.dtype)?;
     expect(OP_BWD, "dv", &grads.dv, &v.shape, dims.dtype)?;
     let dq_kernel = entry(pkg, "lightning_attention_bwd_dq", &dims)?;
-    let dkdv_kernel = entry(pkg, "lightning_attention_bwd_dkdv", &dims)?;
-    let s = segments(dev, opts, q)?;
+    let dk_kernel = entry(pkg, "lightning_attention_bwd_dk", &dims)?;
+    let dv_kernel = entry(pkg, "lightning_attention_bwd_dv", &dims)?;
+    let s = segments(OP_BWD, dev, opts, q)?;
     let seg = segment_pass(
         dev,
         pkg,
@@ -384,15 +386,25 @@ pub fn lightning_attention_backward_into(
     )?;
     pkg.launch(
         dev,
-        dkdv_kernel,
+        dk_kernel,
         &[
             Arg::Tensor(q),
-            Arg::Tensor(k),
             Arg::Tensor(v),
             Arg::Tensor(d_o),
             Arg::Tensor(slopes),
             Arg::Tensor(&dseg),
             Arg::Tensor(&grads.dk),
+        ],
+    )?;
+    pkg.launch(
+        dev,
+        dv_kernel,
+        &[
+            Arg::Tensor(q),
+            Arg::Tensor(k),
+            Arg::Tensor(d_o),
+            Arg::Tensor(slopes),
+            Arg::Tensor(&dseg),
             Arg::Tensor(&grads.dv),
         ],
     )?;

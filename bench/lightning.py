@@ -5,7 +5,8 @@ per-head gates: the same function) and causal cuDNN flash attention, forward and
 writes a results JSON.
 
 Run on the GPU machine from the repository root, after `make gpu-bundle` here:
-    python3 bench/lightning.py [--quick] [--package PATH] [--ns 1024,4096]
+    python3 bench/lightning.py [--quick] [--package PATH] [--ns 1024,4096] [--fla simple_gla,gla]
+                               [--no-decode] [--no-anchors] [--sweep-segments]
 fla is taken from .gpu/pylib when it is not installed (scripts/gpu-bundle unpacks its wheel there).
 tessel's times come from one `tessel bench --cases` run (CUDA events, median); a phase's time is the
 sum of its kernels. The anchors are timed by triton.testing.do_bench; their forward+backward is one
@@ -54,6 +55,27 @@ def phases(B, N):
 
 
 shapes = [(N, TOKENS // N) for N in NS]
+
+# --sweep-segments: the forward (segment states + fwd) at 1, 2, 4 and 8 times the runtime's segment
+# count, tessel only: data for segments_for (the wave tail at long N). Prints a table and exits.
+if "--sweep-segments" in sys.argv:
+    sweep = []
+    for N, B in shapes:
+        blocks = -(-N // BLK)
+        for mult in (1, 2, 4, 8):
+            S = min(blocks, segments(B, N) * mult)
+            shape = f"B={B},H={H},N={N},S={S}"
+            sweep.append((N, mult, S, [f"lightning_attention_segment_state[D={D},E={E}] {shape}", f"lightning_attention_fwd[D={D},E={E}] {shape}"]))
+    with tempfile.NamedTemporaryFile("w", suffix=".cases", delete=False) as f:
+        f.write("\n".join(l for *_, ls in sweep for l in ls) + "\n")
+    out = subprocess.run([".gpu/bin/tessel", "bench", PACKAGE, "--cases", f.name, "--json", "--iters", "30", "--warmup", "3"],
+                         check=True, capture_output=True, text=True).stdout
+    timed = [json.loads(l)["median_ms"] for l in out.splitlines() if l.startswith("{")]
+    print(f"{'N':>6} {'x':>2} {'S':>5} {'seg ms':>8} {'fwd ms':>8} {'sum':>8}")
+    for j, (N, mult, S, _) in enumerate(sweep):
+        a, b = timed[2 * j], timed[2 * j + 1]
+        print(f"{N:>6} {mult:>2} {S:>5} {a:>8.3f} {b:>8.3f} {a + b:>8.3f}")
+    sys.exit(0)
 lines, spans = [], []
 for N, B in shapes:
     fwd, bwd = phases(B, N)

@@ -8,7 +8,6 @@
 //! .npy files (plus cases.json) for bench/sdpa_check.py, which compares them with PyTorch's
 //! scaled_dot_product_attention on the same inputs.
 
-use npyz::WriterBuilder;
 use tessel_reference::attention::{self as reference, Problem};
 use tessel_runtime::attention::{
     flash_attention_backward, flash_attention_backward_into, flash_attention_forward,
@@ -167,17 +166,7 @@ fn dump(dir: &std::path::Path, index: usize, c: &Case, r: &Run, manifest: &mut V
     let names = ["q", "k", "v", "do", "o", "lse", "dq", "dk", "dv"];
     let data = r.inputs.iter().chain(&r.outputs);
     for ((name, shape), values) in names.iter().zip(&shapes).zip(data) {
-        let path = dir.join(format!("case{index}_{name}.npy"));
-        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&shape)
-            .writer(file)
-            .begin_nd()
-            .unwrap();
-        w.extend(values.iter().map(|&x| x as f32)).unwrap();
-        w.finish().unwrap();
+        write_npy(&dir.join(format!("case{index}_{name}.npy")), shape, values);
     }
     manifest.push(format!(
         r#"{{"case": {index}, "b": {}, "hq": {}, "hkv": {}, "nq": {}, "nk": {}, "d": {}, "causal": {}}}"#,

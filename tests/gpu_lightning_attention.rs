@@ -5,6 +5,10 @@
 //! and a value dim different from the key dim; TransNormerLLM's LRPE-d slopes (first and last
 //! layer) and zero decay; prefill followed by decode equals the forward of the whole sequence;
 //! and 100 000 decode steps with λ = 0.9999 stay finite and on the float64 recurrence.
+//!
+//! With TESSEL_DUMP_DIR set, the forward cases of the first package (inputs, slopes, tessel's O and
+//! the float64 reference) are also written there as .npy files with cases.json, for
+//! bench/fla_check.py: the same inputs through fla's `chunk_gla` with constant gates.
 
 use tessel_models::transnormer::decay::{layer_slopes, Schedule};
 use tessel_reference::linear::{self as reference, Problem, Recurrence};
@@ -137,6 +141,7 @@ fn lightning_attention_matches_float64() {
         "arch", "B", "H", "N", "D", "E", "decay", "seg", "O", "dQ", "dK", "dV"
     );
     let mut failures = Vec::new();
+    let dump_dir = std::env::var_os("TESSEL_DUMP_DIR").map(std::path::PathBuf::from);
     for arch in archs_for(&dev) {
         let pkg = package(&dev, arch);
         let mut runs = Vec::new();
@@ -174,7 +179,7 @@ fn lightning_attention_matches_float64() {
             runs.push((o.to_f64(&dev).unwrap(), grads, [qh, kh, vh, doh], slopes));
         }
         // References on every core at once.
-        let errors: Vec<[f64; 4]> = std::thread::scope(|s| {
+        let checked: Vec<([f64; 4], Vec<f64>)> = std::thread::scope(|s| {
             let handles: Vec<_> = cases
                 .iter()
                 .zip(&runs)
@@ -193,13 +198,41 @@ fn lightning_attention_matches_float64() {
                             e[2] = scaled_err(dk, &wk);
                             e[3] = scaled_err(dv, &wv);
                         }
-                        e
+                        (e, want)
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        for (c, e) in cases.iter().zip(&errors) {
+        if let (Some(dir), true) = (&dump_dir, arch == archs_for(&dev)[0]) {
+            std::fs::create_dir_all(dir).unwrap();
+            let mut manifest = Vec::new();
+            for (i, ((c, (o, _, [q, k, v, _], slopes)), (_, want))) in
+                cases.iter().zip(&runs).zip(&checked).enumerate()
+            {
+                let (qk, vo) = ([c.b, c.h, c.n, c.d], [c.b, c.h, c.n, c.e]);
+                for (name, shape, values) in [
+                    ("q", &qk[..], q),
+                    ("k", &qk[..], k),
+                    ("v", &vo[..], v),
+                    ("slopes", &[c.h][..], slopes),
+                    ("o", &vo[..], o),
+                    ("ref", &vo[..], want),
+                ] {
+                    write_npy(&dir.join(format!("case{i}_{name}.npy")), shape, values);
+                }
+                manifest.push(format!(
+                    r#"{{"case": {i}, "b": {}, "h": {}, "n": {}, "d": {}, "e": {}, "decay": "{}"}}"#,
+                    c.b, c.h, c.n, c.d, c.e, c.decay
+                ));
+            }
+            std::fs::write(
+                dir.join("cases.json"),
+                format!("[{}]\n", manifest.join(",\n")),
+            )
+            .unwrap();
+        }
+        for (c, (e, _)) in cases.iter().zip(&checked) {
             println!(
                 "{arch:<7} {:>2} {:>2} {:>6} {:>4} {:>4} {:<10} {:>4} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e}",
                 c.b,

@@ -103,3 +103,19 @@ fn archs_for(dev: &tessel_runtime::Device) -> Vec<&'static str> {
         vec!["sm_80"]
     }
 }
+
+/// Writes `values` as an f32 .npy array of `shape` (for the Python cross-checks in bench/).
+#[allow(dead_code)]
+fn write_npy(path: &std::path::Path, shape: &[usize], values: &[f64]) {
+    use npyz::WriterBuilder;
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(file)
+        .begin_nd()
+        .unwrap();
+    w.extend(values.iter().map(|&x| x as f32)).unwrap();
+    w.finish().unwrap();
+}

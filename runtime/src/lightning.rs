@@ -410,3 +410,30 @@ pub fn lightning_attention_backward_into(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::segments_for;
+
+    #[test]
+    fn segment_counts_fill_the_machine_without_tiny_segments() {
+        // One head of 64k tokens on an H100: 17 segments of 61 blocks (two waves of 132 SMs).
+        assert_eq!(segments_for(132, 1, 16, 65536), 17);
+        // Enough heads already: one segment each.
+        assert_eq!(segments_for(132, 64, 16, 1024), 1);
+        // Never fewer than 4 blocks a segment, never zero segments.
+        assert_eq!(segments_for(132, 1, 1, 64 * 7), 1);
+        assert_eq!(segments_for(132, 1, 1, 64 * 40), 10);
+        assert_eq!(segments_for(132, 1, 1, 1), 1);
+        assert_eq!(segments_for(132, 0, 0, 0), 1);
+        for n in [1, 63, 64, 1000, 8192, 65536, 1 << 20] {
+            for bh in [1, 2, 16, 1024] {
+                let s = segments_for(132, bh, 1, n);
+                assert!(
+                    s >= 1 && (s == 1 || n.div_ceil(64) / s >= 4),
+                    "n={n} bh={bh}: {s}"
+                );
+            }
+        }
+    }
+}

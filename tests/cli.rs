@@ -64,6 +64,29 @@ fn impossible_requests_fail_with_a_message_not_an_abort() {
 }
 
 #[test]
+fn bench_decode_refuses_bad_requests_before_touching_a_device() {
+    let (ok, _, err) = tessel(&[
+        "bench-decode",
+        "missing.tpkg",
+        "--context",
+        "100",
+        "--window",
+        "512",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("every context must be at least the window (512 steps)"),
+        "{err}"
+    );
+    let (ok, _, err) = tessel(&["bench-decode", "/nonexistent/lightning.tpkg"]);
+    assert!(!ok);
+    assert!(
+        err.contains("/nonexistent/lightning.tpkg") || err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn devices_without_a_driver_is_a_clear_error() {
     if tessel_runtime::device::driver_present() {
         eprintln!("SKIP devices_without_a_driver_is_a_clear_error: a driver is present");

@@ -9,10 +9,11 @@
 //! f32 state S = Σ_s λ^{N−1−s} k_sᵀ v_s (B, H, D, E) that [`lightning_attention_decode`] advances
 //! one token at a time at a cost independent of the context length.
 //!
-//! The kernels cut the sequence into S segments of whole 64-token blocks so that S·B·H programs
-//! fill the GPU (one head of 64k tokens would otherwise be one program walking 1024 blocks): a
-//! first pass writes each segment's own f32 state (B, H, S, D, E), the second starts every segment
-//! from the sum of the earlier ones. [`segments_for`] picks S; [`LightningOptions`] can fix it.
+//! The kernels cut the sequence into S segments of whole 64-token blocks so that many programs
+//! share a head (one head of 64k tokens would otherwise be one program walking 1024 blocks), and
+//! give each program a 64-wide tile of the state: a first pass writes each segment's own f32 state
+//! (B, H, S, D, E), the second starts every segment from the sum of the earlier ones.
+//! [`segments_for`] picks S; [`LightningOptions`] can fix it.
 
 use tessel_package::DType;
 
@@ -33,9 +34,11 @@ pub struct LightningOptions {
     pub segments: Option<usize>,
 }
 
-/// Segments per (batch, head) for B·H heads of `n` tokens on `sms` multiprocessors: enough
-/// programs for two waves, but at least 4 blocks per segment (each segment costs an extra pass
-/// over its keys and values for its own state, and the consumer sums the earlier segments' states).
+/// Segments per (batch, head) for B·H heads of `n` tokens on `sms` multiprocessors: B·H·S of at
+/// least two waves, but at least 4 blocks per segment (every program first sums the states of the
+/// segments before it, and each segment holds a (D, E) f32 state in memory). It does not count the
+/// state tiles or how many programs an SM holds: at B = 1 that leaves a wave tail
+/// (docs/kernels/lightning.md).
 pub fn segments_for(sms: usize, b: usize, h: usize, n: usize) -> usize {
     let blocks = n.div_ceil(BLOCK);
     let want = (2 * sms).div_ceil((b * h).max(1));

@@ -42,8 +42,7 @@ pub struct DecodeBenchArgs {
 }
 
 pub fn run(args: DecodeBenchArgs) -> super::CliResult {
-    let dev = Device::open(0)?;
-    let pkg = LoadedPackage::load(&dev, Package::read(&args.package)?)?;
+    // Arguments first: a bad request is refused before any device work.
     let mut contexts = args.context.clone();
     contexts.sort_unstable();
     contexts.dedup();
@@ -51,6 +50,9 @@ pub fn run(args: DecodeBenchArgs) -> super::CliResult {
     if contexts.first().is_some_and(|&c| c < window) {
         return Err(format!("every context must be at least the window ({window} steps)").into());
     }
+    let package = Package::read(&args.package)?;
+    let dev = Device::open(0)?;
+    let pkg = LoadedPackage::load(&dev, package)?;
     let (h, d, e) = (args.heads, args.d, args.e);
     // TransNormerLLM's first-layer decays: the state stays bounded however long the run.
     let slopes = layer_slopes(Schedule::Released, h, 0, 24);

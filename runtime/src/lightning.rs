@@ -209,7 +209,7 @@ fn forward(
     slopes: &DeviceTensor,
     o: &DeviceTensor,
     opts: &LightningOptions,
-) -> Result<(DeviceTensor, Dims), RuntimeError> {
+) -> Result<DeviceTensor, RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     expect(OP_FWD, "o", o, &v.shape, dims.dtype)?;
     let s = segments(OP_FWD, dev, opts, q)?;
@@ -235,7 +235,7 @@ fn forward(
             Arg::Tensor(o),
         ],
     )?;
-    Ok((seg, dims))
+    Ok(seg)
 }
 
 /// The forward, plus the final state for [`lightning_attention_decode`].
@@ -250,7 +250,7 @@ pub fn lightning_attention_prefill(
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     let state_kernel = entry(pkg, "lightning_attention_state", &dims)?;
     let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
-    let (seg, dims) = forward(dev, pkg, q, k, v, slopes, &o, &LightningOptions::default())?;
+    let seg = forward(dev, pkg, q, k, v, slopes, &o, &LightningOptions::default())?;
     let state = DeviceTensor::empty(dev, DType::F32, &[q.shape[0], q.shape[1], dims.d, dims.e])?;
     pkg.launch(
         dev,

@@ -94,7 +94,7 @@ pub fn run(args: DecodeBenchArgs) -> super::CliResult {
             Ok::<(), tessel_runtime::RuntimeError>(())
         };
         for &c in &contexts {
-            advance(&mut state, c - window - step.min(c - window), &mut step)?;
+            advance(&mut state, (c - window).saturating_sub(step), &mut step)?;
             dev.synchronize()?;
             let ms = dev.time_ms(|| advance(&mut state, window, &mut step))?;
             let us = 1e3 * ms as f64 / window as f64;

@@ -37,7 +37,23 @@ impl BackendOptions {
 
 fn init_nvptx() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| LlvmTarget::initialize_nvptx(&InitializationConfig::default()));
+    ONCE.call_once(|| {
+        LlvmTarget::initialize_nvptx(&InitializationConfig::default());
+        // 32-bit shared-memory pointers: shared memory is < 4 GB, and with 64-bit ones every
+        // shared address held across a loop costs a register pair and every offset a 64-bit add
+        // and a widening convert (the Lightning forward had ~230 `cvt.u64.u32` for that alone).
+        // NVPTX reads this option when the target machine is created, which is after this.
+        let args = [c"tessel".as_ptr(), c"-nvptx-short-ptr".as_ptr()];
+        // SAFETY: two valid NUL-terminated strings that outlive the call; run once per process,
+        // before any target machine exists, so no other thread reads LLVM's options meanwhile.
+        unsafe {
+            inkwell::llvm_sys::support::LLVMParseCommandLineOptions(
+                args.len() as i32,
+                args.as_ptr(),
+                std::ptr::null(),
+            )
+        };
+    });
 }
 
 /// A target machine for `target`; fails (without touching LLVM) if the table refuses the request.

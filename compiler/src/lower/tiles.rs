@@ -58,6 +58,17 @@ fn ty(d: DType) -> &'static str {
 
 /// A float constant of type `d` as its exact bit pattern (MLIR's hex float form), rounded to
 /// nearest as the interpreter rounds.
+/// The 2-element vector of a register type, for accesses that move a pair of registers at once.
+fn vec2_ty(t: &str) -> Option<&'static str> {
+    match t {
+        "bf16" => Some("vector<2xbf16>"),
+        "f16" => Some("vector<2xf16>"),
+        "f32" => Some("vector<2xf32>"),
+        "i32" => Some("vector<2xi32>"),
+        _ => None,
+    }
+}
+
 fn float_lit_of(v: f64, d: DType) -> String {
     match d {
         DType::Bf16 => format!("0x{:04X}", half::bf16::from_f64(v).to_bits()),
@@ -130,6 +141,20 @@ impl Emitter {
 
 /// (fixed dims in range, i64 offset of the fixed dims, per range: (start, stride, extent)).
 type SliceAccess = (V, V, Vec<(V, V, V)>);
+
+/// A tile access's fast path (see `Lower::interior`).
+struct Interior {
+    /// The whole tile lies inside the tensor (and, when `paired`, its pairs are aligned).
+    cond: V,
+    /// i64 offset of the fixed dims.
+    off: V,
+    /// Per range: the thread's coordinate and the range's stride.
+    thread: Vec<(V, V)>,
+    /// Two ranges (rows, columns) rather than one.
+    two: bool,
+    /// Register pairs move as one 2-element access.
+    paired: bool,
+}
 
 struct Lower<'a> {
     k: &'a Kernel,
@@ -523,6 +548,94 @@ impl<'a> Lower<'a> {
             .op(t, &format!("llvm.load {} : !llvm.ptr<3> -> {t}", p.n))
     }
 
+    /// Two registers of one type as a 2-element vector (`vec2_ty` must know the type).
+    fn pack2(&mut self, a: &V, b: &V) -> V {
+        let vt = vec2_ty(a.t).expect("a pairable register type");
+        let u = self.e.op(vt, &format!("llvm.mlir.undef : {vt}"));
+        let (z, o) = (self.c32(0), self.c32(1));
+        let v = self.e.op(
+            vt,
+            &format!("llvm.insertelement {}, {}[{} : i32] : {vt}", a.n, u.n, z.n),
+        );
+        self.e.op(
+            vt,
+            &format!("llvm.insertelement {}, {}[{} : i32] : {vt}", b.n, v.n, o.n),
+        )
+    }
+
+    fn unpack2(&mut self, v: &V, t: &'static str) -> [V; 2] {
+        let (z, o) = (self.c32(0), self.c32(1));
+        [z, o].map(|i| {
+            self.e.op(
+                t,
+                &format!("llvm.extractelement {}[{} : i32] : {}", v.n, i.n, v.t),
+            )
+        })
+    }
+
+    /// `scf.if c` whose arms each produce the same number of values of the same types.
+    fn if_values(
+        &mut self,
+        c: &V,
+        then: impl FnOnce(&mut Self) -> R<Vec<V>>,
+        els: impl FnOnce(&mut Self) -> R<Vec<V>>,
+    ) -> R<Vec<V>> {
+        self.e.bodies.push(String::new());
+        let a = then(self)?;
+        self.yield_values(&a);
+        let ta = self.e.bodies.pop().unwrap_or_default();
+        self.e.bodies.push(String::new());
+        let b = els(self)?;
+        self.yield_values(&b);
+        let tb = self.e.bodies.pop().unwrap_or_default();
+        let tys: Vec<&str> = a.iter().map(|v| v.t).collect();
+        if b.iter().map(|v| v.t).ne(tys.iter().copied()) {
+            return Err(err("the arms of a conditional produce different types"));
+        }
+        let res = self.e.fresh();
+        if a.is_empty() {
+            self.e.line(&format!("scf.if {} {{", c.n));
+        } else {
+            self.e.line(&format!(
+                "{res}:{} = scf.if {} -> ({}) {{",
+                a.len(),
+                c.n,
+                tys.join(", ")
+            ));
+        }
+        let body = self.e.bodies.last_mut().expect("a body is open");
+        for (i, text) in [ta, tb].iter().enumerate() {
+            if i == 1 {
+                body.push_str("    } else {\n");
+            }
+            for l in text.lines() {
+                body.push_str("  ");
+                body.push_str(l);
+                body.push('\n');
+            }
+        }
+        self.e.line("}");
+        Ok((0..a.len())
+            .map(|i| V {
+                n: format!("{res}#{i}"),
+                t: tys[i],
+            })
+            .collect())
+    }
+
+    fn yield_values(&mut self, vals: &[V]) {
+        if vals.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = vals.iter().map(|v| v.n.as_str()).collect();
+        let tys: Vec<&str> = vals.iter().map(|v| v.t).collect();
+        self.e.line(&format!(
+            "scf.yield {} : {}",
+            names.join(", "),
+            tys.join(", ")
+        ));
+    }
+
     fn gptr(&mut self, tensor: usize, off64: &V) -> V {
         let d = self.tensor_dtype(tensor);
         let base = self.args[tensor].n.clone();
@@ -829,6 +942,107 @@ impl<'a> Lower<'a> {
         Ok(out)
     }
 
+    /// The fast path of accessing `d`'s registers of a slice: when the whole tile lies inside the
+    /// tensor (one check per tile instead of one per element), every register's pointer is the
+    /// thread's one 64-bit offset plus a constant, which folds into the instruction's immediate
+    /// when the tensor's inner dims are compile-time constants; and register pairs
+    /// (`Dist::pairs_columns`) along the tensor's last axis move as one 2-element access when
+    /// the tile's origin is 2-element aligned and so is the row stride (checked at run time,
+    /// with the tile check).
+    fn interior(
+        &mut self,
+        tensor: usize,
+        starts: &[ValueId],
+        extents: &[Option<usize>],
+        d: &Dist,
+        dt: DType,
+    ) -> R<Interior> {
+        let (ok, off, ranges) = self.slice(tensor, starts, extents)?;
+        let two = ranges.len() == 2;
+        let (br, bc) = self.base(d);
+        let cols = d.shape[1];
+        let z = self.c32(0);
+        let mut cond = ok;
+        let mut thread = Vec::new();
+        for (i, (st, stride, dim)) in ranges.iter().enumerate() {
+            let (ext, b) = if two {
+                (d.shape[i], if i == 0 { br.clone() } else { bc.clone() })
+            } else {
+                let cv = self.c32(cols as i64);
+                let l = self.mul(&br, &cv);
+                (d.shape[0] * cols, self.add(&l, &bc))
+            };
+            let ge = self.icmp("sge", st, &z);
+            let end = self.addc(st, ext as i64);
+            let le = self.icmp("sle", &end, dim);
+            cond = self.and(&cond, &ge);
+            cond = self.and(&cond, &le);
+            let coord = self.add(st, &b);
+            thread.push((coord, stride.clone()));
+        }
+        // One range (a 1-D slice) indexes r·cols + c: pairs stay even when cols is.
+        let paired = (two || cols.is_multiple_of(2))
+            && d.pairs_columns()
+            && matches!(extents.last(), Some(Some(_)))
+            && vec2_ty(ty(dt)).is_some();
+        if paired {
+            let mut o = off.clone();
+            for (st, stride, _) in &ranges {
+                let s64 = self.ext64(st);
+                let t = self.mul(&s64, stride);
+                o = self.add(&o, &t);
+            }
+            let p = self.gptr(tensor, &o);
+            let a = self.e.op(
+                "i64",
+                &format!("llvm.ptrtoint {} : !llvm.ptr<1> to i64", p.n),
+            );
+            let low = self.c64(2 * dt.size() as i64 - 1);
+            let mut bad = self.and(&a, &low);
+            if two {
+                let one = self.c64(1);
+                let odd_rows = self.and(&ranges[0].1, &one);
+                bad = self.bin("ori", &bad, &odd_rows);
+            }
+            let z64 = self.c64(0);
+            let aligned = self.icmp("eq", &bad, &z64);
+            cond = self.and(&cond, &aligned);
+        }
+        Ok(Interior {
+            cond,
+            off,
+            thread,
+            two,
+            paired,
+        })
+    }
+
+    /// The fast path's pointer of every register (to be called inside the fast-path region).
+    fn interior_ptrs(&mut self, tensor: usize, it: &Interior, d: &Dist) -> Vec<V> {
+        let mut base = it.off.clone();
+        for (coord, stride) in &it.thread {
+            let c64 = self.ext64(coord);
+            let t = self.mul(&c64, stride);
+            base = self.add(&base, &t);
+        }
+        let cols = d.shape[1];
+        d.regs
+            .iter()
+            .map(|r| {
+                let mut o = base.clone();
+                for (i, (_, stride)) in it.thread.iter().enumerate() {
+                    let delta = if it.two { r[i] } else { r[0] * cols + r[1] };
+                    if delta != 0 {
+                        let dv = self.c64(delta as i64);
+                        let t = self.mul(&dv, stride);
+                        o = self.add(&o, &t);
+                    }
+                }
+                self.gptr(tensor, &o)
+            })
+            .collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn load_regs(
         &mut self,
@@ -844,18 +1058,42 @@ impl<'a> Lower<'a> {
             Some(m) => Some(self.regs_in(m, &Layout::Dist(d.clone()))?),
             None => None,
         };
-        let acc = self.accesses(tensor, starts, extents, d, m.as_deref())?;
         let dt = self.dtype(v);
-        let fillv = self.constant(Literal::Float(fill), dt);
-        let mut out = Vec::new();
-        for (ok, p) in acc {
-            let x = self.e.op(
-                ty(dt),
-                &format!("llvm.load {} : !llvm.ptr<1> -> {}", p.n, ty(dt)),
-            );
-            out.push(self.select(&ok, &x, &fillv));
+        let t = ty(dt);
+        let guarded = |me: &mut Self| -> R<Vec<V>> {
+            let acc = me.accesses(tensor, starts, extents, d, m.as_deref())?;
+            let fillv = me.constant(Literal::Float(fill), dt);
+            let mut out = Vec::new();
+            for (ok, p) in acc {
+                let x =
+                    me.e.op(t, &format!("llvm.load {} : !llvm.ptr<1> -> {t}", p.n));
+                out.push(me.select(&ok, &x, &fillv));
+            }
+            Ok(out)
+        };
+        if mask.is_some() || d.regs.len() < 2 {
+            return guarded(self);
         }
-        Ok(out)
+        let it = self.interior(tensor, starts, extents, d, dt)?;
+        let cond = it.cond.clone();
+        let fast = |me: &mut Self| -> R<Vec<V>> {
+            let ptrs = me.interior_ptrs(tensor, &it, d);
+            let mut out = Vec::new();
+            if it.paired {
+                let vt = vec2_ty(t).expect("paired types have a vector type");
+                for p in ptrs.iter().step_by(2) {
+                    let x =
+                        me.e.op(vt, &format!("llvm.load {} : !llvm.ptr<1> -> {vt}", p.n));
+                    out.extend(me.unpack2(&x, t));
+                }
+            } else {
+                for p in &ptrs {
+                    out.push(me.e.op(t, &format!("llvm.load {} : !llvm.ptr<1> -> {t}", p.n)));
+                }
+            }
+            Ok(out)
+        };
+        self.if_values(&cond, fast, guarded)
     }
 
     // ---- shared tiles ---------------------------------------------------------------------
@@ -889,30 +1127,73 @@ impl<'a> Lower<'a> {
         self.add(base, &o)
     }
 
+    /// Whether `d`'s register pairs are each one 2-element access of `tile`: side by side at an
+    /// even column, which a 16-byte swizzle chunk never splits.
+    fn tile_pairs(d: &Dist, tile: &SmemTile) -> bool {
+        d.pairs_columns() && vec2_ty(ty(tile.dtype)).is_some() && tile.cols.is_multiple_of(2)
+    }
+
     /// Writes registers in layout `d` into `tile` at slot `base`.
     fn store_tile(&mut self, vals: &[V], d: &Dist, tile: &SmemTile, base: &V) {
         let owner = self.owner(d);
         let (br, bc) = self.base(d);
         self.open_if(&owner);
-        for (i, r) in d.regs.iter().enumerate() {
+        let xs: Vec<V> = vals
+            .iter()
+            .map(|v| {
+                if v.t == ty(tile.dtype) {
+                    v.clone()
+                } else {
+                    let from = match v.t {
+                        "f32" => DType::F32,
+                        "bf16" => DType::Bf16,
+                        "f16" => DType::F16,
+                        "i1" => DType::Bool,
+                        _ => DType::I32,
+                    };
+                    self.cast(v, from, tile.dtype)
+                }
+            })
+            .collect();
+        let step = if Self::tile_pairs(d, tile) { 2 } else { 1 };
+        for i in (0..d.regs.len()).step_by(step) {
+            let r = d.regs[i];
             let row = self.addc(&br, r[0] as i64);
             let col = self.addc(&bc, r[1] as i64);
             let off = self.tile_offset(tile, base, &row, &col);
-            let x = if vals[i].t == ty(tile.dtype) {
-                vals[i].clone()
+            let x = if step == 2 {
+                self.pack2(&xs[i], &xs[i + 1])
             } else {
-                let from = match vals[i].t {
-                    "f32" => DType::F32,
-                    "bf16" => DType::Bf16,
-                    "f16" => DType::F16,
-                    "i1" => DType::Bool,
-                    _ => DType::I32,
-                };
-                self.cast(&vals[i], from, tile.dtype)
+                xs[i].clone()
             };
             self.st_shared(&off, &x);
         }
         self.close_if();
+    }
+
+    /// A staged tile's registers in layout `d`, read back from its slot at `base` (the copy has
+    /// landed): a second read of the same global tile would cost a 64-bit address and a bounds
+    /// check per element, and the slot already holds the fill and the mask.
+    fn read_tile(&mut self, d: &Dist, tile: &SmemTile, base: &V) -> Vec<V> {
+        let (br, bc) = self.base(d);
+        let t = ty(tile.dtype);
+        let paired = Self::tile_pairs(d, tile);
+        let step = if paired { 2 } else { 1 };
+        let mut out = Vec::new();
+        for i in (0..d.regs.len()).step_by(step) {
+            let r = d.regs[i];
+            let row = self.addc(&br, r[0] as i64);
+            let col = self.addc(&bc, r[1] as i64);
+            let off = self.tile_offset(tile, base, &row, &col);
+            if paired {
+                let vt = vec2_ty(t).expect("paired types have a vector type");
+                let x = self.ld_shared(&off, vt);
+                out.extend(self.unpack2(&x, t));
+            } else {
+                out.push(self.ld_shared(&off, t));
+            }
+        }
+        out
     }
 
     /// Issues the copy of staged load `v` (for starts already lowered) into slot `base`.
@@ -1102,12 +1383,12 @@ impl<'a> Lower<'a> {
         )
     }
 
+    /// Two 16-bit registers as one 32-bit operand register, low half first. Built as a vector so
+    /// that two f32 → bf16 rounds feeding it become one `cvt.rn.bf16x2.f32`.
     fn pack(&mut self, lo: &V, hi: &V) -> V {
-        let a = self.as_b32(lo);
-        let b = self.as_b32(hi);
-        let sh = self.c32(16);
-        let b = self.bin("shli", &b, &sh);
-        self.bin("ori", &a, &b)
+        let v = self.pack2(lo, hi);
+        self.e
+            .op("i32", &format!("llvm.bitcast {} : {} to i32", v.n, v.t))
     }
 
     fn dot(&mut self, inst: &Inst) -> R<Vec<V>> {
@@ -1709,12 +1990,19 @@ impl<'a> Lower<'a> {
                         self.smem_at.insert(r, base);
                     }
                 }
-                match self.want(r) {
-                    Layout::Dist(dd) => {
+                let staged_at = self
+                    .s
+                    .staged
+                    .get(&r)
+                    .map(|st| st.tile)
+                    .zip(self.smem_at.get(&r).cloned());
+                match (self.want(r), staged_at) {
+                    (Layout::Dist(dd), Some((tile, base))) => self.read_tile(&dd, &tile, &base),
+                    (Layout::Dist(dd), None) => {
                         self.load_regs(r, &dd, *tensor, starts, extents, *mask, *fill)?
                     }
                     // One element, read by every thread.
-                    Layout::Uniform => self.load_regs(
+                    (Layout::Uniform, _) => self.load_regs(
                         r,
                         &Dist::blocked(1, 1, 1),
                         *tensor,
@@ -1740,16 +2028,45 @@ impl<'a> Lower<'a> {
                             Some(m) => Some(self.regs_in(*m, &Layout::Dist(dd.clone()))?),
                             None => None,
                         };
-                        let acc = self.accesses(*tensor, starts, extents, &dd, m.as_deref())?;
                         let owner = self.owner(&dd);
-                        for (i, (ok, p)) in acc.into_iter().enumerate() {
-                            let c = self.and(&ok, &owner);
-                            self.open_if(&c);
-                            self.e.line(&format!(
-                                "llvm.store {}, {} : {}, !llvm.ptr<1>",
-                                vals[i].n, p.n, vals[i].t
-                            ));
-                            self.close_if();
+                        let guarded = |me: &mut Self| -> R<Vec<V>> {
+                            let acc = me.accesses(*tensor, starts, extents, &dd, m.as_deref())?;
+                            for (i, (ok, p)) in acc.into_iter().enumerate() {
+                                let c = me.and(&ok, &owner);
+                                me.open_if(&c);
+                                me.e.line(&format!(
+                                    "llvm.store {}, {} : {}, !llvm.ptr<1>",
+                                    vals[i].n, p.n, vals[i].t
+                                ));
+                                me.close_if();
+                            }
+                            Ok(vec![])
+                        };
+                        if mask.is_some() || dd.regs.len() < 2 {
+                            guarded(self)?;
+                        } else {
+                            let dt = self.dtype(*value);
+                            let it = self.interior(*tensor, starts, extents, &dd, dt)?;
+                            let cond = it.cond.clone();
+                            let fast = |me: &mut Self| -> R<Vec<V>> {
+                                me.open_if(&owner);
+                                let ptrs = me.interior_ptrs(*tensor, &it, &dd);
+                                let step = if it.paired { 2 } else { 1 };
+                                for i in (0..ptrs.len()).step_by(step) {
+                                    let x = if it.paired {
+                                        me.pack2(&vals[i], &vals[i + 1])
+                                    } else {
+                                        vals[i].clone()
+                                    };
+                                    me.e.line(&format!(
+                                        "llvm.store {}, {} : {}, !llvm.ptr<1>",
+                                        x.n, ptrs[i].n, x.t
+                                    ));
+                                }
+                                me.close_if();
+                                Ok(vec![])
+                            };
+                            self.if_values(&cond, fast, guarded)?;
                         }
                     }
                     _ => {
@@ -1958,12 +2275,7 @@ impl<'a> Lower<'a> {
                 ys.extend(self.regs_in(*y, &want)?);
             }
         }
-        if !ys.is_empty() {
-            let yn: Vec<&str> = ys.iter().map(|v| v.n.as_str()).collect();
-            let yt: Vec<&str> = ys.iter().map(|v| v.t).collect();
-            self.e
-                .line(&format!("scf.yield {} : {}", yn.join(", "), yt.join(", ")));
-        }
+        self.yield_values(&ys);
         self.close_region();
         if pipe.is_some() {
             self.wait(0);

@@ -218,6 +218,19 @@ impl Dist {
             && self.regs == other.regs
     }
 
+    /// Whether every thread's registers come in pairs (2i, 2i+1) that sit side by side in one row
+    /// at an even column, whatever the thread: then each pair is one 2-element memory access
+    /// (the mma accumulator layout, and blocked layouts with runs of 2 or more, are).
+    pub fn pairs_columns(&self) -> bool {
+        let even_threads = self.lane.iter().chain(&self.warp).all(|c| c[1] % 2 == 0);
+        even_threads
+            && self.regs.len().is_multiple_of(2)
+            && self
+                .regs
+                .chunks(2)
+                .all(|p| p[0][1] % 2 == 0 && p[1] == [p[0][0], p[0][1] + 1])
+    }
+
     /// The elements of the tile each thread holds, counted once per distinct thread.
     pub fn per_thread(&self) -> usize {
         self.regs.len()
@@ -311,5 +324,16 @@ mod tests {
         let a = Dist::mma(64, 64, 4, 1).project(1);
         let b = Dist::mma(64, 128, 4, 1).project(1);
         assert!(a.same_placement(&b));
+    }
+
+    #[test]
+    fn pairs_are_adjacent_even_columns_for_every_thread() {
+        assert!(Dist::mma(64, 64, 4, 1).pairs_columns());
+        assert!(Dist::mma(128, 64, 2, 2).pairs_columns());
+        assert!(Dist::blocked(64, 64, 4).pairs_columns());
+        // Runs of one element: neighbours belong to different threads.
+        assert!(!Dist::blocked(4, 8, 4).pairs_columns());
+        // Transposed, a thread's neighbours are in one column, not one row.
+        assert!(!Dist::mma(64, 64, 4, 1).transpose().pairs_columns());
     }
 }

@@ -36,11 +36,11 @@ BLK = 64
 
 
 def segments(B, N):
-    """The runtime's choice of sequence segments (tessel_runtime::lightning::segments): enough
-    programs for two waves of 132 SMs, segments of at least 4 blocks."""
-    sms, e_tiles = 132, E // 64
+    """The runtime's choice of sequence segments (tessel_runtime::lightning::segments_for): B·H·S
+    of at least two waves of 132 SMs, segments of at least 4 blocks."""
+    sms = 132
     blocks = -(-N // BLK)
-    want = -(-2 * sms // (B * H * e_tiles))
+    want = -(-2 * sms // (B * H))
     return max(1, min(want, blocks // 4))
 
 
@@ -56,25 +56,32 @@ def phases(B, N):
 
 shapes = [(N, TOKENS // N) for N in NS]
 
-# --sweep-segments: the forward (segment states + fwd) at 1, 2, 4 and 8 times the runtime's segment
-# count, tessel only: data for segments_for (the wave tail at long N). Prints a table and exits.
+# --sweep-segments: the forward (segment states + fwd) and the backward's kernels at segment counts
+# around the runtime's (¼× to 8×, and those filling whole waves of 2 programs × 132 SMs with two
+# state tiles a head), tessel only: data for segments_for (the wave tail at long N). Prints a table
+# (x = programs of the forward / 264) and exits.
 if "--sweep-segments" in sys.argv:
     sweep = []
     for N, B in shapes:
         blocks = -(-N // BLK)
-        for mult in (1, 2, 4, 8):
-            S = min(blocks, segments(B, N) * mult)
+        base = segments(B, N)
+        cands = {max(1, base // 4), max(1, base // 2), base, 2 * base, 4 * base, 8 * base}
+        cands |= {-(-k * 264 // (B * H * 2)) for k in (1, 2, 3, 4, 6, 8)}
+        for S in sorted(c for c in cands if c <= blocks):
             shape = f"B={B},H={H},N={N},S={S}"
-            sweep.append((N, mult, S, [f"lightning_attention_segment_state[D={D},E={E}] {shape}", f"lightning_attention_fwd[D={D},E={E}] {shape}"]))
+            v = f"[D={D},E={E}]"
+            sweep.append((N, round(B * H * S * 2 / 264, 2), S, [f"lightning_attention_segment_state{v} {shape}", f"lightning_attention_fwd{v} {shape}",
+                                                                  f"lightning_attention_segment_dstate{v} {shape}", f"lightning_attention_bwd_dq{v} {shape}",
+                                                                  f"lightning_attention_bwd_dk{v} {shape}", f"lightning_attention_bwd_dv{v} {shape}"]))
     with tempfile.NamedTemporaryFile("w", suffix=".cases", delete=False) as f:
         f.write("\n".join(l for *_, ls in sweep for l in ls) + "\n")
     out = subprocess.run([".gpu/bin/tessel", "bench", PACKAGE, "--cases", f.name, "--json", "--iters", "30", "--warmup", "3"],
                          check=True, capture_output=True, text=True).stdout
     timed = [json.loads(l)["median_ms"] for l in out.splitlines() if l.startswith("{")]
-    print(f"{'N':>6} {'x':>2} {'S':>5} {'seg ms':>8} {'fwd ms':>8} {'sum':>8}")
-    for j, (N, mult, S, _) in enumerate(sweep):
-        a, b = timed[2 * j], timed[2 * j + 1]
-        print(f"{N:>6} {mult:>2} {S:>5} {a:>8.3f} {b:>8.3f} {a + b:>8.3f}")
+    print(f"{'N':>6} {'waves':>6} {'S':>5} {'seg':>7} {'fwd':>7} {'fwd sum':>8} {'dseg':>7} {'dq':>7} {'dk':>7} {'dv':>7} {'f+b sum':>8}   (ms)")
+    for j, (N, x, S, _) in enumerate(sweep):
+        t = timed[6 * j: 6 * j + 6]
+        print(f"{N:>6} {x:>6} {S:>5} {t[0]:>7.3f} {t[1]:>7.3f} {t[0] + t[1]:>8.3f} {t[2]:>7.3f} {t[3]:>7.3f} {t[4]:>7.3f} {t[5]:>7.3f} {sum(t) + t[0]:>8.3f}")
     sys.exit(0)
 lines, spans = [], []
 for N, B in shapes:

@@ -18,6 +18,10 @@ import torch
 
 root = sys.argv[1]
 cases = json.load(open(os.path.join(root, "cases.json")))
+# --dims 64x128: only the cases of those (D, E) (a device call too short for every case).
+if "--dims" in sys.argv:
+    want = [tuple(map(int, x.split("x"))) for x in sys.argv[sys.argv.index("--dims") + 1].split(",")]
+    cases = [c for c in cases if (c["d"], c["e"]) in want]
 
 
 def load(i, name):

@@ -36,12 +36,12 @@ BLK = 64
 
 
 def segments(B, N):
-    """The runtime's choice of sequence segments (tessel_runtime::lightning::segments_for): B·H·S
-    of at least two waves of 132 SMs, segments of at least 4 blocks."""
-    sms = 132
+    """The runtime's choice of sequence segments (tessel_runtime::lightning::segments_for): B·H·S·2
+    programs (two state tiles at E = 128) filling at most one wave of 132 SMs × 2 resident
+    programs, segments of at least 4 blocks."""
+    slots, tiles = 132 * 2, E // 64
     blocks = -(-N // BLK)
-    want = -(-2 * sms // (B * H))
-    return max(1, min(want, blocks // 4))
+    return max(1, min(slots // (B * H * tiles), blocks // 4))
 
 
 def phases(B, N):

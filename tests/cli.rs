@@ -286,3 +286,46 @@ fn demo_writes_every_kernel_for_every_target() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn interpret_draws_named_inputs_from_their_range() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let src = format!("{root}/dsl-examples/elementwise.tsl");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "interpret",
+            src.as_str(),
+            "--kernel",
+            "fma",
+            "--shape",
+            "N=1000",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        tessel(&refs)
+    };
+    // c = a·b + c with a, b in [2, 3) and c in [5, 6): every result in [9, 15).
+    let (ok, out, err) = run(&["--range", "a=2:3,b=2:3,c=5:6", "--seed", "3"]);
+    assert!(ok, "{err}");
+    let row: Vec<f64> = out
+        .lines()
+        .find(|l| l.starts_with("c "))
+        .expect("a summary row for c")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // N, then min, max, mean, unset.
+    let (min, max) = (row[row.len() - 4], row[row.len() - 3]);
+    assert!(
+        (9.0..15.0).contains(&min) && (9.0..15.0).contains(&max),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["--range", "nosuch=0:1"]);
+    assert!(!ok && err.contains("no input tensor `nosuch`"), "{err}");
+    let (ok, _, err) = run(&["--range", "a=1:0"]);
+    assert!(!ok && err.contains("not LO:HI"), "{err}");
+}

@@ -34,20 +34,25 @@ pub struct LightningOptions {
     pub segments: Option<usize>,
 }
 
-/// Segments per (batch, head) for B·H heads of `n` tokens on `sms` multiprocessors: B·H·S of at
-/// least two waves, but at least 4 blocks per segment (every program first sums the states of the
-/// segments before it, and each segment holds a (D, E) f32 state in memory). It does not count the
-/// state tiles or how many programs an SM holds: at B = 1 that leaves a wave tail
-/// (docs/kernels/lightning.md).
-pub fn segments_for(sms: usize, b: usize, h: usize, n: usize) -> usize {
+/// Segments per (batch, head) when one segment of every (batch, head) launches `per_segment`
+/// programs (B·H times the kernel's state tiles) and the machine holds `slots` at once (SMs ×
+/// programs resident per SM): as many as fill one wave, but at least 4 blocks of `n` tokens per
+/// segment. Not more: every segment adds a state written and read back and a prologue over the
+/// earlier states, and a second, partial wave leaves SMs idle. Measured on the H200 at D = E =
+/// 128 (bench/lightning.py --sweep-segments, 2026-12-03): one full wave is the fastest count from
+/// N = 4k to 64k, forward and backward; two waves (the previous rule) were 10–20 % slower at
+/// B = 1, N = 64k.
+pub fn segments_for(slots: usize, per_segment: usize, n: usize) -> usize {
     let blocks = n.div_ceil(BLOCK);
-    let want = (2 * sms).div_ceil((b * h).max(1));
-    want.min(blocks / 4).max(1)
+    (slots / per_segment.max(1)).min(blocks / 4).max(1)
 }
 
+/// S for `kernel` (the forward's or the backward's widest kernel) on `dev`, or the caller's.
 fn segments(
     op: &'static str,
     dev: &Device,
+    pkg: &LoadedPackage,
+    kernel: &str,
     opts: &LightningOptions,
     q: &DeviceTensor,
 ) -> Result<usize, RuntimeError> {
@@ -55,7 +60,31 @@ fn segments(
     match opts.segments {
         Some(0) => Err(bad(op, "segments must be at least 1".to_string())),
         Some(s) => Ok(s),
-        None => Ok(segments_for(dev.multiprocessors()?, b, h, n)),
+        None => {
+            let slots = dev.multiprocessors()? * pkg.resident_blocks(dev, kernel)? as usize;
+            // The kernel's grid with one segment: its programs per segment.
+            let entry = pkg.entry(kernel)?;
+            let sym = |name: &str| match name {
+                "B" => Some(b as i64),
+                "H" => Some(h as i64),
+                "N" => Some(n as i64),
+                "S" => Some(1),
+                _ => None,
+            };
+            let per_segment = entry
+                .launch
+                .grid
+                .iter()
+                .map(|g| g.eval(&sym).and_then(|v| usize::try_from(v).ok()))
+                .product::<Option<usize>>()
+                .ok_or_else(|| {
+                    bad(
+                        op,
+                        format!("the grid of `{kernel}` depends on more than B, H, N, S"),
+                    )
+                })?;
+            Ok(segments_for(slots, per_segment, n))
+        }
     }
 }
 
@@ -212,8 +241,8 @@ fn forward(
 ) -> Result<DeviceTensor, RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     expect(OP_FWD, "o", o, &v.shape, dims.dtype)?;
-    let s = segments(OP_FWD, dev, opts, q)?;
     let fwd = entry(pkg, "lightning_attention_fwd", &dims)?;
+    let s = segments(OP_FWD, dev, pkg, fwd, opts, q)?;
     let seg = segment_pass(
         dev,
         pkg,
@@ -356,7 +385,7 @@ pub fn lightning_attention_backward_into(
     let dq_kernel = entry(pkg, "lightning_attention_bwd_dq", &dims)?;
     let dk_kernel = entry(pkg, "lightning_attention_bwd_dk", &dims)?;
     let dv_kernel = entry(pkg, "lightning_attention_bwd_dv", &dims)?;
-    let s = segments(OP_BWD, dev, opts, q)?;
+    let s = segments(OP_BWD, dev, pkg, dv_kernel, opts, q)?;
     let seg = segment_pass(
         dev,
         pkg,
@@ -419,22 +448,24 @@ mod tests {
     use super::segments_for;
 
     #[test]
-    fn segment_counts_fill_the_machine_without_tiny_segments() {
-        // One head of 64k tokens on an H100: 17 segments of 61 blocks (two waves of 132 SMs).
-        assert_eq!(segments_for(132, 1, 16, 65536), 17);
+    fn segment_counts_fill_one_wave_without_tiny_segments() {
+        // 132 SMs × 2 programs; one head of 64k tokens in 2 state tiles × 16 heads: 8 segments
+        // (256 programs), not 9 (288: a second wave of 24).
+        assert_eq!(segments_for(264, 32, 65536), 8);
+        assert_eq!(segments_for(264, 128, 16384), 2);
         // Enough heads already: one segment each.
-        assert_eq!(segments_for(132, 64, 16, 1024), 1);
+        assert_eq!(segments_for(264, 512, 4096), 1);
         // Never fewer than 4 blocks a segment, never zero segments.
-        assert_eq!(segments_for(132, 1, 1, 64 * 7), 1);
-        assert_eq!(segments_for(132, 1, 1, 64 * 40), 10);
-        assert_eq!(segments_for(132, 1, 1, 1), 1);
-        assert_eq!(segments_for(132, 0, 0, 0), 1);
+        assert_eq!(segments_for(264, 1, 64 * 7), 1);
+        assert_eq!(segments_for(264, 1, 64 * 40), 10);
+        assert_eq!(segments_for(264, 1, 1), 1);
+        assert_eq!(segments_for(0, 0, 0), 1);
         for n in [1, 63, 64, 1000, 8192, 65536, 1 << 20] {
-            for bh in [1, 2, 16, 1024] {
-                let s = segments_for(132, bh, 1, n);
+            for per in [1, 2, 16, 1024] {
+                let s = segments_for(264, per, n);
                 assert!(
-                    s >= 1 && (s == 1 || n.div_ceil(64) / s >= 4),
-                    "n={n} bh={bh}: {s}"
+                    s >= 1 && (s == 1 || (n.div_ceil(64) / s >= 4 && s * per <= 264)),
+                    "n={n} per={per}: {s}"
                 );
             }
         }

@@ -64,6 +64,29 @@ impl LoadedPackage {
         Ok(Self { package, functions })
     }
 
+    /// How many programs of kernel `name` one SM holds at once, with its block size and dynamic
+    /// shared memory (the driver's occupancy calculator: registers, shared memory, threads).
+    pub fn resident_blocks(&self, dev: &Device, name: &str) -> Result<u32, RuntimeError> {
+        let entry = self.entry(name)?;
+        let (func, _) = self
+            .functions
+            .get(name)
+            .ok_or_else(|| RuntimeError::KernelNotFound { name: name.into() })?;
+        // The occupancy query runs in the current context, which need not be this device's.
+        dev.context()
+            .bind_to_thread()
+            .map_err(RuntimeError::driver("binding the context"))?;
+        let threads = entry.launch.block.iter().product::<u32>();
+        func.occupancy_max_active_blocks_per_multiprocessor(
+            threads,
+            entry.launch.shared_bytes as usize,
+            None,
+        )
+        .map_err(RuntimeError::driver(
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+        ))
+    }
+
     pub fn package(&self) -> &Package {
         &self.package
     }

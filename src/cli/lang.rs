@@ -169,6 +169,14 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
+    let ranges = super::ranges(&args.problem.range)?;
+    if let Some(name) = ranges.keys().find(|n| {
+        !kernel.params.iter().any(|p| {
+            p.name == **n && matches!(&p.kind, ParamKind::Tensor { io, .. } if *io != tir::Io::Out)
+        })
+    }) {
+        return Err(format!("--range {name}: the kernel has no input tensor `{name}`").into());
+    }
     println!("kernel {} (seed {seed})", kernel.name);
     let mut rng = Rng(seed);
     let mut host_args = Vec::new();
@@ -220,8 +228,9 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
                     };
                     vec![poison; n]
                 } else {
+                    let (lo, hi) = ranges.get(&p.name).copied().unwrap_or((-1.0, 1.0));
                     (0..n)
-                        .map(|_| interp::round(*dtype, rng.next_f64() * 2.0 - 1.0))
+                        .map(|_| interp::round(*dtype, lo + rng.next_f64() * (hi - lo)))
                         .collect()
                 };
                 HostArg::Tensor(t)

@@ -27,6 +27,29 @@ pub struct ProblemArgs {
     /// Seed of the random inputs (default: fresh each run; `bench` uses 1).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The interval an input tensor's random values are drawn from instead of [-1, 1), e.g.
+    /// --range slope=0.001:1 (decay rates are positive in every model).
+    #[arg(long, value_delimiter = ',')]
+    pub range: Vec<String>,
+}
+
+/// `NAME=LO:HI` arguments (`--range`): the interval of each named input.
+pub fn ranges(items: &[String]) -> Result<std::collections::HashMap<String, (f64, f64)>, String> {
+    key_values(items, "--range")?
+        .into_iter()
+        .map(|(k, v)| {
+            let parsed = v.split_once(':').and_then(|(lo, hi)| {
+                Some((
+                    lo.trim().parse::<f64>().ok()?,
+                    hi.trim().parse::<f64>().ok()?,
+                ))
+            });
+            match parsed {
+                Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo < hi => Ok((k, (lo, hi))),
+                _ => Err(format!("--range {k}={v}: not LO:HI with finite LO < HI")),
+            }
+        })
+        .collect()
 }
 
 /// The error every subcommand returns; `main` prints it with its chain of causes.

@@ -63,13 +63,24 @@ pub(crate) fn random_values(n: usize, seed: u64) -> Vec<f64> {
     (0..n).map(|_| next()).collect()
 }
 
-/// Host inputs for every non-shape parameter: random for inputs, NaN for outputs.
+/// Host inputs for every non-shape parameter: random for inputs (uniform in [-1, 1), or in the
+/// interval `ranges` names), NaN for outputs.
 pub(crate) fn host_inputs(
     entry: &KernelEntry,
     symbols: &HashMap<String, f64>,
     scalars: &HashMap<String, f64>,
+    ranges: &HashMap<String, (f64, f64)>,
     seed: u64,
 ) -> Result<Vec<HostArg>, String> {
+    if let Some(name) = ranges.keys().find(|n| {
+        !entry.params.iter().any(
+            |p| matches!(p, ParamSpec::Tensor { name, io, .. } if name == *n && *io != Io::Out),
+        )
+    }) {
+        return Err(format!(
+            "--range {name}: the kernel has no input tensor `{name}`"
+        ));
+    }
     let mut next = uniform_stream(seed);
     let mut out = Vec::new();
     for p in &entry.params {
@@ -86,7 +97,9 @@ pub(crate) fn host_inputs(
                 out.push(HostArg::Tensor(if *io == Io::Out {
                     HostTensor::poisoned(dtype, shape)
                 } else {
-                    HostTensor::new(dtype, shape, (0..n).map(|_| next()).collect())
+                    let (lo, hi) = ranges.get(name).copied().unwrap_or((-1.0, 1.0));
+                    let draw = |u: f64| lo + (u + 1.0) / 2.0 * (hi - lo);
+                    HostTensor::new(dtype, shape, (0..n).map(|_| draw(next())).collect())
                 }));
             }
             ParamSpec::Scalar { name, .. } => {
@@ -163,7 +176,8 @@ pub fn run(args: RunArgs) -> super::CliResult {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let mut host = host_inputs(&entry, &symbols, &scalars, seed)?;
+    let ranges = super::ranges(&args.problem.range)?;
+    let mut host = host_inputs(&entry, &symbols, &scalars, &ranges, seed)?;
     let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
     let tensors = upload(&dev, &entry, &host)?;

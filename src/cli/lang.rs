@@ -94,19 +94,6 @@ pub fn ir(args: IrArgs) -> super::CliResult {
     Ok(())
 }
 
-/// A small, seedable generator for inputs (splitmix64); no need for statistical quality.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 pub fn interpret(args: InterpretArgs) -> super::CliResult {
     let kernels = front_end(&args.source)?;
     let kernel = kernels
@@ -178,7 +165,7 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
         return Err(format!("--range {name}: the kernel has no input tensor `{name}`").into());
     }
     println!("kernel {} (seed {seed})", kernel.name);
-    let mut rng = Rng(seed);
+    let mut next = super::run::uniform_stream(seed);
     let mut host_args = Vec::new();
     for p in &kernel.params {
         host_args.push(match &p.kind {
@@ -228,9 +215,9 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
                     };
                     vec![poison; n]
                 } else {
-                    let (lo, hi) = ranges.get(&p.name).copied().unwrap_or((-1.0, 1.0));
+                    let range = ranges.get(&p.name).copied().unwrap_or((-1.0, 1.0));
                     (0..n)
-                        .map(|_| interp::round(*dtype, lo + rng.next_f64() * (hi - lo)))
+                        .map(|_| interp::round(*dtype, super::run::in_range(next(), range)))
                         .collect()
                 };
                 HostArg::Tensor(t)

@@ -45,8 +45,9 @@ pub(crate) fn concrete_shape(
         .collect()
 }
 
-/// A splitmix64 stream of values uniform in [-1, 1).
-fn uniform_stream(seed: u64) -> impl FnMut() -> f64 {
+/// A splitmix64 stream of values uniform in [-1, 1): every random input of `run`, `bench`,
+/// `bench-decode` and `interpret`.
+pub(crate) fn uniform_stream(seed: u64) -> impl FnMut() -> f64 {
     let mut state = seed;
     move || {
         state = state.wrapping_add(0x9e3779b97f4a7c15);
@@ -55,6 +56,11 @@ fn uniform_stream(seed: u64) -> impl FnMut() -> f64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
+}
+
+/// `u` (uniform in [-1, 1)) moved to [lo, hi).
+pub(crate) fn in_range(u: f64, (lo, hi): (f64, f64)) -> f64 {
+    lo + (u + 1.0) / 2.0 * (hi - lo)
 }
 
 /// `n` values uniform in [-1, 1), seeded with `seed`.
@@ -97,9 +103,12 @@ pub(crate) fn host_inputs(
                 out.push(HostArg::Tensor(if *io == Io::Out {
                     HostTensor::poisoned(dtype, shape)
                 } else {
-                    let (lo, hi) = ranges.get(name).copied().unwrap_or((-1.0, 1.0));
-                    let draw = |u: f64| lo + (u + 1.0) / 2.0 * (hi - lo);
-                    HostTensor::new(dtype, shape, (0..n).map(|_| draw(next())).collect())
+                    let range = ranges.get(name).copied().unwrap_or((-1.0, 1.0));
+                    HostTensor::new(
+                        dtype,
+                        shape,
+                        (0..n).map(|_| in_range(next(), range)).collect(),
+                    )
                 }));
             }
             ParamSpec::Scalar { name, .. } => {

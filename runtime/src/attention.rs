@@ -202,15 +202,7 @@ pub fn flash_attention_backward_into(
     let dq_k = variant(pkg, "flash_attention_bwd_dq", &p, Some(options.causal))?;
     let delta = DeviceTensor::empty(dev, DType::F32, &q.shape[..3])?;
     let scale = Arg::Scalar(p.scale as f64);
-    pkg.launch(
-        dev,
-        pre,
-        &[
-            Arg::Tensor(&forward.o),
-            Arg::Tensor(d_o),
-            Arg::Tensor(&delta),
-        ],
-    )?;
+    pkg.launch_tensors(dev, pre, &[&forward.o, d_o, &delta])?;
     let common = [
         Arg::Tensor(q),
         Arg::Tensor(k),

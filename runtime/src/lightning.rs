@@ -18,7 +18,7 @@
 use tessel_package::DType;
 
 use crate::operand::{bad, expect, expect_rank, same_dtype, variant};
-use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
+use crate::{Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 const OP_FWD: &str = "lightning_attention_forward";
 const OP_BWD: &str = "lightning_attention_backward";
@@ -105,16 +105,7 @@ fn segment_pass(
         &[x.shape[0], x.shape[1], s, dims.d, dims.e],
     )?;
     let name = entry(pkg, kernel, dims)?;
-    pkg.launch(
-        dev,
-        name,
-        &[
-            Arg::Tensor(x),
-            Arg::Tensor(y),
-            Arg::Tensor(slopes),
-            Arg::Tensor(&seg),
-        ],
-    )?;
+    pkg.launch_tensors(dev, name, &[x, y, slopes, &seg])?;
     Ok(seg)
 }
 
@@ -252,18 +243,7 @@ fn forward(
         &dims,
         s,
     )?;
-    pkg.launch(
-        dev,
-        fwd,
-        &[
-            Arg::Tensor(q),
-            Arg::Tensor(k),
-            Arg::Tensor(v),
-            Arg::Tensor(slopes),
-            Arg::Tensor(&seg),
-            Arg::Tensor(o),
-        ],
-    )?;
+    pkg.launch_tensors(dev, fwd, &[q, k, v, slopes, &seg, o])?;
     Ok(seg)
 }
 
@@ -281,16 +261,7 @@ pub fn lightning_attention_prefill(
     let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
     let seg = forward(dev, pkg, q, k, v, slopes, &o, &LightningOptions::default())?;
     let state = DeviceTensor::empty(dev, DType::F32, &[q.shape[0], q.shape[1], dims.d, dims.e])?;
-    pkg.launch(
-        dev,
-        state_kernel,
-        &[
-            Arg::Tensor(k),
-            Arg::Tensor(slopes),
-            Arg::Tensor(&seg),
-            Arg::Tensor(&state),
-        ],
-    )?;
+    pkg.launch_tensors(dev, state_kernel, &[k, slopes, &seg, &state])?;
     Ok(Prefill { o, state })
 }
 
@@ -316,18 +287,7 @@ pub fn lightning_attention_decode(
     )?;
     let step = entry(pkg, "lightning_attention_decode", &dims)?;
     let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
-    pkg.launch(
-        dev,
-        step,
-        &[
-            Arg::Tensor(q),
-            Arg::Tensor(k),
-            Arg::Tensor(v),
-            Arg::Tensor(slopes),
-            Arg::Tensor(state),
-            Arg::Tensor(&o),
-        ],
-    )?;
+    pkg.launch_tensors(dev, step, &[q, k, v, slopes, state, &o])?;
     Ok(o)
 }
 
@@ -404,42 +364,9 @@ pub fn lightning_attention_backward_into(
         &dims,
         s,
     )?;
-    pkg.launch(
-        dev,
-        dq_kernel,
-        &[
-            Arg::Tensor(k),
-            Arg::Tensor(v),
-            Arg::Tensor(d_o),
-            Arg::Tensor(slopes),
-            Arg::Tensor(&seg),
-            Arg::Tensor(&grads.dq),
-        ],
-    )?;
-    pkg.launch(
-        dev,
-        dk_kernel,
-        &[
-            Arg::Tensor(q),
-            Arg::Tensor(v),
-            Arg::Tensor(d_o),
-            Arg::Tensor(slopes),
-            Arg::Tensor(&dseg),
-            Arg::Tensor(&grads.dk),
-        ],
-    )?;
-    pkg.launch(
-        dev,
-        dv_kernel,
-        &[
-            Arg::Tensor(q),
-            Arg::Tensor(k),
-            Arg::Tensor(d_o),
-            Arg::Tensor(slopes),
-            Arg::Tensor(&dseg),
-            Arg::Tensor(&grads.dv),
-        ],
-    )?;
+    pkg.launch_tensors(dev, dq_kernel, &[k, v, d_o, slopes, &seg, &grads.dq])?;
+    pkg.launch_tensors(dev, dk_kernel, &[q, v, d_o, slopes, &dseg, &grads.dk])?;
+    pkg.launch_tensors(dev, dv_kernel, &[q, k, d_o, slopes, &dseg, &grads.dv])?;
     Ok(())
 }
 

@@ -143,6 +143,17 @@ impl LoadedPackage {
         self.launch_on(dev, dev.stream(), name, args)
     }
 
+    /// [`LoadedPackage::launch`] of a kernel whose arguments are all tensors, in order.
+    pub fn launch_tensors(
+        &self,
+        dev: &Device,
+        name: &str,
+        tensors: &[&DeviceTensor],
+    ) -> Result<LaunchPlan, RuntimeError> {
+        let args: Vec<Arg> = tensors.iter().map(|t| Arg::Tensor(t)).collect();
+        self.launch(dev, name, &args)
+    }
+
     /// [`LoadedPackage::launch`] on another stream of the same device.
     pub fn launch_on(
         &self,

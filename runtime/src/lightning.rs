@@ -39,9 +39,9 @@ pub struct LightningOptions {
 /// programs resident per SM): as many as fill one wave, but at least 4 blocks of `n` tokens per
 /// segment. Not more: every segment adds a state written and read back and a prologue over the
 /// earlier states, and a second, partial wave leaves SMs idle. Measured on the H200 at D = E =
-/// 128 (bench/lightning.py --sweep-segments, 2026-12-03): one full wave is the fastest count from
-/// N = 4k to 64k, forward and backward; two waves (the previous rule) were 10–20 % slower at
-/// B = 1, N = 64k.
+/// 128 (bench/lightning.py --sweep-segments, 2026-12-03): the count this picks was the fastest
+/// measured at N = 4k, 16k and 64k, forward and backward; the previous rule (two waves) was 19 %
+/// slower forward and 20 % forward+backward at B = 1, N = 64k.
 pub fn segments_for(slots: usize, per_segment: usize, n: usize) -> usize {
     let blocks = n.div_ceil(BLOCK);
     (slots / per_segment.max(1)).min(blocks / 4).max(1)

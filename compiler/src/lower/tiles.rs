@@ -56,8 +56,6 @@ fn ty(d: DType) -> &'static str {
     }
 }
 
-/// A float constant of type `d` as its exact bit pattern (MLIR's hex float form), rounded to
-/// nearest as the interpreter rounds.
 /// The 2-element vector of a register type, for accesses that move a pair of registers at once.
 fn vec2_ty(t: &str) -> Option<&'static str> {
     match t {
@@ -69,6 +67,8 @@ fn vec2_ty(t: &str) -> Option<&'static str> {
     }
 }
 
+/// A float constant of type `d` as its exact bit pattern (MLIR's hex float form), rounded to
+/// nearest as the interpreter rounds.
 fn float_lit_of(v: f64, d: DType) -> String {
     match d {
         DType::Bf16 => format!("0x{:04X}", half::bf16::from_f64(v).to_bits()),
@@ -592,7 +592,11 @@ impl<'a> Lower<'a> {
         if b.iter().map(|v| v.t).ne(tys.iter().copied()) {
             return Err(err("the arms of a conditional produce different types"));
         }
-        let res = self.e.fresh();
+        let res = if a.is_empty() {
+            String::new()
+        } else {
+            self.e.fresh()
+        };
         if a.is_empty() {
             self.e.line(&format!("scf.if {} {{", c.n));
         } else {
@@ -885,6 +889,24 @@ impl<'a> Lower<'a> {
         Ok((ok, off, ranges))
     }
 
+    /// Per range of a slice, the thread's coordinate in it (range start + the thread's base
+    /// element of `d`): the tile's element (r, c) indexes two ranges as (r, c), one as r·cols + c.
+    fn thread_coords(&mut self, d: &Dist, ranges: &[(V, V, V)]) -> Vec<V> {
+        let (br, bc) = self.base(d);
+        let bases = if ranges.len() == 2 {
+            vec![br, bc]
+        } else {
+            let cv = self.c32(d.shape[1] as i64);
+            let l = self.mul(&br, &cv);
+            vec![self.add(&l, &bc)]
+        };
+        ranges
+            .iter()
+            .zip(&bases)
+            .map(|((st, _, _), b)| self.add(st, b))
+            .collect()
+    }
+
     /// For each register of `d`: (in range, clamped element pointer) of the access.
     fn accesses(
         &mut self,
@@ -895,29 +917,12 @@ impl<'a> Lower<'a> {
         mask: Option<&[V]>,
     ) -> R<Vec<(V, V)>> {
         let (ok, off, ranges) = self.slice(tensor, starts, extents)?;
-        let (br, bc) = self.base(d);
-        // The tile's element (r, c) indexes the ranges: 2-D → (r, c); 1-D → r·cols + c.
         let two = ranges.len() == 2;
         let z = self.c32(0);
         let z64 = self.c64(0);
         let mut out = Vec::new();
-        // Per range: the thread's coordinate (start + base).
         let cols = d.shape[1];
-        let mut thread = Vec::new();
-        for (i, (st, _, _)) in ranges.iter().enumerate() {
-            let b = if two {
-                if i == 0 {
-                    br.clone()
-                } else {
-                    bc.clone()
-                }
-            } else {
-                let cv = self.c32(cols as i64);
-                let l = self.mul(&br, &cv);
-                self.add(&l, &bc)
-            };
-            thread.push(self.add(st, &b));
-        }
+        let thread = self.thread_coords(d, &ranges);
         for (ri, r) in d.regs.iter().enumerate() {
             let mut okr = ok.clone();
             let mut o = off.clone();
@@ -1227,66 +1232,64 @@ impl<'a> Lower<'a> {
         let z = self.c32(0);
         let low = self.and(&inner, &seven);
         let aligned = self.icmp("eq", &low, &z);
-        self.e.line(&format!("scf.if {} {{", aligned.n));
-        self.e.bodies.push(String::new());
-        {
-            let (ok, off, ranges) = self.slice(tensor, &starts, &extents)?;
+        let copies = |me: &mut Self| -> R<Vec<V>> {
+            let (ok, off, ranges) = me.slice(tensor, &starts, &extents)?;
             let chunks_per_row = tile.cols / 8;
             let total = tile.rows * chunks_per_row;
-            let threads = self.s.threads as usize;
-            let z64 = self.c64(0);
-            let zero = self.c32(0);
-            let sixteen = self.c32(16);
-            let tid = self.tid.clone();
+            let threads = me.s.threads as usize;
+            let z64 = me.c64(0);
+            let zero = me.c32(0);
+            let sixteen = me.c32(16);
+            let tid = me.tid.clone();
             for it in 0..total.div_ceil(threads) {
                 // Which chunk this thread copies depends only on the thread: computed once.
-                self.e.hoist = true;
-                let q = self.addc(&tid, (it * threads) as i64);
-                let cpr = self.c32(chunks_per_row as i64);
-                let row = self.bin("divui", &q, &cpr);
-                let cc = self.bin("remui", &q, &cpr);
-                let eight = self.c32(8);
-                let col = self.mul(&cc, &eight);
-                let zero_base = self.c32(0);
-                let rel = self.tile_offset(&tile, &zero_base, &row, &col);
-                self.e.hoist = false;
+                me.e.hoist = true;
+                let q = me.addc(&tid, (it * threads) as i64);
+                let cpr = me.c32(chunks_per_row as i64);
+                let row = me.bin("divui", &q, &cpr);
+                let cc = me.bin("remui", &q, &cpr);
+                let eight = me.c32(8);
+                let col = me.mul(&cc, &eight);
+                let zero_base = me.c32(0);
+                let rel = me.tile_offset(&tile, &zero_base, &row, &col);
+                me.e.hoist = false;
                 let mut okq = ok.clone();
                 if !total.is_multiple_of(threads) {
-                    let tot = self.c32(total as i64);
-                    let inside = self.icmp("slt", &q, &tot);
-                    okq = self.and(&okq, &inside);
+                    let tot = me.c32(total as i64);
+                    let inside = me.icmp("slt", &q, &tot);
+                    okq = me.and(&okq, &inside);
                 }
                 let mut o = off.clone();
                 let coords = if ranges.len() == 2 {
                     vec![row.clone(), col.clone()]
                 } else {
-                    let cv = self.c32(tile.cols as i64);
-                    let l = self.mul(&row, &cv);
-                    vec![self.add(&l, &col)]
+                    let cv = me.c32(tile.cols as i64);
+                    let l = me.mul(&row, &cv);
+                    vec![me.add(&l, &col)]
                 };
                 for (i, (s0, stride, dim)) in ranges.clone().iter().enumerate() {
-                    let c = self.add(s0, &coords[i]);
-                    let ge = self.icmp("sge", &c, &zero);
-                    let lt = self.icmp("slt", &c, dim);
-                    okq = self.and(&okq, &ge);
-                    okq = self.and(&okq, &lt);
-                    let c64 = self.ext64(&c);
-                    let t = self.mul(&c64, stride);
-                    o = self.add(&o, &t);
+                    let c = me.add(s0, &coords[i]);
+                    let ge = me.icmp("sge", &c, &zero);
+                    let lt = me.icmp("slt", &c, dim);
+                    okq = me.and(&okq, &ge);
+                    okq = me.and(&okq, &lt);
+                    let c64 = me.ext64(&c);
+                    let t = me.mul(&c64, stride);
+                    o = me.add(&o, &t);
                 }
-                let safe = self.select(&okq, &o, &z64);
-                let gp = self.gptr(tensor, &safe);
-                let bytes = self.select(&okq, &sixteen, &zero);
-                let so = self.add(base, &rel);
-                let s32 = self.smem32.clone();
-                let sa = self.add(&s32, &so);
+                let safe = me.select(&okq, &o, &z64);
+                let gp = me.gptr(tensor, &safe);
+                let bytes = me.select(&okq, &sixteen, &zero);
+                let so = me.add(base, &rel);
+                let s32 = me.smem32.clone();
+                let sa = me.add(&s32, &so);
                 let partial = !total.is_multiple_of(threads);
                 if partial {
-                    let tot = self.c32(total as i64);
-                    let inside = self.icmp("slt", &q, &tot);
-                    self.open_if(&inside);
+                    let tot = me.c32(total as i64);
+                    let inside = me.icmp("slt", &q, &tot);
+                    me.open_if(&inside);
                 }
-                self.asm(
+                me.asm(
                     "cp.async.cg.shared.global [$0], [$1], 16, $2;",
                     "r,l,r",
                     &[&sa, &gp, &bytes],
@@ -1295,27 +1298,16 @@ impl<'a> Lower<'a> {
                     true,
                 );
                 if partial {
-                    self.close_if();
+                    me.close_if();
                 }
             }
-        }
-        let inner_body = self.e.bodies.pop().unwrap_or_default();
-        self.e.bodies.push(String::new());
-        sync(self)?;
-        let else_body = self.e.bodies.pop().unwrap_or_default();
-        let b = self.e.bodies.last_mut().expect("a body is open");
-        for l in inner_body.lines() {
-            b.push_str("  ");
-            b.push_str(l);
-            b.push('\n');
-        }
-        b.push_str("    } else {\n");
-        for l in else_body.lines() {
-            b.push_str("  ");
-            b.push_str(l);
-            b.push('\n');
-        }
-        b.push_str("    }\n");
+            Ok(vec![])
+        };
+        let fallback = |me: &mut Self| -> R<Vec<V>> {
+            sync(me)?;
+            Ok(vec![])
+        };
+        self.if_values(&aligned, copies, fallback)?;
         Ok(())
     }
 

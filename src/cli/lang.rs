@@ -157,13 +157,13 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
             .unwrap_or(1)
     });
     let ranges = super::ranges(&args.problem.range)?;
-    if let Some(name) = ranges.keys().find(|n| {
-        !kernel.params.iter().any(|p| {
-            p.name == **n && matches!(&p.kind, ParamKind::Tensor { io, .. } if *io != tir::Io::Out)
-        })
-    }) {
-        return Err(format!("--range {name}: the kernel has no input tensor `{name}`").into());
-    }
+    super::ranges_name_inputs(
+        &ranges,
+        kernel.params.iter().filter_map(|p| match &p.kind {
+            ParamKind::Tensor { io, .. } if *io != tir::Io::Out => Some(p.name.as_str()),
+            _ => None,
+        }),
+    )?;
     println!("kernel {} (seed {seed})", kernel.name);
     let mut next = super::run::uniform_stream(seed);
     let mut host_args = Vec::new();

@@ -52,6 +52,20 @@ pub fn ranges(items: &[String]) -> Result<std::collections::HashMap<String, (f64
         .collect()
 }
 
+/// Fails unless every `--range` names one of `inputs` (the kernel's input tensors).
+pub fn ranges_name_inputs<'a>(
+    ranges: &std::collections::HashMap<String, (f64, f64)>,
+    inputs: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    let inputs: Vec<&str> = inputs.collect();
+    match ranges.keys().find(|n| !inputs.contains(&n.as_str())) {
+        Some(name) => Err(format!(
+            "--range {name}: the kernel has no input tensor `{name}`"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The error every subcommand returns; `main` prints it with its chain of causes.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 

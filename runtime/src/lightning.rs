@@ -47,7 +47,8 @@ pub fn segments_for(slots: usize, per_segment: usize, n: usize) -> usize {
     (slots / per_segment.max(1)).min(blocks / 4).max(1)
 }
 
-/// S for `kernel` (the forward's or the backward's widest kernel) on `dev`, or the caller's.
+/// S for a pass whose programs per segment and residency are those of `kernel` (the forward's
+/// kernel; dV's for the backward), or the caller's.
 fn segments(
     op: &'static str,
     dev: &Device,

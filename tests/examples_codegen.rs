@@ -45,7 +45,7 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
         let kernels = compile_source(source, &Overrides::new()).expect("examples are valid");
         for k in &kernels {
             for target in TARGETS {
-                let c = tessel_compiler::codegen::compile_kernel(k, *target)
+                let c = tessel_compiler::driver::compile_kernel(k, *target)
                     .unwrap_or_else(|e| panic!("{file}: {} on {}: {e}", k.name, target.name));
                 let s = &c.schedule;
                 let ptx = &c.ptx;

@@ -113,7 +113,7 @@ fn run_stage(
         "sched" | "ptx" => kernels
             .iter()
             .map(
-                |k| match tessel_compiler::codegen::compile_kernel(k, arch(args)) {
+                |k| match tessel_compiler::driver::compile_kernel(k, arch(args)) {
                     Ok(c) if stage == "sched" => c.schedule.to_string(),
                     Ok(c) => {
                         common::Ptxas::find()

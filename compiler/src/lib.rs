@@ -1,7 +1,8 @@
 //! tessel's compiler.
 //!
 //! The pipeline flows one way (see docs/architecture.md):
-//! `.tsl` → syntax → sema → Tile IR → sched → lower (MLIR) → codegen (LLVM → PTX).
+//! `.tsl` → syntax → sema → Tile IR → sched → lower (MLIR) → codegen (LLVM → PTX); `driver` runs
+//! the stages after Tile IR in order.
 //! Stages up to the interpreter build without LLVM; `lower` and `codegen` need the `codegen`
 //! feature, which links MLIR and LLVM statically.
 
@@ -16,6 +17,8 @@ pub mod tir;
 
 #[cfg(feature = "codegen")]
 pub mod codegen;
+#[cfg(feature = "codegen")]
+pub mod driver;
 #[cfg(feature = "codegen")]
 pub mod lower;
 #[cfg(feature = "codegen")]

@@ -153,7 +153,7 @@ pub fn matmul_package(target: Target) -> Result<PackageBuilder, CompileError> {
 /// A package of one kernel compiled from Tile IR, carrying that Tile IR as its reference.
 pub fn kernel_package(
     kernel: &crate::tir::Kernel,
-    compiled: &crate::codegen::CompiledKernel,
+    compiled: &crate::driver::CompiledKernel,
 ) -> Result<PackageBuilder, CompileError> {
     let target = compiled.schedule.target;
     let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
@@ -164,7 +164,7 @@ pub fn kernel_package(
 /// The manifest entry of a kernel compiled from Tile IR (its `ptx` blob is filled in by `add`).
 pub fn kernel_entry(
     kernel: &crate::tir::Kernel,
-    compiled: &crate::codegen::CompiledKernel,
+    compiled: &crate::driver::CompiledKernel,
 ) -> Result<KernelEntry, CompileError> {
     use crate::tir::{Io as TIo, ParamKind};
     let dtype = |d: crate::tir::DType| match d {
@@ -338,7 +338,7 @@ pub fn source_package(
             if !seen.insert(name.clone()) {
                 continue;
             }
-            let compiled = match crate::codegen::compile_kernel_with(kernel, target, options) {
+            let compiled = match crate::driver::compile_kernel_with(kernel, target, options) {
                 Ok(c) => c,
                 Err(CompileError::Schedule(e)) if !variants.is_empty() => {
                     skipped.push((name, e));

@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use tessel_compiler::codegen::{compile_elementwise, compile_kernel_with};
+use tessel_compiler::codegen::compile_elementwise;
+use tessel_compiler::driver::compile_kernel_with;
 use tessel_compiler::lower::elementwise::{kernel_name, ElemType};
 use tessel_compiler::sched::SchedOptions;
 use tessel_compiler::Target;

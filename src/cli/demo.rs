@@ -216,7 +216,7 @@ pub fn run(args: DemoArgs) -> super::CliResult {
             let out = format!("dsl_{}{suffix}", kernel.name);
             for target in TARGETS {
                 let start = Instant::now();
-                let compiled = tessel_compiler::codegen::compile_kernel(kernel, *target)?;
+                let compiled = tessel_compiler::driver::compile_kernel(kernel, *target)?;
                 let elapsed = start.elapsed().as_secs_f64();
                 let package = tessel_compiler::package::kernel_package(kernel, &compiled)?;
                 emit(&args, &out, target.name, &compiled.ptx, &package, elapsed)?;

@@ -85,7 +85,10 @@ pub fn emit_ptx(module: &Module, options: &BackendOptions) -> Result<String, Com
 
 /// Verifies `module` and runs the optimisation pipeline of `options.opt_level` on it; returns the
 /// target machine for [`print_ptx`].
-fn optimise(module: &Module, options: &BackendOptions) -> Result<TargetMachine, CompileError> {
+pub(crate) fn optimise(
+    module: &Module,
+    options: &BackendOptions,
+) -> Result<TargetMachine, CompileError> {
     let machine = target_machine(options)?;
     module.set_triple(&machine.get_triple());
     module.set_data_layout(&machine.get_target_data().get_data_layout());
@@ -105,7 +108,7 @@ fn optimise(module: &Module, options: &BackendOptions) -> Result<TargetMachine, 
 }
 
 /// NVPTX code generation of an optimised module.
-fn print_ptx(module: &Module, machine: &TargetMachine) -> Result<String, CompileError> {
+pub(crate) fn print_ptx(module: &Module, machine: &TargetMachine) -> Result<String, CompileError> {
     let buffer = machine
         .write_to_memory_buffer(module, FileType::Assembly)
         .map_err(|e| CompileError::llvm("PTX emission", e.to_string()))?;
@@ -149,71 +152,4 @@ pub fn compile_matmul(target: Target) -> Result<String, CompileError> {
     let llvm = inkwell::context::Context::create();
     let llvm_module = session.translate(&module, &llvm)?;
     emit_ptx(&llvm_module, &options)
-}
-
-/// A Tile IR kernel through every backend stage, with each stage's text kept for `--emit`.
-#[derive(Debug, Clone)]
-pub struct CompiledKernel {
-    pub schedule: crate::sched::Schedule,
-    /// The MLIR module as built, before conversion.
-    pub mlir: String,
-    /// The LLVM IR after O3.
-    pub llvm: String,
-    pub ptx: String,
-    /// Wall time of each stage, in pipeline order (`tessel compile --timings` prints them).
-    pub timings: Vec<(&'static str, std::time::Duration)>,
-}
-
-/// Schedules, lowers and compiles one specialised Tile IR kernel for `target`.
-pub fn compile_kernel(
-    kernel: &crate::tir::Kernel,
-    target: Target,
-) -> Result<CompiledKernel, CompileError> {
-    compile_kernel_with(kernel, target, &crate::sched::SchedOptions::default())
-}
-
-/// [`compile_kernel`] with schedule overrides (the CLI's `--num-warps`, `--stages`, `--warps`).
-pub fn compile_kernel_with(
-    kernel: &crate::tir::Kernel,
-    target: Target,
-    sched_options: &crate::sched::SchedOptions,
-) -> Result<CompiledKernel, CompileError> {
-    let mut timings = Vec::new();
-    let mut clock = std::time::Instant::now();
-    let mut lap = |stage: &'static str| {
-        let now = std::time::Instant::now();
-        timings.push((stage, now - clock));
-        clock = now;
-    };
-    let schedule = crate::sched::schedule_with(kernel, target, sched_options)?;
-    lap("schedule");
-    let options = BackendOptions {
-        features: schedule.features.clone(),
-        ..BackendOptions::new(target)
-    };
-    target.require(&options.features)?;
-    let text = crate::lower::tiles::build_text(kernel, &schedule)?;
-    lap("lower to MLIR text");
-    let session = crate::lower::MlirSession::new();
-    let mut module = melior::ir::Module::parse(&session.context, &text)
-        .ok_or_else(|| session.error("parsing the built MLIR", "the module text does not parse"))?;
-    lap("MLIR context + parse");
-    session.convert_to_llvm_dialect(&mut module)?;
-    lap("MLIR to LLVM dialect");
-    let llvm_ctx = inkwell::context::Context::create();
-    let llvm_module = session.translate(&module, &llvm_ctx)?;
-    lap("translate to LLVM IR");
-    let machine = optimise(&llvm_module, &options)?;
-    lap("LLVM O3");
-    let ptx = print_ptx(&llvm_module, &machine)?;
-    lap("NVPTX emission");
-    let llvm = llvm_module.print_to_string().to_string();
-    lap("print LLVM IR");
-    Ok(CompiledKernel {
-        schedule,
-        mlir: text,
-        llvm,
-        ptx,
-        timings,
-    })
 }

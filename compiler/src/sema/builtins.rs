@@ -1,6 +1,6 @@
 //! The built-in functions of the language: each checks its arguments and emits Tile IR.
 
-use super::lower::{err, Lowerer, Res, Val};
+use super::elaborate::{err, Elaborator, Res, Val};
 use crate::syntax::ast::{self, ExprKind, Span};
 use crate::tir::{BinaryOp, DType, Literal, Op, ParamKind, ReduceOp, TileType, UnaryOp, ValueId};
 
@@ -122,7 +122,7 @@ impl<'e> Args<'e> {
     }
 }
 
-impl Lowerer<'_> {
+impl Elaborator<'_> {
     fn const_int(&mut self, e: &ast::Expr, what: &str) -> Res<i64> {
         match self.expr(e)? {
             Val::Int(i) => Ok(i),
@@ -605,7 +605,7 @@ impl Lowerer<'_> {
                     format!("unknown function `{func}`"),
                     "not a built-in function",
                 );
-                if let Some(near) = super::lower::closest(&func.name, &names) {
+                if let Some(near) = super::elaborate::closest(&func.name, &names) {
                     d = d.with_note(format!("did you mean `{near}`?"));
                 }
                 Err(d)

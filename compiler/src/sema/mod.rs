@@ -6,7 +6,7 @@
 //! type, `i + 1` stays i32, so kernels rarely need casts for constants.
 
 mod builtins;
-mod lower;
+mod elaborate;
 
 use std::collections::HashMap;
 
@@ -14,7 +14,7 @@ use crate::diag::Diagnostic;
 use crate::syntax::ast;
 use crate::tir::{self, ConstValue};
 
-pub use lower::lower_kernel;
+pub use elaborate::elaborate_kernel;
 
 /// Compile-time values given from outside (`-D NAME=VALUE`), overriding defaults.
 pub type Overrides = HashMap<String, ConstValue>;
@@ -31,9 +31,12 @@ pub fn parse_const(text: &str) -> Option<ConstValue> {
     }
 }
 
-/// Lowers every kernel of a file; returns the kernels that lowered and the diagnostics of those
+/// Elaborates every kernel of a file; returns the kernels that elaborated and the diagnostics of those
 /// that did not.
-pub fn lower_file(file: &ast::File, overrides: &Overrides) -> (Vec<tir::Kernel>, Vec<Diagnostic>) {
+pub fn elaborate_file(
+    file: &ast::File,
+    overrides: &Overrides,
+) -> (Vec<tir::Kernel>, Vec<Diagnostic>) {
     let mut kernels = Vec::new();
     let mut diags = Vec::new();
     let mut seen: HashMap<&str, ast::Span> = HashMap::new();
@@ -49,7 +52,7 @@ pub fn lower_file(file: &ast::File, overrides: &Overrides) -> (Vec<tir::Kernel>,
             );
             continue;
         }
-        match lower_kernel(k, overrides) {
+        match elaborate_kernel(k, overrides) {
             Ok(t) => kernels.push(t),
             Err(d) => diags.push(d),
         }
@@ -63,7 +66,7 @@ pub fn compile_source(
     overrides: &Overrides,
 ) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
     let file = crate::syntax::parse(source).map_err(|d| vec![d])?;
-    let (kernels, diags) = lower_file(&file, overrides);
+    let (kernels, diags) = elaborate_file(&file, overrides);
     if diags.is_empty() {
         Ok(kernels)
     } else {

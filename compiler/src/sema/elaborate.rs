@@ -1,4 +1,5 @@
-//! The lowering walk: one kernel's AST → Tile IR.
+//! Elaboration: one kernel's AST → specialised Tile IR (names resolved, constants folded, every
+//! value typed).
 
 use std::collections::{HashMap, HashSet};
 
@@ -42,7 +43,7 @@ enum Binding {
     Scalar(usize),
 }
 
-pub(super) struct Lowerer<'a> {
+pub(super) struct Elaborator<'a> {
     pub(super) kernel: &'a ast::Kernel,
     pub(super) types: Vec<TileType>,
     /// Open blocks, innermost last; index 0 is the kernel body.
@@ -59,8 +60,8 @@ pub(super) fn err(span: Span, message: impl Into<String>, label: impl Into<Strin
 }
 
 /// Lowers one kernel, specialised with its defaults overridden by `overrides`.
-pub fn lower_kernel(k: &ast::Kernel, overrides: &Overrides) -> Res<tir::Kernel> {
-    let mut l = Lowerer {
+pub fn elaborate_kernel(k: &ast::Kernel, overrides: &Overrides) -> Res<tir::Kernel> {
+    let mut l = Elaborator {
         kernel: k,
         types: Vec::new(),
         blocks: vec![Vec::new()],
@@ -109,7 +110,7 @@ fn const_name(v: &Val) -> &'static str {
     }
 }
 
-impl<'a> Lowerer<'a> {
+impl<'a> Elaborator<'a> {
     // ---- building -----------------------------------------------------------------------
 
     fn new_value(&mut self, ty: TileType) -> ValueId {

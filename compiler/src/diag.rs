@@ -68,3 +68,32 @@ impl Diagnostic {
 pub fn render_all(diags: &[Diagnostic], file_name: &str, source: &str) -> String {
     diags.iter().map(|d| d.render(file_name, source)).collect()
 }
+
+/// The known name closest to `name` by edit distance, if it is close enough to be a typo: the
+/// one "did you mean" of the front end and the command line.
+pub fn closest(name: &str, candidates: &[String]) -> Option<String> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur.push(
+                    (prev[j] + usize::from(ca != *cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1),
+                );
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    // Ties go to a candidate that differs only in case (`Bm` → `BM`, not `BK`).
+    let lower = name.to_lowercase();
+    candidates
+        .iter()
+        .map(|c| (distance(name, c), distance(&lower, &c.to_lowercase()), c))
+        .filter(|(d, _, c)| *d <= name.len().max(c.len()).div_ceil(3))
+        .min()
+        .map(|(_, _, c)| c.clone())
+}

@@ -60,6 +60,7 @@ pub fn fma_package(e: ElemType, target: Target) -> Result<PackageBuilder, Compil
             ParamSpec::Shape { symbol: "N".into() },
         ],
         consts: vec![("T".into(), e.name().into())],
+        requires: vec![],
         launch: LaunchRule {
             grid: vec![ShapeExpr::CeilDiv(
                 Box::new(n()),
@@ -119,6 +120,7 @@ pub fn matmul_package(target: Target) -> Result<PackageBuilder, CompileError> {
             ("BM".into(), BLOCK_M.to_string()),
             ("BN".into(), BLOCK_N.to_string()),
         ],
+        requires: vec![],
         launch: LaunchRule {
             grid: vec![
                 ShapeExpr::CeilDiv(Box::new(sym("N")), Box::new(ShapeExpr::Int(BLOCK_N as i64))),
@@ -239,6 +241,7 @@ pub fn kernel_entry(
             .iter()
             .map(|(n, v)| (n.clone(), v.to_string()))
             .collect(),
+        requires: kernel.requires.clone(),
         launch: LaunchRule {
             grid: kernel.grid.clone(),
             block: [compiled.schedule.threads, 1, 1],

@@ -149,6 +149,23 @@ fn softmax_rows_match_float64() {
 }
 
 #[test]
+fn softmax_refuses_rows_longer_than_its_tile() {
+    // `requires N <= BN`: a 129-column row on BN = 128 would leave a column unwritten.
+    let k = example("softmax.tsl", &[("BM", "4"), ("BN", "128")]);
+    let mut args = vec![
+        HostArg::Tensor(random(DType::F32, &[2, 129], 1.0)),
+        HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![2, 129])),
+    ];
+    assert_eq!(
+        interp::run(&k, &mut args),
+        Err(interp::InterpError::Requirement {
+            requirement: "N <= 128".into(),
+            values: "N = 129".into(),
+        })
+    );
+}
+
+#[test]
 fn flash_attention_forward_matches_reference() {
     // (B, HQ, HKV, NQ, NK, causal): ragged lengths, GQA, NQ > NK (fully masked rows) and NQ < NK.
     let cases = [

@@ -65,6 +65,27 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A fixed dimension must be a size kernels can index (0 ..= i32::MAX): a negative one would
+/// otherwise reach callers as an enormous `usize`.
+fn check_fixed_dims(k: &KernelEntry) -> Result<(), PackageError> {
+    for p in &k.params {
+        if let crate::ParamSpec::Tensor { name, dims, .. } = p {
+            for (axis, d) in dims.iter().enumerate() {
+                if let crate::DimSpec::Const(c) = d {
+                    if !(0..=i32::MAX as i64).contains(c) {
+                        return Err(PackageError::Manifest(format!(
+                            "kernel `{}`: tensor `{name}` dimension {axis} is {c}, not a size \
+                             (0 to 2^31 - 1)",
+                            k.name
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Package {
     /// Parses and verifies a package from its bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Package, PackageError> {
@@ -112,6 +133,7 @@ impl Package {
                     name: k.name.clone(),
                 });
             }
+            check_fixed_dims(k)?;
             let end = k
                 .ptx
                 .offset

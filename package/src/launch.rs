@@ -120,6 +120,8 @@ pub enum LaunchError {
     UnboundSymbol { symbol: String },
     #[error("grid extent {index} ({expr}) is invalid for these shapes")]
     Grid { index: usize, expr: String },
+    #[error("the kernel requires `{requirement}`, which does not hold for {values}")]
+    Requirement { requirement: String, values: String },
 }
 
 /// Checks `args` against `entry` and computes the launch.
@@ -252,6 +254,12 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
         }
     }
     let lookup = |s: &str| symbols.get(s).map(|(v, _)| *v);
+    if let Some((requirement, values)) = failed_requirement(&entry.requires, &lookup) {
+        return Err(LaunchError::Requirement {
+            requirement,
+            values,
+        });
+    }
     let mut grid = [1u32; 3];
     for (i, g) in entry.launch.grid.iter().enumerate().take(3) {
         let v = g
@@ -306,6 +314,25 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
         params,
         symbols: symbols.into_iter().map(|(k, (v, _))| (k, v)).collect(),
     })
+}
+
+/// The first requirement that does not hold (or cannot be evaluated) for these symbol values, as
+/// its text and the values it read (`("N <= 1024", "N = 4097")`): what both the runtime and the
+/// interpreter report.
+pub fn failed_requirement(
+    requires: &[crate::Requirement],
+    lookup: &dyn Fn(&str) -> Option<i64>,
+) -> Option<(String, String)> {
+    let r = requires.iter().find(|r| r.holds(lookup) != Some(true))?;
+    let values: Vec<String> = r
+        .symbols()
+        .iter()
+        .map(|s| match lookup(s) {
+            Some(v) => format!("{s} = {v}"),
+            None => format!("{s} unbound"),
+        })
+        .collect();
+    Some((r.to_string(), values.join(", ")))
 }
 
 /// bf16 bits of `v`, rounded to nearest even.

@@ -10,8 +10,8 @@ pub mod launch;
 pub mod manifest;
 pub mod target;
 
-pub use expr::ShapeExpr;
+pub use expr::{Cmp, Requirement, ShapeExpr};
 pub use format::{Package, PackageBuilder, PackageError};
-pub use launch::{plan, ArgInfo, LaunchError, LaunchPlan, ParamValue};
+pub use launch::{failed_requirement, plan, ArgInfo, LaunchError, LaunchPlan, ParamValue};
 pub use manifest::{dense_strides, DType, DimSpec, Io, KernelEntry, LaunchRule, ParamSpec};
 pub use target::{Feature, PtxVersion, Target, TargetError};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ShapeExpr;
+use crate::{Requirement, ShapeExpr};
 
 /// Element types a kernel parameter can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,6 +113,10 @@ pub struct KernelEntry {
     /// The compile-time values the kernel was specialised with, as `NAME=VALUE` text.
     pub consts: Vec<(String, String)>,
     pub launch: LaunchRule,
+    /// What the call's shapes must satisfy (`requires` in the source); checked before every
+    /// launch. Absent in packages written before requirements existed: those have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Requirement>,
     /// Floating-point operations and bytes moved per call, for benchmarks' TFLOP/s and GB/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flops: Option<ShapeExpr>,

@@ -33,6 +33,7 @@ fn entry() -> KernelEntry {
             ParamSpec::Shape { symbol: "N".into() },
         ],
         consts: vec![],
+        requires: vec![],
         launch: LaunchRule {
             grid: vec![
                 ShapeExpr::CeilDiv(Box::new(sym("N")), Box::new(ShapeExpr::Int(128))),
@@ -263,6 +264,47 @@ fn grid_that_cannot_be_evaluated_is_an_error() {
         ],
     );
     assert!(matches!(r, Err(LaunchError::Grid { .. })), "{r:?}");
+}
+
+#[test]
+fn a_requirement_that_does_not_hold_refuses_the_call_naming_it() {
+    // As softmax.tsl's `requires N <= BN` with BN = 1024, folded into the manifest.
+    let mut e = entry();
+    e.requires = vec![Requirement {
+        lhs: sym("N"),
+        cmp: Cmp::Le,
+        rhs: ShapeExpr::Int(1024),
+    }];
+    let call = |e: &KernelEntry, n| {
+        plan(
+            e,
+            &[
+                tensor(&[1, 2, n, 64], Q),
+                tensor(&[1, 2, n, 64], O),
+                ArgInfo::Scalar(1.0),
+            ],
+        )
+    };
+    assert!(call(&e, 1024).is_ok());
+    let r = call(&e, 1025).unwrap_err();
+    assert_eq!(
+        r,
+        LaunchError::Requirement {
+            requirement: "N <= 1024".into(),
+            values: "N = 1025".into(),
+        }
+    );
+    assert_eq!(
+        r.to_string(),
+        "the kernel requires `N <= 1024`, which does not hold for N = 1025"
+    );
+    // One that cannot be evaluated (a symbol no tensor binds) refuses too, rather than passing.
+    e.requires[0].lhs = sym("Q");
+    let r = call(&e, 8).unwrap_err();
+    assert!(
+        matches!(&r, LaunchError::Requirement { values, .. } if values == "Q unbound"),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -24,6 +24,11 @@ fn entry(name: &str) -> KernelEntry {
             ParamSpec::Shape { symbol: "N".into() },
         ],
         consts: vec![("BLOCK".into(), "256".into())],
+        requires: vec![Requirement {
+            lhs: ShapeExpr::Sym("N".into()),
+            cmp: Cmp::Ge,
+            rhs: ShapeExpr::Int(1),
+        }],
         launch: LaunchRule {
             grid: vec![ShapeExpr::CeilDiv(
                 Box::new(ShapeExpr::Sym("N".into())),
@@ -200,5 +205,27 @@ fn duplicate_and_missing_kernels() {
             assert!(e.to_string().contains("first, second"), "{e}")
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_fixed_dimension_that_is_not_a_size_is_refused_on_read() {
+    // A hand-edited manifest with dimension -1 once reached `tessel run` as usize::MAX.
+    for bad in [-1i64, 1 << 40] {
+        let mut e = entry("k");
+        if let ParamSpec::Tensor { dims, .. } = &mut e.params[0] {
+            dims[0] = DimSpec::Const(bad);
+        }
+        let mut b = PackageBuilder::new("sm_90a", "8.0");
+        b.add(e, "x").unwrap();
+        match Package::from_bytes(&b.to_bytes()) {
+            Err(e @ PackageError::Manifest(_)) => {
+                assert!(
+                    e.to_string().contains(&format!("is {bad}, not a size")),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

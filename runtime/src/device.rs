@@ -91,6 +91,14 @@ impl Device {
             .map_err(RuntimeError::driver("cuDeviceGetAttribute"))
     }
 
+    /// Free and total device memory in bytes: what callers check a problem against before
+    /// allocating it.
+    pub fn memory(&self) -> Result<(usize, usize), RuntimeError> {
+        self.context
+            .mem_get_info()
+            .map_err(RuntimeError::driver("cuMemGetInfo"))
+    }
+
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.context
     }

@@ -180,6 +180,23 @@ fn compile_variants(
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let fixed = super::lang::defines(&args.defines)?;
     let variants = parse_variants(&args.variant)?;
+    let mut given: Vec<&str> = fixed.keys().map(String::as_str).collect();
+    given.sort();
+    super::lang::check_declared("-D", &source, given)?;
+    super::lang::check_declared(
+        "--variant",
+        &source,
+        variants.iter().map(|(n, _)| n.as_str()),
+    )?;
+    for (i, (name, _)) in variants.iter().enumerate() {
+        if variants[..i].iter().any(|(n, _)| n == name) {
+            // A second flag would silently replace the first one's values.
+            return Err(format!(
+                "--variant {name} is given twice: list every value in one, e.g. --variant {name}=A,B"
+            )
+            .into());
+        }
+    }
     let built = tessel_compiler::package::source_package(
         &source,
         &file.display().to_string(),

@@ -56,11 +56,34 @@ pub fn front_end(args: &SourceArgs) -> Result<Vec<tir::Kernel>, Box<dyn std::err
     let source = std::fs::read_to_string(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let overrides = defines(&args.defines)?;
+    let mut given: Vec<&str> = overrides.keys().map(String::as_str).collect();
+    given.sort();
+    check_declared("-D", &source, given)?;
     sema::compile_source(&source, &overrides).map_err(|diags| {
         let name = args.file.display().to_string();
         eprint!("{}", render_all(&diags, &name, &source));
         format!("{} error(s) in {name}", diags.len()).into()
     })
+}
+
+/// Fails unless every name in `given` is a compile-time parameter of some kernel of `source`:
+/// one that none declares would be ignored, keeping the default. A file that does not parse
+/// passes here and gets its syntax error from the front end.
+pub fn check_declared<'a>(
+    flag: &str,
+    source: &str,
+    given: impl IntoIterator<Item = &'a str>,
+) -> Result<(), String> {
+    let Ok(file) = tessel_compiler::syntax::parse(source) else {
+        return Ok(());
+    };
+    let mut consts: Vec<String> = Vec::new();
+    for c in file.kernels.iter().flat_map(|k| &k.consts) {
+        if !consts.contains(&c.name.name) {
+            consts.push(c.name.name.clone());
+        }
+    }
+    super::inputs::check_names(flag, given, "compile-time parameter", &consts)
 }
 
 pub fn check(args: SourceArgs) -> super::CliResult {
@@ -106,14 +129,10 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
                 args.source.file.display()
             )
         })?;
-    let mut dims: HashMap<String, usize> = HashMap::new();
-    for (k, v) in key_values(&args.problem.shape, "--shape")? {
-        dims.insert(
-            k.clone(),
-            v.parse()
-                .map_err(|_| format!("--shape {k}={v}: not a size"))?,
-        );
-    }
+    let mut dims = super::inputs::sizes(&args.problem.shape)?;
+    let mut given: Vec<&str> = dims.keys().map(String::as_str).collect();
+    given.sort();
+    super::inputs::check_names("--shape", given, "shape symbol", &shape_symbols(kernel))?;
     let mut npy: HashMap<String, (Vec<usize>, Vec<f64>)> = HashMap::new();
     for (name, path) in key_values(&args.npy, "--npy")? {
         let (shape, data) = read_npy(std::path::Path::new(&path))?;
@@ -150,6 +169,15 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
         npy.insert(name, (shape, data));
     }
     let scalars = numeric_key_values(&args.problem.scalar, "--scalar")?;
+    let scalar_names: Vec<String> = kernel
+        .params
+        .iter()
+        .filter(|p| matches!(p.kind, ParamKind::Scalar { .. }))
+        .map(|p| p.name.clone())
+        .collect();
+    let mut given: Vec<&str> = scalars.keys().map(String::as_str).collect();
+    given.sort();
+    super::inputs::check_names("--scalar", given, "scalar parameter", &scalar_names)?;
     let seed = args.problem.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -164,69 +192,14 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
             _ => None,
         }),
     )?;
+    let layouts = layouts(kernel, &dims)?;
+    let elements: u128 = layouts.iter().flatten().map(|(_, _, n)| *n as u128).sum();
+    super::inputs::check_host_memory(
+        elements * 8,
+        "the kernel's tensors (8 bytes an element in the interpreter)",
+    )?;
     println!("kernel {} (seed {seed})", kernel.name);
-    let mut next = super::run::uniform_stream(seed);
-    let mut host_args = Vec::new();
-    for p in &kernel.params {
-        host_args.push(match &p.kind {
-            ParamKind::Tensor {
-                io,
-                dtype,
-                dims: pd,
-                strides,
-            } => {
-                let size = |ds: &[Dim]| {
-                    ds.iter()
-                        .map(|d| match d {
-                            Dim::Const(c) => Ok(*c as usize),
-                            Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| {
-                                format!("give the size of `{s}` with --shape {s}=...")
-                            }),
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                };
-                let shape = size(pd)?;
-                let strides = match strides {
-                    Some(st) => size(st)?,
-                    None => HostTensor::poisoned(*dtype, shape.clone()).strides,
-                };
-                if let Some((file_shape, data)) = npy.get(&p.name) {
-                    if *file_shape != shape {
-                        return Err(format!(
-                            "--npy {}: shape {file_shape:?} where {shape:?} is needed",
-                            p.name
-                        )
-                        .into());
-                    }
-                    host_args.push(HostArg::Tensor(HostTensor::new(
-                        *dtype,
-                        shape,
-                        data.clone(),
-                    )));
-                    continue;
-                }
-                let mut t = HostTensor::strided(*dtype, shape, strides, vec![]);
-                let n = t.span();
-                t.data = if *io == tir::Io::Out {
-                    let poison = if dtype.is_float() {
-                        f64::NAN
-                    } else {
-                        i32::MIN as f64
-                    };
-                    vec![poison; n]
-                } else {
-                    let range = ranges.get(&p.name).copied().unwrap_or((-1.0, 1.0));
-                    (0..n)
-                        .map(|_| interp::round(*dtype, super::run::in_range(next(), range)))
-                        .collect()
-                };
-                HostArg::Tensor(t)
-            }
-            ParamKind::Scalar { .. } => {
-                HostArg::Scalar(scalars.get(&p.name).copied().unwrap_or(1.0))
-            }
-        });
-    }
+    let mut host_args = host_args(kernel, &layouts, &npy, &scalars, &ranges, seed)?;
     interp::run(kernel, &mut host_args)?;
     println!(
         "{:<10} {:<6} {:<18} {:>11} {:>11} {:>11} {:>8}",
@@ -257,6 +230,128 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
         }
     }
     Ok(())
+}
+
+/// Each tensor parameter's shape, strides and the elements its strides reach (None for scalars),
+/// from the shape symbols' values: computed, with overflow refused, before anything is allocated.
+type Layout = (Vec<usize>, Vec<usize>, usize);
+
+fn layouts(
+    kernel: &tir::Kernel,
+    dims: &HashMap<String, usize>,
+) -> Result<Vec<Option<Layout>>, Box<dyn std::error::Error>> {
+    let size = |ds: &[Dim]| {
+        ds.iter()
+            .map(|d| match d {
+                Dim::Const(c) => Ok(*c as usize),
+                Dim::Sym(s) => dims
+                    .get(s)
+                    .copied()
+                    .ok_or_else(|| format!("give the size of `{s}` with --shape {s}=...")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut out = Vec::new();
+    for p in &kernel.params {
+        let ParamKind::Tensor {
+            dims: pd, strides, ..
+        } = &p.kind
+        else {
+            out.push(None);
+            continue;
+        };
+        let shape = size(pd)?;
+        let dense = super::inputs::elements(&p.name, &shape)?;
+        let (strides, span) = match strides {
+            Some(st) => {
+                let st = size(st)?;
+                // One past the largest index the strides reach, as HostTensor::span computes it.
+                let span = shape
+                    .iter()
+                    .zip(&st)
+                    .try_fold(1usize, |a, (&d, &s)| {
+                        a.checked_add(d.saturating_sub(1).checked_mul(s)?)
+                    })
+                    .ok_or_else(|| format!("tensor `{}`: its strides reach too far", p.name))?;
+                (st, if dense == 0 { 0 } else { span })
+            }
+            // Dense strides are partial products of the shape, safe once the count is (an empty
+            // tensor's may overflow, and nothing is at any stride).
+            None if dense == 0 => (vec![1; shape.len()], 0),
+            None => (tessel_runtime::format::dense_strides(&shape), dense),
+        };
+        out.push(Some((shape, strides, span)));
+    }
+    Ok(out)
+}
+
+/// The interpreter's arguments: `.npy` contents where given, random inputs, NaN-poisoned outputs.
+fn host_args(
+    kernel: &tir::Kernel,
+    layouts: &[Option<Layout>],
+    npy: &HashMap<String, (Vec<usize>, Vec<f64>)>,
+    scalars: &HashMap<String, f64>,
+    ranges: &HashMap<String, (f64, f64)>,
+    seed: u64,
+) -> Result<Vec<HostArg>, Box<dyn std::error::Error>> {
+    let mut next = super::run::uniform_stream(seed);
+    let mut host_args = Vec::new();
+    for (p, layout) in kernel.params.iter().zip(layouts) {
+        host_args.push(match (&p.kind, layout) {
+            (ParamKind::Tensor { io, dtype, .. }, Some((shape, strides, n))) => {
+                let (shape, strides, n) = (shape.clone(), strides.clone(), *n);
+                if let Some((file_shape, data)) = npy.get(&p.name) {
+                    if *file_shape != shape {
+                        return Err(format!(
+                            "--npy {}: shape {file_shape:?} where {shape:?} is needed",
+                            p.name
+                        )
+                        .into());
+                    }
+                    host_args.push(HostArg::Tensor(HostTensor::new(
+                        *dtype,
+                        shape,
+                        data.clone(),
+                    )));
+                    continue;
+                }
+                let mut t = HostTensor::strided(*dtype, shape, strides, vec![]);
+                t.data = if *io == tir::Io::Out {
+                    let poison = if dtype.is_float() {
+                        f64::NAN
+                    } else {
+                        i32::MIN as f64
+                    };
+                    vec![poison; n]
+                } else {
+                    let range = ranges.get(&p.name).copied().unwrap_or((-1.0, 1.0));
+                    (0..n)
+                        .map(|_| interp::round(*dtype, super::run::in_range(next(), range)))
+                        .collect()
+                };
+                HostArg::Tensor(t)
+            }
+            _ => HostArg::Scalar(scalars.get(&p.name).copied().unwrap_or(1.0)),
+        });
+    }
+    Ok(host_args)
+}
+
+/// Every shape symbol a kernel's tensors declare (dimensions and strides), each once.
+fn shape_symbols(kernel: &tir::Kernel) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in &kernel.params {
+        if let ParamKind::Tensor { dims, strides, .. } = &p.kind {
+            for d in dims.iter().chain(strides.iter().flatten()) {
+                if let Dim::Sym(s) = d {
+                    if !out.contains(s) {
+                        out.push(s.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A C-order .npy array as f64 values, with its shape.

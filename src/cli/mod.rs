@@ -7,6 +7,7 @@ pub mod compile;
 #[cfg(feature = "codegen")]
 pub mod demo;
 pub mod devices;
+pub mod inputs;
 pub mod lang;
 pub mod plot;
 pub mod run;

@@ -37,7 +37,8 @@ pub(crate) fn concrete_shape(
 ) -> Result<Vec<usize>, String> {
     dims.iter()
         .map(|d| match d {
-            DimSpec::Const(c) => Ok(*c as usize),
+            DimSpec::Const(c) => usize::try_from(*c)
+                .map_err(|_| format!("tensor `{name}` has a fixed dimension of {c}: not a size")),
             DimSpec::Sym(s) => symbols.get(s).map(|v| *v as usize).ok_or_else(|| {
                 format!("tensor `{name}` needs the size of `{s}`: pass --shape {s}=...")
             }),
@@ -201,8 +202,30 @@ pub fn run(args: RunArgs) -> super::CliResult {
     let reference = tir::parse_kernel(ir)?;
     tir::verify(&reference)?;
     let rounded = rounds_through(&reference);
-    let symbols = numeric_key_values(&args.problem.shape, "--shape")?;
+    let symbols: HashMap<String, f64> = super::inputs::sizes(&args.problem.shape)?
+        .into_iter()
+        .map(|(k, v)| (k, v as f64))
+        .collect();
     let scalars = numeric_key_values(&args.problem.scalar, "--scalar")?;
+    check_problem_names(&entry, &symbols, &scalars)?;
+    let (host_bytes, device_bytes) = problem_bytes(&entry, &symbols)?;
+    // Twice the f64 copies: the inputs, and the GPU's outputs read back to compare.
+    super::inputs::check_host_memory(
+        host_bytes * 2,
+        "the tensors and their reference (8 bytes an element)",
+    )?;
+    // The device first: no point drawing gigabytes of inputs for a machine without a GPU.
+    let dev = Device::open(0)?;
+    let (free, _) = dev.memory()?;
+    if device_bytes > free as u128 {
+        return Err(format!(
+            "the kernel's tensors need {} of GPU memory; {} has {} free",
+            super::inputs::human(device_bytes),
+            dev.name()?,
+            super::inputs::human(free as u128)
+        )
+        .into());
+    }
     let seed = args.problem.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -211,7 +234,6 @@ pub fn run(args: RunArgs) -> super::CliResult {
     });
     let ranges = super::ranges(&args.problem.range)?;
     let mut host = host_inputs(&entry, &symbols, &scalars, &ranges, seed)?;
-    let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
     let tensors = upload(&dev, &entry, &host)?;
     let plan = loaded.launch(&dev, &entry.name, &device_args(&tensors, &host))?;
@@ -288,6 +310,69 @@ pub fn run(args: RunArgs) -> super::CliResult {
         return Err("the GPU result differs from the interpreter's".into());
     }
     Ok(())
+}
+
+/// Fails on a `--shape` or `--scalar` naming nothing the kernel has (it would be ignored).
+fn check_problem_names(
+    entry: &KernelEntry,
+    symbols: &HashMap<String, f64>,
+    scalars: &HashMap<String, f64>,
+) -> Result<(), String> {
+    let mut syms: Vec<String> = Vec::new();
+    let mut scalar_names = Vec::new();
+    for p in &entry.params {
+        match p {
+            ParamSpec::Tensor { dims, .. } => {
+                for d in dims {
+                    if let DimSpec::Sym(s) = d {
+                        if !syms.contains(s) {
+                            syms.push(s.clone());
+                        }
+                    }
+                }
+            }
+            ParamSpec::Scalar { name, .. } => scalar_names.push(name.clone()),
+            ParamSpec::Shape { .. } => {}
+        }
+    }
+    let sorted = |m: &HashMap<String, f64>| {
+        let mut v: Vec<String> = m.keys().cloned().collect();
+        v.sort();
+        v
+    };
+    let given = sorted(symbols);
+    super::inputs::check_names(
+        "--shape",
+        given.iter().map(String::as_str),
+        "shape symbol",
+        &syms,
+    )?;
+    let given = sorted(scalars);
+    super::inputs::check_names(
+        "--scalar",
+        given.iter().map(String::as_str),
+        "scalar parameter",
+        &scalar_names,
+    )
+}
+
+/// Host bytes (f64 per element) and device bytes (the dtype's) of every tensor of the call.
+fn problem_bytes(
+    entry: &KernelEntry,
+    symbols: &HashMap<String, f64>,
+) -> Result<(u128, u128), String> {
+    let (mut host, mut device) = (0u128, 0u128);
+    for p in &entry.params {
+        if let ParamSpec::Tensor {
+            name, dims, dtype, ..
+        } = p
+        {
+            let n = super::inputs::elements(name, &concrete_shape(name, dims, symbols)?)? as u128;
+            host += n * 8;
+            device += n * dtype.size() as u128;
+        }
+    }
+    Ok((host, device))
 }
 
 #[cfg(test)]

@@ -103,6 +103,8 @@ pub enum InterpError {
     },
     #[error("grid extent {index} ({expr}) cannot be evaluated for these shapes")]
     BadGrid { index: usize, expr: String },
+    #[error("the kernel requires `{requirement}`, which does not hold for {values}")]
+    Requirement { requirement: String, values: String },
     #[error("integer division by zero in program {program:?}")]
     DivisionByZero { program: [usize; 3] },
 }
@@ -222,6 +224,16 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
                 return Err(bad("expected a scalar, got a tensor".into()))
             }
         }
+    }
+    // The same check, and the same words, as the runtime's before a launch.
+    let lookup = |s: &str| dims.get(s).map(|&n| n as i64);
+    if let Some((requirement, values)) =
+        tessel_package::failed_requirement(&kernel.requires, &lookup)
+    {
+        return Err(InterpError::Requirement {
+            requirement,
+            values,
+        });
     }
     let mut grid = [1usize; 3];
     for (i, g) in kernel.grid.iter().enumerate() {

@@ -123,7 +123,7 @@ impl<'e> Args<'e> {
 }
 
 impl Elaborator<'_> {
-    fn const_int(&mut self, e: &ast::Expr, what: &str) -> Res<i64> {
+    pub(super) fn const_int(&mut self, e: &ast::Expr, what: &str) -> Res<i64> {
         match self.expr(e)? {
             Val::Int(i) => Ok(i),
             _ => Err(err(
@@ -143,18 +143,6 @@ impl Elaborator<'_> {
                 "not known at compile time",
             )),
         }
-    }
-
-    fn extent(&mut self, e: &ast::Expr) -> Res<usize> {
-        let v = self.const_int(e, "a tile dimension")?;
-        if !(1..=1 << 20).contains(&v) {
-            return Err(err(
-                e.span,
-                format!("tile dimension {v} is out of range"),
-                "must be between 1 and 2^20",
-            ));
-        }
-        Ok(v as usize)
     }
 
     fn tile(&mut self, e: &ast::Expr) -> Res<ValueId> {
@@ -605,7 +593,7 @@ impl Elaborator<'_> {
                     format!("unknown function `{func}`"),
                     "not a built-in function",
                 );
-                if let Some(near) = super::elaborate::closest(&func.name, &names) {
+                if let Some(near) = crate::diag::closest(&func.name, &names) {
                     d = d.with_note(format!("did you mean `{near}`?"));
                 }
                 Err(d)

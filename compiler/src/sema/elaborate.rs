@@ -74,6 +74,7 @@ pub fn elaborate_kernel(k: &ast::Kernel, overrides: &Overrides) -> Res<tir::Kern
     let attrs = l.attributes()?;
     l.bind_params()?;
     let grid = l.grid()?;
+    let requires = l.requirements(&consts)?;
     l.block(&k.body)?;
     let body = tir::Block {
         args: Vec::new(),
@@ -85,6 +86,7 @@ pub fn elaborate_kernel(k: &ast::Kernel, overrides: &Overrides) -> Res<tir::Kern
         attrs,
         params: l.params,
         grid,
+        requires,
         body,
         types: l.types,
     };
@@ -98,6 +100,9 @@ pub fn elaborate_kernel(k: &ast::Kernel, overrides: &Overrides) -> Res<tir::Kern
     })?;
     Ok(kernel)
 }
+
+/// How `shape_expr` names a grid extent in its errors.
+const GRID_EXTENT: (&str, &str) = ("grid extents", "a grid extent");
 
 fn const_name(v: &Val) -> &'static str {
     match v {
@@ -188,7 +193,7 @@ impl<'a> Elaborator<'a> {
 
     fn unknown_name(&self, id: &ast::Ident) -> Diagnostic {
         let mut d = err(id.span, format!("unknown name `{id}`"), "not defined here");
-        if let Some(near) = closest(&id.name, &self.all_names()) {
+        if let Some(near) = crate::diag::closest(&id.name, &self.all_names()) {
             d = d.with_note(format!("did you mean `{near}`?"));
         }
         d
@@ -527,17 +532,24 @@ impl<'a> Elaborator<'a> {
                 "here",
             ));
         }
-        k.grid.iter().map(|e| self.shape_expr(e)).collect()
+        k.grid
+            .iter()
+            .map(|e| self.shape_expr(e, GRID_EXTENT))
+            .collect()
     }
 
-    /// A launch-grid extent: compile-time ints, shape symbols and integer arithmetic only.
-    fn shape_expr(&mut self, e: &ast::Expr) -> Res<ShapeExpr> {
+    /// A launch-time integer (a grid extent, a side of a requirement; `what` names them, plural
+    /// and singular): compile-time ints, shape symbols and integer arithmetic only.
+    pub(super) fn shape_expr(&mut self, e: &ast::Expr, what: (&str, &str)) -> Res<ShapeExpr> {
         let bad = |span| {
-            err(span, "grid extents may only use shape symbols, compile-time integers, + - * / and cdiv, min, max", "not allowed in a grid extent")
+            err(span, format!("{} may only use shape symbols, compile-time integers, + - * / and cdiv, min, max", what.0), format!("not allowed in {}", what.1))
         };
         let two =
             |l: &mut Self, a: &ast::Expr, b: &ast::Expr| -> Res<(Box<ShapeExpr>, Box<ShapeExpr>)> {
-                Ok((Box::new(l.shape_expr(a)?), Box::new(l.shape_expr(b)?)))
+                Ok((
+                    Box::new(l.shape_expr(a, what)?),
+                    Box::new(l.shape_expr(b, what)?),
+                ))
             };
         Ok(match &e.kind {
             ExprKind::Int(v) => ShapeExpr::Int(*v),
@@ -844,7 +856,14 @@ impl<'a> Elaborator<'a> {
 
     // ---- expressions ----------------------------------------------------------------------
 
+    /// An expression's value; a tile too large to hold is refused here, on its own span.
     pub(super) fn expr(&mut self, e: &ast::Expr) -> Res<Val> {
+        let v = self.expr_kind(e)?;
+        self.check_tile_size(&v, e.span)?;
+        Ok(v)
+    }
+
+    fn expr_kind(&mut self, e: &ast::Expr) -> Res<Val> {
         match &e.kind {
             ExprKind::Int(v) => {
                 if *v > i32::MAX as i64 {
@@ -1058,8 +1077,17 @@ impl<'a> Elaborator<'a> {
         if let Some(v) = fold(op, &a, &b, whole)? {
             return Ok(v);
         }
+        let zero_divisor = matches!(b, Val::Int(0));
         let (va, vb) = self.unify(a, b, sa, sb, whole)?;
         let t = self.ty(va).clone();
+        if zero_divisor && t.dtype == DType::I32 && matches!(op, BinOp::Div | BinOp::Rem) {
+            // Refused here so that the interpreter and the GPU cannot disagree on it at run time.
+            return Err(err(
+                sb,
+                format!("integer `{}` by zero", op.symbol()),
+                "this divisor is 0",
+            ));
+        }
         let cmp = |o| Some(o);
         let (bop, cop) = match op {
             BinOp::Add => (Some(BinaryOp::Add), None),
@@ -1201,30 +1229,4 @@ fn fold(op: BinOp, a: &Val, b: &Val, span: Span) -> Res<Option<Val>> {
         },
         _ => return Ok(None),
     }))
-}
-
-/// The known name closest to `name` by edit distance, if it is close enough to be a typo.
-pub(super) fn closest(name: &str, candidates: &[String]) -> Option<String> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1];
-            for (j, cb) in b.iter().enumerate() {
-                cur.push(
-                    (prev[j] + usize::from(ca != *cb))
-                        .min(prev[j + 1] + 1)
-                        .min(cur[j] + 1),
-                );
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    candidates
-        .iter()
-        .map(|c| (distance(name, c), c))
-        .filter(|(d, c)| *d <= name.len().max(c.len()).div_ceil(3))
-        .min()
-        .map(|(_, c)| c.clone())
 }

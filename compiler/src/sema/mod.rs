@@ -7,6 +7,8 @@
 
 mod builtins;
 mod elaborate;
+mod limits;
+mod requires;
 
 use std::collections::HashMap;
 
@@ -66,6 +68,16 @@ pub fn compile_source(
     overrides: &Overrides,
 ) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
     let file = crate::syntax::parse(source).map_err(|d| vec![d])?;
+    if file.kernels.is_empty() {
+        // Otherwise `check` of an empty file says nothing and succeeds, and `compile` lists no
+        // kernels to choose from.
+        let end = source.len();
+        return Err(vec![Diagnostic::error(
+            "the file defines no kernel",
+            ast::Span::new(end, end),
+            "expected `kernel NAME(...) grid(...) { ... }`",
+        )]);
+    }
     let (kernels, diags) = elaborate_file(&file, overrides);
     if diags.is_empty() {
         Ok(kernels)

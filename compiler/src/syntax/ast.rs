@@ -51,6 +51,8 @@ pub struct Kernel {
     pub params: Vec<Param>,
     pub grid: Vec<Expr>,
     pub grid_span: Span,
+    /// `requires N <= BN, ...`: launch-time conditions on shapes and constants.
+    pub requires: Vec<Expr>,
     pub body: Block,
     pub span: Span,
 }

@@ -2,6 +2,7 @@
 //! points at where the parser stopped, with what it expected there.
 
 pub mod ast;
+mod errors;
 mod parser;
 
 pub use parser::parse;

@@ -1,6 +1,5 @@
 //! pest grammar (tessel.pest) → AST.
 
-use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser;
@@ -14,6 +13,8 @@ use crate::diag::Diagnostic;
 #[grammar = "syntax/tessel.pest"]
 struct TesselParser;
 
+use super::errors::syntax_error;
+
 /// Deepest bracket nesting accepted. The parser and later passes recurse on nesting, so an
 /// adversarial input could otherwise exhaust the stack.
 const MAX_NESTING: usize = 200;
@@ -21,7 +22,10 @@ const MAX_NESTING: usize = 200;
 /// Parses a whole file.
 pub fn parse(source: &str) -> Result<File, Diagnostic> {
     check_nesting(source)?;
-    let mut pairs = TesselParser::parse(Rule::file, source).map_err(syntax_error)?;
+    // Records the literal tokens (`)`, `;`) the parser tried at the failure, so the error can name
+    // the missing one; without it pest reports only grammar rules.
+    pest::set_error_detail(true);
+    let mut pairs = TesselParser::parse(Rule::file, source).map_err(|e| syntax_error(e, source))?;
     let file = pairs
         .next()
         .expect("the file rule always produces one pair");
@@ -58,73 +62,6 @@ fn check_nesting(source: &str) -> Result<(), Diagnostic> {
     Ok(())
 }
 
-fn describe(rule: &Rule) -> String {
-    match rule {
-        Rule::EOI => "end of file",
-        Rule::kernel | Rule::kw_kernel => "`kernel`",
-        Rule::attribute => "an attribute",
-        Rule::ident => "a name",
-        Rule::expr => "an expression",
-        Rule::stmt | Rule::let_stmt | Rule::var_stmt | Rule::assign_stmt | Rule::expr_stmt => {
-            "a statement"
-        }
-        Rule::for_stmt => "a `for` loop",
-        Rule::if_stmt => "an `if`",
-        Rule::block => "a block `{ ... }`",
-        Rule::grid => "`grid(...)`",
-        Rule::params | Rule::param => "a parameter",
-        Rule::tensor_type => "a tensor type",
-        Rule::strides => "`strides[...]`",
-        Rule::io => "`in`, `out` or `inout`",
-        Rule::const_param => "a compile-time parameter",
-        Rule::const_kind => "`int`, `bool` or `dtype`",
-        Rule::dim => "a dimension (a name or an integer)",
-        Rule::args | Rule::arg | Rule::named_arg => "an argument",
-        Rule::range => "a range `start : +length`",
-        Rule::int => "an integer",
-        Rule::float => "a number",
-        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::rem => "an operator",
-        Rule::or | Rule::and | Rule::eq | Rule::ne | Rule::lt | Rule::le | Rule::gt | Rule::ge => {
-            "an operator"
-        }
-        Rule::kw_else => "`else`",
-        Rule::kw_let => "`let`",
-        Rule::kw_var => "`var`",
-        Rule::kw_for => "`for`",
-        Rule::kw_if => "`if`",
-        Rule::kw_in => "`in`",
-        Rule::semi => "`;`",
-        Rule::rbrace => "`}`",
-        Rule::kw_step => "`step`",
-        other => return format!("{other:?}"),
-    }
-    .to_string()
-}
-
-fn syntax_error(err: pest::error::Error<Rule>) -> Diagnostic {
-    let (start, end) = match err.location {
-        InputLocation::Pos(p) => (p, p),
-        InputLocation::Span((s, e)) => (s, e),
-    };
-    let label = match &err.variant {
-        ErrorVariant::ParsingError { positives, .. } => {
-            let mut names: Vec<String> = positives.iter().map(describe).collect();
-            names.sort();
-            names.dedup();
-            match names.len() {
-                0 => "unexpected input".to_string(),
-                1 => format!("expected {}", names[0]),
-                _ => {
-                    let last = names.pop().unwrap_or_default();
-                    format!("expected {} or {last}", names.join(", "))
-                }
-            }
-        }
-        ErrorVariant::CustomError { message } => message.clone(),
-    };
-    Diagnostic::error("syntax error", Span::new(start, end.max(start)), label)
-}
-
 fn span(p: &Pair<Rule>) -> Span {
     p.as_span().into()
 }
@@ -144,6 +81,7 @@ fn kernel(p: Pair<Rule>) -> Kernel {
     let mut params = Vec::new();
     let mut grid = Vec::new();
     let mut grid_span = Span::default();
+    let mut requires = Vec::new();
     let mut body = None;
     for item in p.into_inner() {
         match item.as_rule() {
@@ -154,6 +92,13 @@ fn kernel(p: Pair<Rule>) -> Kernel {
             Rule::grid => {
                 grid_span = span(&item);
                 grid = item.into_inner().map(expr).collect();
+            }
+            Rule::requires => {
+                requires = item
+                    .into_inner()
+                    .filter(|q| q.as_rule() == Rule::expr)
+                    .map(expr)
+                    .collect()
             }
             Rule::block => body = Some(block(item)),
             _ => {}
@@ -166,6 +111,7 @@ fn kernel(p: Pair<Rule>) -> Kernel {
         params,
         grid,
         grid_span,
+        requires,
         body: body.expect("grammar: kernel has a body"),
         span: sp,
     }

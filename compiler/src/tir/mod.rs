@@ -111,6 +111,8 @@ impl fmt::Display for ValueId {
 
 /// Launch-grid extents: shared with the package format, which the runtime evaluates.
 pub use tessel_package::ShapeExpr;
+/// Launch-time requirements on shapes: shared with the package format, which the runtime checks.
+pub use tessel_package::{Cmp, Requirement};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Io {
@@ -375,6 +377,8 @@ pub struct Kernel {
     pub attrs: Vec<(String, Vec<i64>)>,
     pub params: Vec<Param>,
     pub grid: Vec<ShapeExpr>,
+    /// What a call's shapes must satisfy (`requires`); the interpreter and runtime check them.
+    pub requires: Vec<Requirement>,
     pub body: Block,
     /// The type of every value, indexed by `ValueId`.
     pub types: Vec<TileType>,

@@ -79,7 +79,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, TirParseError> {
                     i += 1;
                 }
                 out.push((Tok::Word(chars[start..i].iter().collect()), line_no));
-            } else if "()[]{}<>,:=@+-*/".contains(c) {
+            } else if "()[]{}<>,:=@+-*/!".contains(c) {
                 out.push((Tok::Punct(c), line_no));
                 i += 1;
             } else {
@@ -249,6 +249,27 @@ impl Lexer {
     fn shape_expr(&mut self) -> Result<ShapeExpr, TirParseError> {
         let lhs = self.shape_atom()?;
         Ok(lhs)
+    }
+
+    /// `LHS OP RHS`, OP one of `< <= > >= == !=` (two punctuation tokens for the last four).
+    fn requirement(&mut self) -> Result<Requirement, TirParseError> {
+        let lhs = self.shape_expr()?;
+        let first = match self.next()? {
+            Tok::Punct(c @ ('<' | '>' | '=' | '!')) => c,
+            other => return self.err(format!("expected a comparison, found {other:?}")),
+        };
+        let eq = self.eat_punct('=');
+        let cmp = match (first, eq) {
+            ('<', false) => Cmp::Lt,
+            ('<', true) => Cmp::Le,
+            ('>', false) => Cmp::Gt,
+            ('>', true) => Cmp::Ge,
+            ('=', true) => Cmp::Eq,
+            ('!', true) => Cmp::Ne,
+            _ => return self.err(format!("`{first}` is not a comparison")),
+        };
+        let rhs = self.shape_expr()?;
+        Ok(Requirement { lhs, cmp, rhs })
     }
 
     fn shape_atom(&mut self) -> Result<ShapeExpr, TirParseError> {
@@ -660,6 +681,15 @@ pub fn parse_kernel(src: &str) -> Result<Kernel, TirParseError> {
         grid.push(lx.shape_expr()?);
     }
     lx.punct(')')?;
+    let mut requires = Vec::new();
+    if lx.eat_word("requires") {
+        lx.punct('(')?;
+        requires.push(lx.requirement()?);
+        while lx.eat_punct(',') {
+            requires.push(lx.requirement()?);
+        }
+        lx.punct(')')?;
+    }
     lx.punct('{')?;
     let mut ctx = Ctx {
         lx,
@@ -688,6 +718,7 @@ pub fn parse_kernel(src: &str) -> Result<Kernel, TirParseError> {
         attrs,
         params: ctx.params,
         grid,
+        requires,
         body,
         types,
     })

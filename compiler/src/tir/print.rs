@@ -84,6 +84,10 @@ impl fmt::Display for Kernel {
         writeln!(f, "  ({})", params.join(", "))?;
         let grid: Vec<String> = self.grid.iter().map(|g| g.to_string()).collect();
         writeln!(f, "  grid({})", grid.join(", "))?;
+        if !self.requires.is_empty() {
+            let rs: Vec<String> = self.requires.iter().map(|r| r.to_string()).collect();
+            writeln!(f, "  requires({})", rs.join(", "))?;
+        }
         writeln!(f, "{{")?;
         let mut out = String::new();
         self.print_block(&mut out, &self.body, 1)?;

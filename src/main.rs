@@ -36,6 +36,8 @@ enum Command {
     Interpret(cli::lang::InterpretArgs),
     /// Run a package's kernel on the GPU on random inputs, checked against the interpreter.
     Run(cli::run::RunArgs),
+    /// List a package's target and kernels: variants, parameters, requirements, launch, sizes.
+    Inspect(cli::inspect::InspectArgs),
     /// Time a package's kernel on the GPU with events.
     Bench(cli::bench::BenchArgs),
     /// Time Lightning Attention decoding (tokens/s) along one long generation.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Ir(args) => cli::lang::ir(args),
         Command::Interpret(args) => cli::lang::interpret(args),
         Command::Run(args) => cli::run::run(args),
+        Command::Inspect(args) => cli::inspect::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::BenchDecode(args) => cli::bench_decode::run(args),
         Command::Plot(args) => cli::plot::run(args),

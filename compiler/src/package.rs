@@ -301,6 +301,8 @@ pub fn variant_name(kernel: &crate::tir::Kernel, variants: &Variants) -> String 
 pub struct SourcePackage {
     pub package: PackageBuilder,
     pub skipped: Vec<(String, crate::sched::SchedError)>,
+    /// Each entry's compile time per stage, in package order (`tessel compile --timings`).
+    pub timings: Vec<(String, Vec<(&'static str, std::time::Duration)>)>,
 }
 
 /// One package holding every kernel of `source` for every combination of `variants` (with
@@ -317,6 +319,30 @@ pub fn source_package(
     target: Target,
     options: &crate::sched::SchedOptions,
 ) -> Result<SourcePackage, CompileError> {
+    source_package_with(
+        source,
+        file_name,
+        fixed,
+        variants,
+        target,
+        options,
+        &|_, _, _| {},
+    )
+}
+
+/// [`source_package`], calling `progress(entry, done, total)` as each entry is compiled. Entries
+/// compile in parallel, one thread per core: each compile has its own MLIR and LLVM contexts, and
+/// the first runs alone so that the process-wide setup (NVPTX initialisation, MLIR's pass
+/// registry) is complete before threads share it.
+pub fn source_package_with(
+    source: &str,
+    file_name: &str,
+    fixed: &Overrides,
+    variants: &Variants,
+    target: Target,
+    options: &crate::sched::SchedOptions,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<SourcePackage, CompileError> {
     let mut combos: Vec<Overrides> = vec![fixed.clone()];
     for (name, values) in variants {
         combos = combos
@@ -330,32 +356,64 @@ pub fn source_package(
             })
             .collect();
     }
-    let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
-    let mut skipped = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // The front end is cheap and its errors are the user's: run it first, in order.
+    let mut jobs: Vec<(String, crate::tir::Kernel)> = Vec::new();
     for overrides in &combos {
         let kernels = sema::compile_source(source, overrides)
             .map_err(|d| CompileError::Source(crate::diag::render_all(&d, file_name, source)))?;
-        for kernel in &kernels {
-            let name = variant_name(kernel, variants);
-            if !seen.insert(name.clone()) {
+        for kernel in kernels {
+            let name = variant_name(&kernel, variants);
+            if !jobs.iter().any(|(n, _)| *n == name) {
+                jobs.push((name, kernel));
+            }
+        }
+    }
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let compile = |(name, kernel): &(String, crate::tir::Kernel)| {
+        let r = crate::driver::compile_kernel_with(kernel, target, options);
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        progress(name, n, jobs.len());
+        r
+    };
+    let mut results = Vec::with_capacity(jobs.len());
+    if let Some(first) = jobs.first() {
+        results.push(compile(first));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rest = &jobs[results.len()..];
+    let chunk = rest.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(compile).collect::<Vec<_>>()))
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(r) => results.extend(r),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
+    let mut skipped = Vec::new();
+    let mut timings = Vec::new();
+    for ((name, kernel), compiled) in jobs.iter().zip(results) {
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(CompileError::Schedule(e)) if !variants.is_empty() => {
+                skipped.push((name.clone(), e));
                 continue;
             }
-            let compiled = match crate::driver::compile_kernel_with(kernel, target, options) {
-                Ok(c) => c,
-                Err(CompileError::Schedule(e)) if !variants.is_empty() => {
-                    skipped.push((name, e));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let mut entry = kernel_entry(kernel, &compiled)?;
-            entry.name = name;
-            b.add(entry, &compiled.ptx)?;
-        }
+            Err(e) => return Err(e),
+        };
+        let mut entry = kernel_entry(kernel, &compiled)?;
+        entry.name = name.clone();
+        b.add(entry, &compiled.ptx)?;
+        timings.push((name.clone(), compiled.timings));
     }
     Ok(SourcePackage {
         package: b,
         skipped,
+        timings,
     })
 }

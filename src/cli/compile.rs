@@ -137,6 +137,7 @@ fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> s
             kernel.name
         );
     }
+    warn_on_spills(&compiled.ptx, &kernel.name, target)?;
     if let Some(path) = &args.package {
         tessel_compiler::package::kernel_package(kernel, &compiled)?.write(path)?;
         eprintln!("wrote package {}", path.display());
@@ -197,16 +198,46 @@ fn compile_variants(
             .into());
         }
     }
-    let built = tessel_compiler::package::source_package(
+    // Progress on standard error, drawn only on a terminal (indicatif hides it elsewhere).
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let start = std::time::Instant::now();
+    let built = tessel_compiler::package::source_package_with(
         &source,
         &file.display().to_string(),
         &fixed,
         &variants,
         target,
         &sched_options(args),
-    )?;
+        &|name, done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(name.to_string());
+        },
+    );
+    bar.finish_and_clear();
+    let built = built?;
+    if args.timings {
+        for (name, stages) in &built.timings {
+            let parts: Vec<String> = stages
+                .iter()
+                .map(|(stage, t)| format!("{stage} {:.1} ms", t.as_secs_f64() * 1e3))
+                .collect();
+            eprintln!("{name}: {}", parts.join(", "));
+        }
+        eprintln!(
+            "{:>9.1} ms  total ({} entries for {target}, compiled in parallel)",
+            start.elapsed().as_secs_f64() * 1e3,
+            built.timings.len()
+        );
+    }
     for (name, why) in &built.skipped {
         eprintln!("skipped {name} on {target}: {why}");
+    }
+    for (entry, ptx) in built.package.kernels() {
+        warn_on_spills(ptx, &entry.name, target)?;
     }
     built.package.write(path)?;
     eprintln!(
@@ -214,6 +245,32 @@ fn compile_variants(
         path.display(),
         built.package.len()
     );
+    Ok(())
+}
+
+/// With $PTXAS set, assembles the PTX and warns when ptxas reports spills to local memory: the
+/// kernel is correct but slower than its schedule promises (usually a tile too large for its
+/// warps' registers).
+fn warn_on_spills(ptx: &str, kernel: &str, target: Target) -> super::CliResult {
+    let Some(ptxas) = std::env::var_os("PTXAS") else {
+        return Ok(());
+    };
+    let safe: String = kernel
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let file = std::env::temp_dir().join(format!("tessel-{}-{safe}.ptx", std::process::id()));
+    std::fs::write(&file, ptx).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let report = super::demo::ptxas_report(&ptxas.into(), &file, target.name);
+    let _ = std::fs::remove_file(&file);
+    let report = report?;
+    if report.spills.parse::<u64>().is_ok_and(|b| b > 0) {
+        eprintln!(
+            "warning: `{kernel}` spills {} bytes to local memory on {target} ({} registers, per \
+             ptxas): try smaller tiles or more warps",
+            report.spills, report.registers
+        );
+    }
     Ok(())
 }
 

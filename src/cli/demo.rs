@@ -19,12 +19,16 @@ pub struct DemoArgs {
 }
 
 /// What `ptxas -v` says about one entry.
-struct PtxasReport {
-    registers: String,
-    spills: String,
+pub(crate) struct PtxasReport {
+    pub registers: String,
+    pub spills: String,
 }
 
-fn ptxas_report(ptxas: &PathBuf, file: &PathBuf, arch: &str) -> Result<PtxasReport, String> {
+pub(crate) fn ptxas_report(
+    ptxas: &PathBuf,
+    file: &PathBuf,
+    arch: &str,
+) -> Result<PtxasReport, String> {
     let out = Command::new(ptxas)
         .args([&format!("-arch={arch}"), "-v"])
         .arg(file)

@@ -39,6 +39,10 @@ pub struct InterpretArgs {
     pub npy: Vec<String>,
     #[command(flatten)]
     pub problem: super::ProblemArgs,
+    /// Write every output (and inout) tensor to DIR/NAME.npy: f32 for f32 and bf16 (which NumPy
+    /// lacks; f32 holds it exactly), f16, i32.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// The `-D NAME=VALUE` values as compile-time constants.
@@ -201,6 +205,9 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
     println!("kernel {} (seed {seed})", kernel.name);
     let mut host_args = host_args(kernel, &layouts, &npy, &scalars, &ranges, seed)?;
     interp::run(kernel, &mut host_args)?;
+    if let Some(dir) = &args.out {
+        write_outputs(dir, kernel, &host_args)?;
+    }
     println!(
         "{:<10} {:<6} {:<18} {:>11} {:>11} {:>11} {:>8}",
         "output", "dtype", "shape", "min", "max", "mean", "unset"
@@ -352,6 +359,73 @@ fn shape_symbols(kernel: &tir::Kernel) -> Vec<String> {
         }
     }
     out
+}
+
+/// Writes each output tensor of a finished run as DIR/NAME.npy, in its logical (row-major) order.
+fn write_outputs(
+    dir: &std::path::Path,
+    kernel: &tir::Kernel,
+    host_args: &[HostArg],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use npyz::WriterBuilder;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (p, a) in kernel.params.iter().zip(host_args) {
+        let (ParamKind::Tensor { io, .. }, HostArg::Tensor(t)) = (&p.kind, a) else {
+            continue;
+        };
+        if *io == tir::Io::In {
+            continue;
+        }
+        // Element i of the logical order, wherever the strides put it.
+        let values = (0..t.shape.iter().product::<usize>()).map(|mut i| {
+            let mut at = 0;
+            for (d, s) in t.shape.iter().zip(&t.strides).rev() {
+                at += (i % d) * s;
+                i /= d;
+            }
+            t.data[at]
+        });
+        let path = dir.join(format!("{}.npy", p.name));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+        let io_err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let buf = std::io::BufWriter::new(file);
+        match t.dtype {
+            tir::DType::F16 => {
+                let mut w = npyz::WriteOptions::<half::f16>::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(buf)
+                    .begin_nd()
+                    .map_err(io_err)?;
+                w.extend(values.map(half::f16::from_f64)).map_err(io_err)?;
+                w.finish().map_err(io_err)?;
+            }
+            tir::DType::I32 | tir::DType::Bool => {
+                let mut w = npyz::WriteOptions::<i32>::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(buf)
+                    .begin_nd()
+                    .map_err(io_err)?;
+                w.extend(values.map(|v| v as i32)).map_err(io_err)?;
+                w.finish().map_err(io_err)?;
+            }
+            _ => {
+                let mut w = npyz::WriteOptions::<f32>::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(buf)
+                    .begin_nd()
+                    .map_err(io_err)?;
+                w.extend(values.map(|v| v as f32)).map_err(io_err)?;
+                w.finish().map_err(io_err)?;
+            }
+        }
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// A C-order .npy array as f64 values, with its shape.

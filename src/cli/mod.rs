@@ -8,6 +8,7 @@ pub mod compile;
 pub mod demo;
 pub mod devices;
 pub mod inputs;
+pub mod inspect;
 pub mod lang;
 pub mod plot;
 pub mod run;

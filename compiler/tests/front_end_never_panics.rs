@@ -172,7 +172,7 @@ fn next(state: &mut u64) -> u64 {
 fn random_edits(state: &mut u64) -> Vec<Edit> {
     // Mostly one edit: most mutants with several fail to parse, and only those that parse and
     // check reach the later stages.
-    let n = if next(state) % 4 == 0 { 2 } else { 1 };
+    let n = if next(state).is_multiple_of(4) { 2 } else { 1 };
     (0..n)
         .map(|_| {
             let at = next(state) as usize;

@@ -170,6 +170,15 @@ fn run_checks_the_request_before_the_device() {
         "no scalar parameter `eps`",
     );
     run(&["--shape", "N=2147483648"], "the largest extent");
+    // `bench` checks every case the same way before it opens the device.
+    refused(
+        &["bench", pkg, "--kernel", "fma", "--shape", "N=4.5"],
+        "--shape N=4.5: not a size",
+    );
+    refused(
+        &["bench", pkg, "--kernel", "fma", "--shape", "N=64", "--scalar", "alpha=2"],
+        "no scalar parameter `alpha`",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

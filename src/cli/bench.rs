@@ -91,9 +91,13 @@ pub fn run(args: BenchArgs) -> super::CliResult {
             args.scalar.clone(),
         )),
     }
-    // Every entry is checked to exist before the device is touched.
-    for (kernel, _, _) in &cases {
-        package.kernel(kernel)?;
+    // Every entry is checked to exist, and every case's sizes and names, before the device is
+    // touched.
+    for (kernel, shape, scalar) in &cases {
+        let entry = package.kernel(kernel)?.0;
+        let symbols = sizes_f64(shape)?;
+        let scalars = numeric_key_values(scalar, "--scalar")?;
+        super::run::check_problem_names(entry, &symbols, &scalars)?;
     }
     let dev = Device::open(0)?;
     let loaded = LoadedPackage::load(&dev, package)?;
@@ -198,7 +202,7 @@ fn bench_one(
     scalar: &[String],
 ) -> super::CliResult {
     let entry = loaded.entry(kernel)?.clone();
-    let symbols = numeric_key_values(shape, "--shape")?;
+    let symbols = sizes_f64(shape)?;
     let scalars = numeric_key_values(scalar, "--scalar")?;
     let params = bench_params(&entry, &symbols, &scalars)?;
     let set_bytes: usize = params
@@ -267,4 +271,13 @@ fn bench_one(
         );
     }
     Ok(())
+}
+
+/// `--shape` sizes (whole numbers within i32, see `inputs::sizes`) as the f64 values the shape
+/// helpers take.
+fn sizes_f64(shape: &[String]) -> Result<HashMap<String, f64>, String> {
+    Ok(super::inputs::sizes(shape)?
+        .into_iter()
+        .map(|(k, v)| (k, v as f64))
+        .collect())
 }

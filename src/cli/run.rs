@@ -313,7 +313,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
 }
 
 /// Fails on a `--shape` or `--scalar` naming nothing the kernel has (it would be ignored).
-fn check_problem_names(
+pub(crate) fn check_problem_names(
     entry: &KernelEntry,
     symbols: &HashMap<String, f64>,
     scalars: &HashMap<String, f64>,

@@ -176,7 +176,9 @@ fn run_checks_the_request_before_the_device() {
         "--shape N=4.5: not a size",
     );
     refused(
-        &["bench", pkg, "--kernel", "fma", "--shape", "N=64", "--scalar", "alpha=2"],
+        &[
+            "bench", pkg, "--kernel", "fma", "--shape", "N=64", "--scalar", "alpha=2",
+        ],
         "no scalar parameter `alpha`",
     );
     std::fs::remove_dir_all(&dir).unwrap();

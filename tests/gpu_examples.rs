@@ -110,6 +110,24 @@ fn softmax_tsl_matches_float64() {
             // f32 arithmetic with the hardware's exp2 approximation: a few ulp per element.
             assert!(err < 1e-5, "{arch} softmax {m}x{n}: {err}");
         }
+        // A row longer than the tile (N > BN = 1024) is refused before launch, naming the
+        // requirement, where it used to leave every column past 1024 unwritten.
+        let (tx, _) = upload(&dev, DType::F32, &[4, 4097], &randn(4 * 4097));
+        let ty = DeviceTensor::poisoned(&dev, DType::F32, &[4, 4097]).unwrap();
+        match pkg.launch(&dev, "softmax", &[Arg::Tensor(&tx), Arg::Tensor(&ty)]) {
+            Err(tessel_runtime::RuntimeError::Launch {
+                source:
+                    tessel_runtime::format::LaunchError::Requirement {
+                        requirement,
+                        values,
+                    },
+                ..
+            }) => assert_eq!(
+                (requirement.as_str(), values.as_str()),
+                ("N <= 1024", "N = 4097")
+            ),
+            other => panic!("{arch}: softmax with N = 4097 was not refused: {other:?}"),
+        }
     }
 }
 

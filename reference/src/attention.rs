@@ -1,4 +1,4 @@
-//! Softmax attention (FlashAttention's function), ALGORITHMS.md §1.
+//! Softmax attention (FlashAttention's function): O = softmax(τ·QKᵀ + mask)·V.
 //!
 //! S = τ·Q Kᵀ with masked entries −∞, P = rowsoftmax(S), O = P V, L = rowlogsumexp(S).
 //! Causal masks are bottom-right aligned (key s visible to query t iff s ≤ t + Nk − Nq), as in

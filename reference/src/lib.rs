@@ -1,5 +1,5 @@
-//! Float64 references for every tessel kernel, written straight from the math of ALGORITHMS.md
-//! (the O(N²) definitions, not the blocked algorithms the kernels use), so that a kernel and its
+//! Float64 references for every tessel kernel, written straight from the math (the
+//! O(N²) definitions, not the blocked algorithms the kernels use), so that a kernel and its
 //! reference share no code and no algorithmic shortcut.
 //!
 //! Layout convention: tensors are dense row-major `f64` slices in (B, H, N, D) order; a [`Dims`]

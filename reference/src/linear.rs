@@ -1,9 +1,9 @@
 //! Causal linear attention with per-head exponential decay: Lightning Attention's function
-//! (ALGORITHMS.md §2–3), o_t = Σ_{s≤t} λ_h^{t−s} (q_t·k_s) v_s with λ_h = e^{−slope_h}.
+//! (TransNormerLLM), o_t = Σ_{s≤t} λ_h^{t−s} (q_t·k_s) v_s with λ_h = e^{−slope_h}.
 //! No softmax, no scale, no normalisation. A slope of 0 means no decay.
 //!
 //! [`forward`] and [`backward`] evaluate the O(N²) definition directly; [`Recurrence`] is the
-//! numerically robust form (ALGORITHMS.md Alg. 4: S_t = λ S_{t−1} + k_tᵀ v_t, o_t = q_t S_t), in
+//! numerically robust form (the recurrence S_t = λ S_{t−1} + k_tᵀ v_t, o_t = q_t S_t), in
 //! which every factor is ≤ 1 so nothing overflows however long the sequence.
 
 use crate::{dot, Dims};

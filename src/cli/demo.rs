@@ -3,8 +3,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Args;
-use tessel_compiler::codegen::compile_elementwise;
-use tessel_compiler::lower::elementwise::{kernel_name, ElemType};
 use tessel_compiler::ptx::PtxStats;
 use tessel_compiler::target::TARGETS;
 
@@ -53,9 +51,10 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source, built into the binary so `demo` runs from anywhere:
 /// (file name, source, -D values, suffix of the output names). Every kernel of a file is built.
-const DSL_FILES: [(&str, &str, Defines, &str); 7] = [
+const DSL_FILES: [(&str, &str, Defines, &str); 8] = [
     ("elementwise.tsl", ELEMENTWISE, &[("T", "f32")], "_f32"),
     ("elementwise.tsl", ELEMENTWISE, &[("T", "bf16")], "_bf16"),
+    ("elementwise.tsl", ELEMENTWISE, &[("T", "f16")], "_f16"),
     (
         "activation.tsl",
         include_str!("../../dsl-examples/activation.tsl"),
@@ -169,36 +168,6 @@ pub fn run(args: DemoArgs) -> super::CliResult {
         "cpasy",
         "compile"
     );
-    for dtype in ElemType::ALL {
-        for target in TARGETS {
-            let start = Instant::now();
-            let ptx = compile_elementwise(dtype, *target)?;
-            let elapsed = start.elapsed().as_secs_f64();
-            let package = tessel_compiler::package::fma_package(dtype, *target)?;
-            emit(
-                &args,
-                &kernel_name(dtype),
-                target.name,
-                &ptx,
-                &package,
-                elapsed,
-            )?;
-        }
-    }
-    for target in TARGETS {
-        let start = Instant::now();
-        let ptx = tessel_compiler::codegen::compile_matmul(*target)?;
-        let elapsed = start.elapsed().as_secs_f64();
-        let package = tessel_compiler::package::matmul_package(*target)?;
-        emit(
-            &args,
-            tessel_compiler::lower::matmul::KERNEL,
-            target.name,
-            &ptx,
-            &package,
-            elapsed,
-        )?;
-    }
     // Kernels compiled from .tsl source, for every target the scheduler can place them on.
     for (file, source, defines, suffix) in DSL_FILES {
         let overrides = defines

@@ -4,16 +4,14 @@
 //! matrix path grows), converted to the LLVM dialect by MLIR's own passes, and translated into an
 //! LLVM module that lives in the caller's inkwell context. `codegen` takes it from there.
 
-pub mod elementwise;
-pub mod matmul;
 pub mod tiles;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use melior::dialect::DialectRegistry;
-use melior::ir::operation::{OperationBuilder, OperationLike};
-use melior::ir::{Location, Module, Operation, Type, Value};
+use melior::ir::operation::OperationLike;
+use melior::ir::Module;
 use melior::pass::PassManager;
 use melior::utility::{
     parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
@@ -111,63 +109,4 @@ impl Default for MlirSession {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Builds one operation and returns it, turning melior's build failure into a `CompileError`.
-/// melior's typed helpers panic on a malformed op; tessel's builders go through here instead.
-pub(crate) fn build_op<'c>(builder: OperationBuilder<'c>) -> Result<Operation<'c>, CompileError> {
-    builder
-        .build()
-        .map_err(|e| CompileError::mlir("building an operation", e.to_string()))
-}
-
-/// `&base[index]` for elements of `elem`, with a dynamic index (`index` of any integer type), in
-/// the address space of `base`'s type `ptr_type`.
-pub(crate) fn gep<'c>(
-    context: &'c Context,
-    location: Location<'c>,
-    base: Value<'c, '_>,
-    index: Value<'c, '_>,
-    elem: Type<'c>,
-    ptr_type: Type<'c>,
-) -> Result<Operation<'c>, CompileError> {
-    use melior::ir::attribute::{DenseI32ArrayAttribute, TypeAttribute};
-    use melior::ir::Identifier;
-    build_op(
-        OperationBuilder::new("llvm.getelementptr", location)
-            .add_attributes(&[
-                // i32::MIN marks the one index as dynamic (LLVM dialect's kDynamicIndex).
-                (
-                    Identifier::new(context, "rawConstantIndices"),
-                    DenseI32ArrayAttribute::new(context, &[i32::MIN]).into(),
-                ),
-                (
-                    Identifier::new(context, "elem_type"),
-                    TypeAttribute::new(elem).into(),
-                ),
-            ])
-            .add_operands(&[base, index])
-            .add_results(&[ptr_type]),
-    )
-}
-
-/// Reads one PTX special register (`%tid.x`, `%ctaid.x`, ...) as an i32.
-pub(crate) fn special_register<'c>(
-    context: &'c Context,
-    name: &str,
-    location: Location<'c>,
-) -> Result<Operation<'c>, CompileError> {
-    let i32t: Type = melior::ir::r#type::IntegerType::new(context, 32).into();
-    build_op(
-        OperationBuilder::new(&format!("nvvm.read.ptx.sreg.{name}"), location).add_results(&[i32t]),
-    )
-}
-
-/// The first result of an operation just appended to a block.
-pub(crate) fn result<'c, 'a>(
-    op: melior::ir::OperationRef<'c, 'a>,
-) -> Result<Value<'c, 'a>, CompileError> {
-    op.result(0)
-        .map(Into::into)
-        .map_err(|e| CompileError::mlir("reading a result", e.to_string()))
 }

@@ -30,13 +30,12 @@ fn package(dtype: &str, arch: &str) -> Package {
     )
 }
 
-/// The newest architecture this device runs that tessel targets.
+/// The target whose PTX makes the most of this device, by the target table.
 fn arch_for(dev: &Device) -> &'static str {
-    match dev.compute_capability().unwrap() {
-        (9, 0) => "sm_90a",
-        (major, _) if major >= 9 => "sm_90",
-        _ => "sm_80",
-    }
+    let (major, minor) = dev.compute_capability().unwrap();
+    tessel_runtime::format::Target::best_for(major * 10 + minor)
+        .expect("a GPU tessel targets")
+        .name
 }
 
 fn random(n: usize, rng: &mut impl Rng) -> Vec<f64> {

@@ -26,15 +26,14 @@ pub fn kernel_entry(
     kernel: &crate::tir::Kernel,
     compiled: &crate::driver::CompiledKernel,
 ) -> Result<KernelEntry, CompileError> {
-    use crate::tir::{Io as TIo, ParamKind};
-    let dtype = |d: crate::tir::DType| match d {
-        crate::tir::DType::Bf16 => Ok(DType::Bf16),
-        crate::tir::DType::F16 => Ok(DType::F16),
-        crate::tir::DType::F32 => Ok(DType::F32),
-        crate::tir::DType::I32 => Ok(DType::I32),
-        crate::tir::DType::Bool => Err(CompileError::Reference(
+    use crate::tir::ParamKind;
+    // sema declares no bool parameter; a kernel built some other way is refused here, not
+    // written into a manifest no runtime can launch.
+    let dtype = |d: DType| match d {
+        DType::Bool => Err(CompileError::Reference(
             "bool parameters have no package type".into(),
         )),
+        d => Ok(d),
     };
     let mut params = Vec::new();
     for p in &kernel.params {
@@ -44,18 +43,8 @@ pub fn kernel_entry(
             } => ParamSpec::Tensor {
                 name: p.name.clone(),
                 dtype: dtype(*d)?,
-                dims: dims
-                    .iter()
-                    .map(|d| match d {
-                        crate::tir::Dim::Const(c) => DimSpec::Const(*c),
-                        crate::tir::Dim::Sym(s) => DimSpec::Sym(s.clone()),
-                    })
-                    .collect(),
-                io: match io {
-                    TIo::In => Io::In,
-                    TIo::Out => Io::Out,
-                    TIo::InOut => Io::InOut,
-                },
+                dims: dims.clone(),
+                io: *io,
             },
             ParamKind::Scalar { dtype: d } => ParamSpec::Scalar {
                 name: p.name.clone(),

@@ -215,6 +215,27 @@ impl Target {
         self.features.contains(&feature)
     }
 
+    /// Whether PTX built for this target runs on a GPU of compute capability `sm` (e.g. 90):
+    /// plain targets run on their architecture and newer ones, arch-specific ones (`sm_90a`)
+    /// on exactly theirs.
+    pub fn runs_on(&self, sm: u32) -> bool {
+        if self.arch_specific {
+            self.sm == sm
+        } else {
+            self.sm <= sm
+        }
+    }
+
+    /// The target whose PTX makes the most of a GPU of compute capability `sm`: its
+    /// arch-specific target if tessel has one, else the newest plain target that runs there.
+    pub fn best_for(sm: u32) -> Option<Target> {
+        TARGETS
+            .iter()
+            .filter(|t| t.runs_on(sm))
+            .max_by_key(|t| (t.sm, t.arch_specific))
+            .copied()
+    }
+
     pub fn features(&self) -> &'static [Feature] {
         self.features
     }
@@ -288,6 +309,17 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("sm_80, sm_90, sm_90a"), "{err}");
+    }
+
+    #[test]
+    fn which_gpus_run_which_ptx() {
+        let t = |n| Target::lookup(n).unwrap();
+        assert!(t("sm_80").runs_on(80) && t("sm_80").runs_on(90) && !t("sm_80").runs_on(75));
+        assert!(t("sm_90a").runs_on(90) && !t("sm_90a").runs_on(100));
+        assert_eq!(Target::best_for(90).unwrap().name, "sm_90a");
+        assert_eq!(Target::best_for(89).unwrap().name, "sm_80");
+        assert_eq!(Target::best_for(120).unwrap().name, "sm_90");
+        assert!(Target::best_for(75).is_none());
     }
 
     #[test]

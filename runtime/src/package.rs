@@ -96,12 +96,8 @@ impl LoadedPackage {
                 .map(|(e, _)| e)
                 .filter(|e| e.entry == kernel)
         };
-        candidates()
-            .find(|e| {
-                consts
-                    .iter()
-                    .all(|(n, v)| e.consts.iter().any(|(en, ev)| en == n && ev == v))
-            })
+        self.package
+            .find_variant(kernel, consts)
             .ok_or_else(|| RuntimeError::NoVariant {
                 kernel: kernel.into(),
                 wanted: consts

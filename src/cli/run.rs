@@ -296,7 +296,7 @@ mod tests {
         let la = kernels("lightning_attention.tsl");
         let seg = la
             .iter()
-            .find(|k| k.name == "lightning_attention_segment_state")
+            .find(|k| k.name == tessel_runtime::spec::lightning::SEGMENT_STATE)
             .unwrap();
         // Its f32 state is a product of bf16-rounded decayed operands.
         assert_eq!(rounds_through(seg), Some(DType::Bf16));

@@ -166,6 +166,7 @@ pub fn kernel_entry(
     kernel: &crate::tir::Kernel,
     compiled: &crate::driver::CompiledKernel,
 ) -> Result<KernelEntry, CompileError> {
+    use crate::abi::Arg;
     use crate::tir::{Io as TIo, ParamKind};
     let dtype = |d: crate::tir::DType| match d {
         crate::tir::DType::Bf16 => Ok(DType::Bf16),
@@ -177,37 +178,37 @@ pub fn kernel_entry(
         )),
     };
     let mut params = Vec::new();
-    for p in &kernel.params {
-        params.push(match &p.kind {
-            ParamKind::Tensor {
-                io, dtype: d, dims, ..
-            } => ParamSpec::Tensor {
-                name: p.name.clone(),
-                dtype: dtype(*d)?,
-                dims: dims
-                    .iter()
-                    .map(|d| match d {
-                        crate::tir::Dim::Const(c) => DimSpec::Const(*c),
-                        crate::tir::Dim::Sym(s) => DimSpec::Sym(s.clone()),
-                    })
-                    .collect(),
-                io: match io {
-                    TIo::In => Io::In,
-                    TIo::Out => Io::Out,
-                    TIo::InOut => Io::InOut,
+    for arg in crate::abi::Signature::of(kernel).args() {
+        params.push(match arg {
+            Arg::Param(p) => match &p.kind {
+                ParamKind::Tensor {
+                    io, dtype: d, dims, ..
+                } => ParamSpec::Tensor {
+                    name: p.name.clone(),
+                    dtype: dtype(*d)?,
+                    dims: dims
+                        .iter()
+                        .map(|d| match d {
+                            crate::tir::Dim::Const(c) => DimSpec::Const(*c),
+                            crate::tir::Dim::Sym(s) => DimSpec::Sym(s.clone()),
+                        })
+                        .collect(),
+                    io: match io {
+                        TIo::In => Io::In,
+                        TIo::Out => Io::Out,
+                        TIo::InOut => Io::InOut,
+                    },
+                },
+                ParamKind::Scalar { dtype: d } => ParamSpec::Scalar {
+                    name: p.name.clone(),
+                    dtype: dtype(*d)?,
                 },
             },
-            ParamKind::Scalar { dtype: d } => ParamSpec::Scalar {
-                name: p.name.clone(),
-                dtype: dtype(*d)?,
+            Arg::Shape(symbol) => ParamSpec::Shape {
+                symbol: symbol.to_string(),
             },
         });
     }
-    params.extend(
-        crate::lower::tiles::shape_symbols(kernel)
-            .into_iter()
-            .map(|symbol| ParamSpec::Shape { symbol }),
-    );
     // Bytes a call moves at least: every tensor read or written once (read and written for inout).
     let mut bytes: Option<ShapeExpr> = None;
     for p in &params {

@@ -1,9 +1,10 @@
 //! Every inline-PTX instruction the tile lowering uses, as data.
 //!
-//! Inline PTX is opaque to MLIR and LLVM: nothing reads its text or its constraints until ptxas
-//! does. Keeping every instruction here — the assembly, its operand constraints, how many
-//! registers go in and come out — makes that unchecked surface one file, and the emitter checks
-//! each use against the counts, so a template and its call sites cannot disagree silently.
+//! Inline PTX is opaque to MLIR and LLVM: they pass the assembly through unread, so a mistake in
+//! it surfaces only when ptxas assembles the module. Keeping every instruction here — the assembly, its operand constraints, how many
+//! registers go in and come out — makes that unchecked surface one file; the emitter checks each
+//! use's operands against the template's count, so a template and its call sites cannot disagree
+//! silently.
 
 use super::emit::Ty;
 

@@ -65,3 +65,31 @@ pub fn shape_symbols(k: &Kernel) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sema::{compile_source, Overrides};
+
+    #[test]
+    fn parameters_then_shape_symbols_in_order_of_first_appearance() {
+        let src = "kernel k(a: in tensor<f32>[M, K], b: in tensor<f32>[K, N], c: out tensor<f32>[M, N], s: f32)
+            grid(1)
+        {
+            store(c[0 : +16, 0 : +16], load(a[0 : +16, 0 : +16]) * s);
+        }";
+        let kernels = compile_source(src, &Overrides::new()).expect("a valid kernel");
+        let sig = Signature::of(&kernels[0]);
+        let names: Vec<&str> = sig
+            .args()
+            .map(|a| match a {
+                Arg::Param(p) => p.name.as_str(),
+                Arg::Shape(s) => s,
+            })
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "s", "M", "K", "N"]);
+        assert_eq!(sig.shape_arg("M"), Some(4));
+        assert_eq!(sig.shape_arg("N"), Some(6));
+        assert_eq!(sig.shape_arg("Q"), None);
+    }
+}

@@ -10,216 +10,14 @@
 //! ("prelude"), deduplicated by their text. Index math that depends only on the thread is hoisted
 //! this way, so a loop body recomputes none of it.
 
+mod kinds;
+
 use std::collections::HashMap;
-use std::fmt;
+
+pub(super) use kinds::{Arith, Cast, FCmp, ICmp, Intrinsic, Sreg, Ty, Value};
 
 use super::ptx_templates::Template;
 use super::{err, R};
-use crate::tir::DType;
-
-/// The MLIR type of a value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Ty {
-    I1,
-    I8,
-    I16,
-    I32,
-    I64,
-    Bf16,
-    F16,
-    F32,
-    /// A 2-element vector, for accesses that move a pair of registers at once.
-    Vec2(&'static Ty),
-    /// A pointer to global memory.
-    GlobalPtr,
-    /// A pointer to shared memory.
-    SharedPtr,
-}
-
-impl Ty {
-    /// The register type of an element of `d`.
-    pub fn of(d: DType) -> Ty {
-        match d {
-            DType::Bf16 => Ty::Bf16,
-            DType::F16 => Ty::F16,
-            DType::F32 => Ty::F32,
-            DType::I32 => Ty::I32,
-            DType::Bool => Ty::I1,
-        }
-    }
-
-    /// The 2-element vector of a register type, where one access may move a pair.
-    pub fn pair(self) -> Option<Ty> {
-        match self {
-            Ty::Bf16 => Some(Ty::Vec2(&Ty::Bf16)),
-            Ty::F16 => Some(Ty::Vec2(&Ty::F16)),
-            Ty::F32 => Some(Ty::Vec2(&Ty::F32)),
-            Ty::I32 => Some(Ty::Vec2(&Ty::I32)),
-            _ => None,
-        }
-    }
-
-    fn elem(self) -> Ty {
-        match self {
-            Ty::Vec2(e) => *e,
-            t => t,
-        }
-    }
-}
-
-impl fmt::Display for Ty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ty::I1 => f.write_str("i1"),
-            Ty::I8 => f.write_str("i8"),
-            Ty::I16 => f.write_str("i16"),
-            Ty::I32 => f.write_str("i32"),
-            Ty::I64 => f.write_str("i64"),
-            Ty::Bf16 => f.write_str("bf16"),
-            Ty::F16 => f.write_str("f16"),
-            Ty::F32 => f.write_str("f32"),
-            Ty::Vec2(e) => write!(f, "vector<2x{e}>"),
-            Ty::GlobalPtr => f.write_str("!llvm.ptr<1>"),
-            Ty::SharedPtr => f.write_str("!llvm.ptr<3>"),
-        }
-    }
-}
-
-/// An SSA value and its type.
-#[derive(Clone, Debug)]
-pub(super) struct Value {
-    name: String,
-    ty: Ty,
-}
-
-impl Value {
-    pub fn ty(&self) -> Ty {
-        self.ty
-    }
-}
-
-/// A binary `arith` op; the result has the operands' type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Arith {
-    AddF,
-    SubF,
-    MulF,
-    DivF,
-    RemF,
-    MaximumF,
-    MinimumF,
-    AddI,
-    SubI,
-    MulI,
-    DivSI,
-    RemSI,
-    DivUI,
-    RemUI,
-    MaxSI,
-    MinSI,
-    AndI,
-    OrI,
-    XOrI,
-    ShRUI,
-}
-
-impl Arith {
-    fn name(self) -> &'static str {
-        match self {
-            Arith::AddF => "arith.addf",
-            Arith::SubF => "arith.subf",
-            Arith::MulF => "arith.mulf",
-            Arith::DivF => "arith.divf",
-            Arith::RemF => "arith.remf",
-            Arith::MaximumF => "arith.maximumf",
-            Arith::MinimumF => "arith.minimumf",
-            Arith::AddI => "arith.addi",
-            Arith::SubI => "arith.subi",
-            Arith::MulI => "arith.muli",
-            Arith::DivSI => "arith.divsi",
-            Arith::RemSI => "arith.remsi",
-            Arith::DivUI => "arith.divui",
-            Arith::RemUI => "arith.remui",
-            Arith::MaxSI => "arith.maxsi",
-            Arith::MinSI => "arith.minsi",
-            Arith::AndI => "arith.andi",
-            Arith::OrI => "arith.ori",
-            Arith::XOrI => "arith.xori",
-            Arith::ShRUI => "arith.shrui",
-        }
-    }
-}
-
-/// An `arith` conversion between types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Cast {
-    ExtSI,
-    ExtUI,
-    TruncI,
-    ExtF,
-    TruncF,
-    FpToSI,
-    SIToFp,
-    UIToFp,
-    Bitcast,
-}
-
-impl Cast {
-    fn name(self) -> &'static str {
-        match self {
-            Cast::ExtSI => "arith.extsi",
-            Cast::ExtUI => "arith.extui",
-            Cast::TruncI => "arith.trunci",
-            Cast::ExtF => "arith.extf",
-            Cast::TruncF => "arith.truncf",
-            Cast::FpToSI => "arith.fptosi",
-            Cast::SIToFp => "arith.sitofp",
-            Cast::UIToFp => "arith.uitofp",
-            Cast::Bitcast => "arith.bitcast",
-        }
-    }
-}
-
-/// An integer comparison (`arith.cmpi` predicate).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ICmp {
-    Eq,
-    Ne,
-    Slt,
-    Sle,
-    Sgt,
-    Sge,
-}
-
-/// A float comparison (`arith.cmpf` predicate): ordered except `Une`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum FCmp {
-    Oeq,
-    Une,
-    Olt,
-    Ole,
-    Ogt,
-    Oge,
-}
-
-/// A one-operand f32 intrinsic that NVPTX lowers directly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Intrinsic {
-    Exp2,
-    Sqrt,
-    Fabs,
-}
-
-/// A PTX special register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Sreg {
-    /// `%tid.x`: the thread's index in its block.
-    Tid,
-    /// `%ctaid.<axis>`: the block's index in the grid.
-    CtaId(usize),
-    /// `%nctaid.<axis>`: the grid's extent.
-    NCtaId(usize),
-}
 
 /// A region built by [`Emitter::open_region`] … [`Emitter::close_region`], ready to become the
 /// body of an `scf` op.
@@ -761,4 +559,72 @@ fn results(res: &str, tys: &[Ty]) -> Vec<Value> {
             ty,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lower::ptx_templates as ptx;
+
+    fn decl(shared: Option<&str>) -> KernelDecl<'_> {
+        KernelDecl {
+            name: "k",
+            shared,
+            max_threads: 128,
+            min_blocks_per_sm: None,
+        }
+    }
+
+    #[test]
+    fn constants_and_hoisted_ops_are_placed_once_at_entry() {
+        let mut e = Emitter::new(vec![Ty::I32]);
+        let x = e.param(0);
+        let a = e.i32(3);
+        let was = e.set_hoist(true);
+        let h1 = e.addi(&x, &a);
+        let h2 = e.addi(&x, &a);
+        e.set_hoist(was);
+        let three = e.i32(3);
+        let b = e.addi(&h1, &three);
+        assert_eq!(h1.name, h2.name);
+        e.store(
+            &b,
+            &Value {
+                name: "%p".into(),
+                ty: Ty::GlobalPtr,
+            },
+        );
+        let text = e.finish(&decl(None));
+        assert_eq!(text.matches("arith.constant 3 : i32").count(), 1);
+        assert_eq!(text.matches("arith.addi").count(), 2);
+        let (pre, body) = text.split_at(text.find(&format!("{} = arith.addi", b.name)).unwrap());
+        assert!(pre.contains(&format!("{} = arith.addi %arg0", h1.name)));
+        assert!(body.contains("llvm.store"));
+        assert!(!text.contains("llvm.mlir.global"));
+    }
+
+    #[test]
+    fn an_inline_asm_use_must_match_its_template() {
+        let mut e = Emitter::new(vec![Ty::I32]);
+        let x = e.param(0);
+        assert!(e.inline_asm(&ptx::shfl_bfly(), &[&x]).is_err());
+        let out = e.inline_asm(&ptx::ldmatrix_x4(false), &[&x]).unwrap();
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|v| v.ty == Ty::I32));
+    }
+
+    #[test]
+    fn conditional_arms_and_loop_bodies_must_agree_on_types() {
+        let mut e = Emitter::new(vec![Ty::I1, Ty::I32, Ty::F32]);
+        let (c, i, f) = (e.param(0), e.param(1), e.param(2));
+        e.open_region();
+        let then = e.close_region(std::slice::from_ref(&i));
+        e.open_region();
+        let els = e.close_region(std::slice::from_ref(&f));
+        assert!(e.scf_if(&c, then, Some(els)).is_err());
+        let vars = e.loop_vars(std::slice::from_ref(&f));
+        e.open_region();
+        let body = e.close_region(std::slice::from_ref(&i));
+        assert!(e.scf_for(vars, [&i, &i, &i], &[f], body).is_err());
+    }
 }

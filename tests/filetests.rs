@@ -136,7 +136,7 @@ fn check_run_line(name: &str, kernels: &[Kernel], run: &[(String, String)]) {
             .map(|w| w.split('=').next().unwrap().to_string())
             .collect()
     };
-    let mut symbols = tessel_compiler::lower::tiles::shape_symbols(k);
+    let mut symbols = tessel_compiler::abi::shape_symbols(k);
     let mut shape = names(get("shape"));
     symbols.sort();
     shape.sort();

@@ -45,7 +45,7 @@ pub fn compile_kernel_with(
         ..crate::codegen::BackendOptions::new(target)
     };
     target.require(&options.features)?;
-    let text = crate::lower::tiles::build_text(kernel, &schedule)?;
+    let text = crate::lower::build_text(kernel, &schedule)?;
     lap("lower to MLIR text");
     let session = crate::lower::MlirSession::new();
     let mut module = melior::ir::Module::parse(&session.context, &text)

@@ -26,6 +26,7 @@ pub fn kernel_entry(
     kernel: &crate::tir::Kernel,
     compiled: &crate::driver::CompiledKernel,
 ) -> Result<KernelEntry, CompileError> {
+    use crate::abi::Arg;
     use crate::tir::ParamKind;
     // sema declares no bool parameter; a kernel built some other way is refused here, not
     // written into a manifest no runtime can launch.
@@ -36,27 +37,27 @@ pub fn kernel_entry(
         d => Ok(d),
     };
     let mut params = Vec::new();
-    for p in &kernel.params {
-        params.push(match &p.kind {
-            ParamKind::Tensor {
-                io, dtype: d, dims, ..
-            } => ParamSpec::Tensor {
-                name: p.name.clone(),
-                dtype: dtype(*d)?,
-                dims: dims.clone(),
-                io: *io,
+    for arg in crate::abi::Signature::of(kernel).args() {
+        params.push(match arg {
+            Arg::Param(p) => match &p.kind {
+                ParamKind::Tensor {
+                    io, dtype: d, dims, ..
+                } => ParamSpec::Tensor {
+                    name: p.name.clone(),
+                    dtype: dtype(*d)?,
+                    dims: dims.clone(),
+                    io: *io,
+                },
+                ParamKind::Scalar { dtype: d } => ParamSpec::Scalar {
+                    name: p.name.clone(),
+                    dtype: dtype(*d)?,
+                },
             },
-            ParamKind::Scalar { dtype: d } => ParamSpec::Scalar {
-                name: p.name.clone(),
-                dtype: dtype(*d)?,
+            Arg::Shape(symbol) => ParamSpec::Shape {
+                symbol: symbol.to_string(),
             },
         });
     }
-    params.extend(
-        crate::lower::tiles::shape_symbols(kernel)
-            .into_iter()
-            .map(|symbol| ParamSpec::Shape { symbol }),
-    );
     // Bytes a call moves at least: every tensor read or written once (read and written for inout).
     let mut bytes: Option<ShapeExpr> = None;
     for p in &params {

@@ -3,8 +3,39 @@
 //! Kernels are built in MLIR's upstream dialects (llvm, nvvm, arith, scf; nvgpu and gpu as the
 //! matrix path grows), converted to the LLVM dialect by MLIR's own passes, and translated into an
 //! LLVM module that lives in the caller's inkwell context. `codegen` takes it from there.
+//!
+//! A scheduled Tile IR kernel becomes MLIR in [`build_text`]. The schedule has made every
+//! decision; the lowering only spells it out, so each file below is one concern and reads alone:
+//!
+//! - `emit`: the typed emitter, the only place that spells MLIR ops; `ptx_templates`: every
+//!   inline-PTX instruction;
+//! - `entry`: the kernel function, its parameters (in `crate::abi`'s order) and the thread-invariant
+//!   values computed once at entry;
+//! - `inst`: one Tile IR instruction at a time; `scalar`: the per-register arithmetic; `layout`:
+//!   moving a tile between register layouts;
+//! - `global`, `shared`: tiles to and from global memory and shared memory (`cp.async` staging);
+//! - `dot`, `mma`, `fma`: matrix products per unit; `reduce`; `loops`: `scf.for` and software
+//!   pipelining.
+//!
+//! Every tile is unrolled into the registers its layout gives a thread: a value becomes one SSA
+//! name per register (one for uniform values), so the schedule's layouts are the code and nothing
+//! is left for MLIR's passes to decide.
 
-pub mod tiles;
+mod dot;
+mod emit;
+mod entry;
+mod fma;
+mod global;
+mod inst;
+mod layout;
+mod loops;
+mod mma;
+mod ptx_templates;
+mod reduce;
+mod scalar;
+mod shared;
+
+pub use entry::build_text;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -19,6 +50,13 @@ use melior::utility::{
 use melior::Context;
 
 use crate::CompileError;
+
+type R<T> = Result<T, CompileError>;
+
+/// An invariant of the schedule that the tile lowering found broken.
+fn err(what: impl Into<String>) -> CompileError {
+    CompileError::mlir("tile lowering", what.into())
+}
 
 /// The conversion pipeline from tessel's mix of dialects to the LLVM dialect only.
 pub const TO_LLVM_PIPELINE: &str = "builtin.module(convert-scf-to-cf,convert-nvvm-to-llvm,\

@@ -314,6 +314,8 @@ pub fn source_package(
     target: Target,
     options: &crate::sched::SchedOptions,
 ) -> Result<SourcePackage, CompileError> {
+    // A bad flag is the caller's error, not a variant to skip.
+    options.hints()?;
     let mut combos: Vec<Overrides> = vec![fixed.clone()];
     for (name, values) in variants {
         combos = combos

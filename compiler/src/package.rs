@@ -342,7 +342,8 @@ pub fn source_package(
             }
             let compiled = match crate::driver::compile_kernel_with(kernel, target, options) {
                 Ok(c) => c,
-                Err(CompileError::Schedule(e)) if !variants.is_empty() => {
+                // A variant the target cannot hold is left out; a broken schedule is a bug.
+                Err(CompileError::Schedule(e)) if !variants.is_empty() && e.broken.is_none() => {
                     skipped.push((name, e));
                     continue;
                 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::alloc::Buffer;
 use super::layout::Dist;
 use super::strategy::Strategy;
+use super::verify::Invariant;
 use crate::tir::{DType, Kernel, ValueId};
 use crate::{Feature, Target};
 
@@ -164,6 +165,9 @@ pub struct SchedError {
     pub kernel: String,
     pub op: String,
     pub reason: String,
+    /// The invariant a finished schedule breaks: a tessel bug, where every other error is a
+    /// refusal of the kernel or its hints.
+    pub broken: Option<Invariant>,
 }
 
 impl Schedule {
@@ -210,6 +214,7 @@ impl SchedError {
             kernel: k.name.clone(),
             op: op.into(),
             reason: reason.into(),
+            broken: None,
         }
     }
 }

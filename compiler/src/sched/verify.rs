@@ -71,14 +71,14 @@ pub struct Broken {
 
 impl Broken {
     pub fn into_error(self, k: &Kernel) -> SchedError {
-        SchedError::new(
-            k,
-            self.op,
-            format!(
-                "internal error: the schedule breaks the {} invariant: {}",
-                self.invariant, self.detail
-            ),
-        )
+        let reason = format!(
+            "internal error: the schedule breaks the {} invariant: {}",
+            self.invariant, self.detail
+        );
+        SchedError {
+            broken: Some(self.invariant),
+            ..SchedError::new(k, self.op, reason)
+        }
     }
 }
 

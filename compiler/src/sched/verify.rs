@@ -7,7 +7,8 @@
 //! - **Layouts**: there is one layout and one role per value; a scalar is `Uniform`; a tile is
 //!   `Dist` or `Shared`; a `Dist` has the value's element count and one warp bit per bit of the
 //!   warp index.
-//! - **SharedOnly**: a `Shared` value is a staged load, or a transpose of a `Shared` value.
+//! - **SharedOnly**: a `Shared` value is a staged load, or a transpose of a `Shared` value, and
+//!   only dots (as A or B) and transposes read it: it has no registers.
 //! - **Dots**: exactly the dots have plans; a plan's m, n, k are its types' extents; an mma dot
 //!   has 16-bit operands of one type, k a multiple of 16, and an output the mma frame tiles; a
 //!   staged operand is staged; a register operand is the A of an mma dot in a `wm × 1` frame.
@@ -18,6 +19,8 @@
 //! - **Buffers**: every staged value has one buffer, holding its tile once per pipeline slot,
 //!   16-byte aligned; buffers live at once do not overlap; all of them end before the scratch
 //!   region, which starts 16-byte aligned and ends at `shared_bytes`, within the target's limit.
+//! - **Scratch**: conversions are listed once each, in value order, and the scratch region holds
+//!   each converted value (4 bytes an element) and each dot's operands stored there.
 //! - **Reductions**: every reduction of a register tile has a plan.
 //! - **Features**: every feature is in the target's table, and the features name what the dots
 //!   and copies use (mma.sync and ldmatrix, cp.async).
@@ -39,6 +42,7 @@ pub enum Invariant {
     Staging,
     Pipelines,
     Buffers,
+    Scratch,
     Reductions,
     Features,
     Occupancy,
@@ -54,6 +58,7 @@ impl fmt::Display for Invariant {
             Invariant::Staging => "staging",
             Invariant::Pipelines => "pipelines",
             Invariant::Buffers => "buffers",
+            Invariant::Scratch => "scratch",
             Invariant::Reductions => "reductions",
             Invariant::Features => "features",
             Invariant::Occupancy => "occupancy",
@@ -103,6 +108,7 @@ pub fn check(facts: &Facts, s: &Schedule) -> Res {
     dots(facts, s)?;
     staging(facts, s)?;
     buffers(s)?;
+    scratch(facts, s)?;
     reductions(facts, s)?;
     features(s)?;
     occupancy(s)
@@ -164,6 +170,17 @@ fn layouts(facts: &Facts, s: &Schedule) -> Res {
                 Invariant::SharedOnly,
                 v,
                 "only in shared memory, but not staged",
+            )?;
+            let ok = facts.uses(v).all(|(_, u)| match &u.inst.op {
+                Op::Dot { a, b, .. } => *a == v || *b == v,
+                Op::Trans { .. } => true,
+                _ => false,
+            });
+            ensure(
+                ok,
+                Invariant::SharedOnly,
+                v,
+                "only in shared memory, but read from registers",
             )?;
         }
     }
@@ -327,6 +344,54 @@ fn buffers(s: &Schedule) -> Res {
     )
 }
 
+fn scratch(facts: &Facts, s: &Schedule) -> Res {
+    let k = facts.kernel;
+    let ordered = s.conversions.windows(2).all(|w| w[0] < w[1]);
+    ensure(
+        ordered,
+        Invariant::Scratch,
+        "conversions",
+        "not in value order, or listed twice",
+    )?;
+    for (v, why) in &s.conversions {
+        let ok = k.ty(*v).numel() * 4 <= s.scratch_bytes;
+        ensure(
+            ok,
+            Invariant::Scratch,
+            v,
+            format!("converted ({why}) through {} bytes", s.scratch_bytes),
+        )?;
+    }
+    for (r, plan) in &s.dots {
+        let mut bytes = 0;
+        for o in [&plan.a, &plan.b] {
+            if let Operand::Smem {
+                value,
+                staged: false,
+                ..
+            } = o
+            {
+                let t = k.ty(*value);
+                let dtype = match plan.unit {
+                    DotUnit::Mma => t.dtype,
+                    DotUnit::Fma => DType::F32,
+                };
+                bytes += t.numel() * dtype.size();
+            }
+        }
+        ensure(
+            bytes <= s.scratch_bytes,
+            Invariant::Scratch,
+            r,
+            format!(
+                "operands of {bytes} bytes in {} bytes of scratch",
+                s.scratch_bytes
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 fn reductions(facts: &Facts, s: &Schedule) -> Res {
     for inst in facts.insts() {
         if let Op::Reduce { x, .. } = &inst.op {
@@ -414,10 +479,11 @@ mod tests {
         break_it(&mut s);
         let e = check(&facts, &s).expect_err("the broken schedule passes");
         assert_eq!(e.invariant, invariant, "{e:?}");
-        let message = e.into_error(&k).to_string();
+        let e = e.into_error(&k);
+        assert_eq!(e.broken, Some(invariant));
         assert!(
-            message.contains(&format!("kernel `{}`", k.name)),
-            "{message}"
+            e.to_string().contains(&format!("kernel `{}`", k.name)),
+            "{e}"
         );
     }
 
@@ -499,6 +565,34 @@ mod tests {
             let v = first_staged(s);
             s.staged.get_mut(&v).unwrap().buffer = 7;
         });
+    }
+
+    const LIGHTNING: &str = include_str!("../../../dsl-examples/lightning_attention.tsl");
+    const FLASH: &str = include_str!("../../../dsl-examples/flash_attention.tsl");
+
+    /// The kernel of `source` named `name`.
+    fn named(source: &str, name: &str) -> String {
+        let start = source.find(&format!("kernel {name}")).unwrap();
+        // Attributes before the kernel line belong to it.
+        let attrs = source[..start].rfind("\n\n").map_or(0, |i| i + 2);
+        source[attrs..].to_string()
+    }
+
+    #[test]
+    fn scratch() {
+        let fwd = named(LIGHTNING, "lightning_attention_fwd");
+        // Scratch too small for what it must hold, the region itself consistent.
+        let shrink = |s: &mut Schedule, bytes: usize| {
+            s.scratch_bytes = bytes;
+            s.shared_bytes = s.scratch_offset + bytes;
+        };
+        refused(&fwd, Invariant::Scratch, |s| shrink(s, 0));
+        refused(&fwd, Invariant::Scratch, |s| {
+            let c = s.conversions[0].clone();
+            s.conversions.push(c);
+        });
+        let dq = named(FLASH, "flash_attention_bwd_dq");
+        refused(&dq, Invariant::Scratch, |s| shrink(s, 16));
     }
 
     #[test]

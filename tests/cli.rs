@@ -329,3 +329,49 @@ fn interpret_draws_named_inputs_from_their_range() {
     let (ok, _, err) = run(&["--range", "a=1:0"]);
     assert!(!ok && err.contains("not LO:HI"), "{err}");
 }
+
+#[cfg(feature = "codegen")]
+#[test]
+fn schedule_flags_follow_the_attributes_rules() {
+    let mm = format!("{}/dsl-examples/matmul.tsl", env!("CARGO_MANIFEST_DIR"));
+    let compile = |extra: &[&str]| {
+        let mut a = vec!["compile", &mm, "--arch", "sm_80", "--emit", "sched"];
+        a.extend_from_slice(extra);
+        tessel(&a)
+    };
+    // `.minnctapersm 0` would be PTX that ptxas rejects; 64 blocks would be dropped by it.
+    let (ok, _, err) = compile(&["--occupancy", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("`--occupancy` takes one integer, at least 1, not 0"),
+        "{err}"
+    );
+    let (ok, _, err) = compile(&["--occupancy", "64"]);
+    assert!(!ok);
+    assert!(
+        err.contains("`--occupancy`: asks for 64 blocks per SM"),
+        "{err}"
+    );
+    let (ok, out, err) = compile(&["--occupancy", "1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("occupancy: at least 1 blocks per SM"), "{out}");
+    // `@stages(0)` is refused by the same rule.
+    let (ok, _, err) = compile(&["--stages", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("`--stages` takes one integer, at least 1, not 0"),
+        "{err}"
+    );
+    // Whether a flag fits the kernel or the target is the scheduler's to say: matmul has 8 warps.
+    let (ok, _, err) = compile(&["--warps", "3x2"]);
+    assert!(!ok);
+    assert!(err.contains("`--warps`: tiles 3 × 2 = 6 warps"), "{err}");
+    // A strategy may be forced; the schedule says which it runs.
+    let (ok, out, err) = compile(&["--strategy", "simt"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("strategy: simt"), "{out}");
+    assert!(
+        out.contains("on fma;") && !out.contains("cp.async"),
+        "{out}"
+    );
+}

@@ -164,6 +164,8 @@ pub fn source_package(
     target: Target,
     options: &crate::sched::SchedOptions,
 ) -> Result<SourcePackage, CompileError> {
+    // A bad flag is the caller's error, not a variant to skip.
+    options.hints()?;
     let mut combos: Vec<Overrides> = vec![fixed.clone()];
     for (name, values) in variants {
         combos = combos
@@ -190,7 +192,8 @@ pub fn source_package(
             }
             let compiled = match crate::driver::compile_kernel_with(kernel, target, options) {
                 Ok(c) => c,
-                Err(CompileError::Schedule(e)) if !variants.is_empty() => {
+                // A variant the target cannot hold is left out; a broken schedule is a bug.
+                Err(CompileError::Schedule(e)) if !variants.is_empty() && e.broken.is_none() => {
                     skipped.push((name, e));
                     continue;
                 }

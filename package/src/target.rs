@@ -107,6 +107,10 @@ pub struct Target {
     pub max_shared_bytes: u32,
     /// Registers per thread.
     pub max_regs_per_thread: u32,
+    /// Blocks one SM holds at once, and the threads they may have in all: `@occupancy` beyond
+    /// these cannot be met (ptxas does not say so).
+    pub max_blocks_per_sm: u32,
+    pub max_threads_per_sm: u32,
     /// Scheduling defaults for kernels that set neither `@num_warps` nor `--num-warps`.
     pub default_num_warps: u32,
     /// Depth of the global→shared copy pipeline when neither `@stages` nor `--stages` says.
@@ -125,6 +129,8 @@ pub const TARGETS: &[Target] = &[
         features: &[Bf16, MmaSync, Ldmatrix, CpAsync],
         max_shared_bytes: 163 * 1024,
         max_regs_per_thread: 255,
+        max_blocks_per_sm: 32,
+        max_threads_per_sm: 2048,
         default_num_warps: 4,
         default_stages: 2,
     },
@@ -136,6 +142,8 @@ pub const TARGETS: &[Target] = &[
         features: &[Bf16, MmaSync, Ldmatrix, CpAsync, Clusters, Mbarrier, Tma],
         max_shared_bytes: 227 * 1024,
         max_regs_per_thread: 255,
+        max_blocks_per_sm: 32,
+        max_threads_per_sm: 2048,
         default_num_warps: 4,
         default_stages: 2,
     },
@@ -149,6 +157,8 @@ pub const TARGETS: &[Target] = &[
         ],
         max_shared_bytes: 227 * 1024,
         max_regs_per_thread: 255,
+        max_blocks_per_sm: 32,
+        max_threads_per_sm: 2048,
         default_num_warps: 4,
         default_stages: 2,
     },

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use tessel_compiler::driver::compile_kernel_with;
-use tessel_compiler::sched::SchedOptions;
+use tessel_compiler::sched::{SchedOptions, Strategy};
 use tessel_compiler::Target;
 
 /// Which stage `--emit` prints.
@@ -46,6 +46,10 @@ pub struct CompileArgs {
     /// Blocks that must fit on one SM at once (caps registers), overriding `@occupancy`.
     #[arg(long)]
     pub occupancy: Option<u32>,
+    /// The code-generation strategy, overriding the target's own: ampere (mma.sync, ldmatrix,
+    /// cp.async) or simt (FMA dots, element copies).
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<Strategy>,
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
     #[arg(long, value_name = "FILE.tpkg")]
     pub package: Option<PathBuf>,
@@ -124,7 +128,15 @@ fn sched_options(args: &CompileArgs) -> SchedOptions {
         stages: args.stages,
         warps: args.warps,
         occupancy: args.occupancy,
+        strategy: args.strategy,
     }
+}
+
+fn parse_strategy(name: &str) -> Result<Strategy, String> {
+    Strategy::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown strategy `{name}` (known: {})", known.join(", "))
+    })
 }
 
 /// `NAME=V1,V2,...` flags as the variant table of a package.
@@ -188,11 +200,10 @@ fn parse_warps(s: &str) -> Result<(usize, usize), String> {
     let (a, b) = s
         .split_once('x')
         .ok_or_else(|| format!("`{s}`: expected ROWSxCOLS, e.g. 2x2"))?;
+    // Whether the grid tiles the block is the scheduler's rule, as for `@warps`.
     let n = |t: &str| {
         t.parse::<usize>()
-            .ok()
-            .filter(|v| v.is_power_of_two())
-            .ok_or_else(|| format!("`{t}` is not a power of two"))
+            .map_err(|_| format!("`{t}` is not a number of warps"))
     };
     Ok((n(a)?, n(b)?))
 }

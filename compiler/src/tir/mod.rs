@@ -6,6 +6,7 @@
 //! nested block whose arguments are the induction variable and the loop-carried tiles, and which
 //! ends in `yield`. The text form (see `print` and `parse`) round-trips exactly.
 
+pub mod facts;
 mod parse;
 mod print;
 mod verify;

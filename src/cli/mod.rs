@@ -7,6 +7,8 @@ pub mod compile;
 #[cfg(feature = "codegen")]
 pub mod demo;
 pub mod devices;
+#[cfg(feature = "codegen")]
+pub mod examples;
 pub mod inputs;
 pub mod inspect;
 pub mod lang;

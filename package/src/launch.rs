@@ -242,19 +242,7 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
             (ParamSpec::Shape { .. }, _) => unreachable!("shape parameters are not passed"),
         }
     }
-    for (i, (out, io, a0, a1)) in ranges.iter().enumerate() {
-        if *io == Io::In {
-            continue;
-        }
-        for (j, (other, _, b0, b1)) in ranges.iter().enumerate() {
-            if i != j && a0 < b1 && b0 < a1 {
-                return Err(LaunchError::Aliasing {
-                    output: out.clone(),
-                    other: other.clone(),
-                });
-            }
-        }
-    }
+    check_overlaps(&ranges)?;
     let lookup = |s: &str| symbols.get(s).map(|(v, _)| *v);
     if let Some((requirement, values)) = failed_requirement(&entry.requires, &lookup) {
         return Err(LaunchError::Requirement {
@@ -273,6 +261,42 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
             })?;
         grid[i] = v as u32;
     }
+    let params = launch_params(entry, args, &lookup)?;
+    Ok(LaunchPlan {
+        grid,
+        block: entry.launch.block,
+        shared_bytes: entry.launch.shared_bytes,
+        params,
+        symbols: symbols.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+    })
+}
+
+/// Fails when an output's bytes overlap another tensor's: `ranges` is (name, io, start, end) of
+/// every tensor.
+fn check_overlaps(ranges: &[(String, Io, u64, u64)]) -> Result<(), LaunchError> {
+    for (i, (out, io, a0, a1)) in ranges.iter().enumerate() {
+        if *io == Io::In {
+            continue;
+        }
+        for (j, (other, _, b0, b1)) in ranges.iter().enumerate() {
+            if i != j && a0 < b1 && b0 < a1 {
+                return Err(LaunchError::Aliasing {
+                    output: out.clone(),
+                    other: other.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The launch parameters in PTX order: pointers, scalars converted to their dtype, and the bound
+/// shape symbols. Kinds were checked by `plan` before.
+fn launch_params(
+    entry: &KernelEntry,
+    args: &[ArgInfo],
+    lookup: &dyn Fn(&str) -> Option<i64>,
+) -> Result<Vec<ParamValue>, LaunchError> {
     let mut params = Vec::with_capacity(entry.params.len());
     let mut args = args.iter();
     for spec in &entry.params {
@@ -316,13 +340,7 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
             }
         });
     }
-    Ok(LaunchPlan {
-        grid,
-        block: entry.launch.block,
-        shared_bytes: entry.launch.shared_bytes,
-        params,
-        symbols: symbols.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-    })
+    Ok(params)
 }
 
 /// The first requirement that does not hold (or cannot be evaluated) for these symbol values, as

@@ -85,6 +85,21 @@ fn names_that_match_nothing_are_refused_with_a_suggestion() {
         ],
         "--scalar limitt: there is no scalar parameter `limitt`; did you mean `limit`?",
     );
+    refused(
+        &[
+            "interpret",
+            &mm,
+            "--kernel",
+            "matmull",
+            "--shape",
+            "M=3,N=4,K=4",
+        ],
+        "no kernel named `matmull`",
+    );
+    refused(
+        &["ir", &mm, "--kernel", "matmull"],
+        "did you mean `matmul`?",
+    );
     // The right names still run.
     let (code, _, err) = tessel(&[
         "interpret",

@@ -81,7 +81,7 @@ fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> s
         Some(name) => kernels
             .iter()
             .find(|k| &k.name == name)
-            .ok_or_else(|| format!("no kernel named `{name}` in {}", file.display()))?,
+            .ok_or_else(|| super::lang::no_kernel(name, &kernels, file))?,
         None if kernels.len() == 1 => &kernels[0],
         None => {
             let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();

@@ -116,9 +116,20 @@ pub fn ir(args: IrArgs) -> super::CliResult {
         printed += 1;
     }
     if printed == 0 {
-        return Err(format!("no kernel named `{}`", args.kernel.unwrap_or_default()).into());
+        let name = args.kernel.unwrap_or_default();
+        return Err(no_kernel(&name, &kernels, &args.source.file).into());
     }
     Ok(())
+}
+
+/// "no kernel named `X` in FILE", with the closest name the file has or the list of them.
+pub fn no_kernel(name: &str, kernels: &[tir::Kernel], file: &std::path::Path) -> String {
+    let names: Vec<String> = kernels.iter().map(|k| k.name.clone()).collect();
+    let hint = match tessel_compiler::diag::closest(name, &names) {
+        Some(near) => format!("; did you mean `{near}`?"),
+        None => format!(" (it has: {})", names.join(", ")),
+    };
+    format!("no kernel named `{name}` in {}{hint}", file.display())
 }
 
 pub fn interpret(args: InterpretArgs) -> super::CliResult {
@@ -126,13 +137,7 @@ pub fn interpret(args: InterpretArgs) -> super::CliResult {
     let kernel = kernels
         .iter()
         .find(|k| k.name == args.problem.kernel)
-        .ok_or_else(|| {
-            format!(
-                "no kernel named `{}` in {}",
-                args.problem.kernel,
-                args.source.file.display()
-            )
-        })?;
+        .ok_or_else(|| no_kernel(&args.problem.kernel, &kernels, &args.source.file))?;
     let mut dims = super::inputs::sizes(&args.problem.shape)?;
     let mut given: Vec<&str> = dims.keys().map(String::as_str).collect();
     given.sort();

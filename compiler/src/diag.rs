@@ -75,16 +75,21 @@ pub fn closest(name: &str, candidates: &[String]) -> Option<String> {
     fn distance(a: &str, b: &str) -> usize {
         let b: Vec<char> = b.chars().collect();
         let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
+        // Optimal string alignment: edits, plus swapping two neighbours (`fro` → `for`) as one.
+        let a: Vec<char> = a.chars().collect();
+        let mut before: Vec<usize> = Vec::new();
+        for (i, ca) in a.iter().enumerate() {
             let mut cur = vec![i + 1];
             for (j, cb) in b.iter().enumerate() {
-                cur.push(
-                    (prev[j] + usize::from(ca != *cb))
-                        .min(prev[j + 1] + 1)
-                        .min(cur[j] + 1),
-                );
+                let mut d = (prev[j] + usize::from(ca != cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1);
+                if i > 0 && j > 0 && *ca == b[j - 1] && a[i - 1] == *cb {
+                    d = d.min(before[j - 1] + 1);
+                }
+                cur.push(d);
             }
-            prev = cur;
+            before = std::mem::replace(&mut prev, cur);
         }
         prev[b.len()]
     }

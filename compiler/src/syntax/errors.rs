@@ -89,9 +89,13 @@ fn expected(err: &Error<Rule>) -> Vec<String> {
             push(w.to_string());
         }
     }
-    // A name and a `(` each start an expression: listing them beside it says nothing more.
+    // A name and a `(` each start an expression, and a `{` a block: listing them beside it says
+    // nothing more.
     if out.iter().any(|n| n == "an expression") {
         out.retain(|n| n != "a name" && n != "`(`");
+    }
+    if out.iter().any(|n| n == "`{`") {
+        out.retain(|n| n != "a block `{ ... }`");
     }
     out
 }
@@ -147,26 +151,50 @@ pub(super) fn syntax_error(err: Error<Rule>, source: &str) -> Diagnostic {
     let at_word = source[start..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
     // `lett row = ...`: a name where a keyword was meant, followed by another name.
     let gap = end_of_previous_token(source, start);
+    let keywords: Vec<String> = KEYWORDS.iter().map(|k| k.to_string()).collect();
+    let misspelt = |wstart: usize, word: &str| {
+        let kw = closest(word, &keywords).filter(|k| k != word)?;
+        Some(Diagnostic::error(
+            format!("syntax error: unknown word `{word}`"),
+            Span::new(wstart, wstart + word.len()),
+            format!("did you mean `{kw}`?"),
+        ))
+    };
+    // `lett row = ...`: a name where a keyword was meant, followed by another name.
     if at_word && gap < start {
-        if let Some((wstart, word)) = word_before(source, gap) {
-            let keywords: Vec<String> = KEYWORDS.iter().map(|k| k.to_string()).collect();
-            if let Some(kw) = closest(word, &keywords).filter(|k| k != word) {
-                return Diagnostic::error(
-                    format!("syntax error: unknown word `{word}`"),
-                    Span::new(wstart, gap),
-                    format!("did you mean `{kw}`?"),
-                );
+        if let Some(d) = word_before(source, gap).and_then(|(w, word)| misspelt(w, word)) {
+            return d;
+        }
+    }
+    // `require N <= BN`, `kernal k(...)`: the word the parser stopped at is the misspelt keyword.
+    if at_word {
+        let len = source[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(source.len() - start);
+        let word = &source[start..start + len];
+        let expects_keyword = names.is_empty()
+            || closest(word, &keywords).is_some_and(|kw| names.contains(&format!("`{kw}`")));
+        if expects_keyword {
+            if let Some(d) = misspelt(start, word) {
+                return d;
             }
         }
     }
-    // A missing `;` belongs after the last token, not at the start of the next line.
-    if names.iter().any(|n| n == "`;`") && source[gap..start].contains('\n') {
+    // A missing `;` or closing bracket belongs after the last token, not at the start of the
+    // next line.
+    let next_line = source[gap..start].contains('\n');
+    if next_line && names.iter().any(|n| n == "`;`") {
         return Diagnostic::error(
             "syntax error: missing `;`",
             Span::new(gap, gap),
             "expected `;` here",
         );
     }
+    let (start, end) = if next_line && names.iter().any(|n| n == "`)`" || n == "`]`") {
+        (gap, gap)
+    } else {
+        (start, end)
+    };
     let mut d = Diagnostic::error(
         "syntax error",
         Span::new(start, end.max(start)),
@@ -179,7 +207,7 @@ pub(super) fn syntax_error(err: Error<Rule>, source: &str) -> Diagnostic {
     // elsewhere (a bad parameter inside a list) the bracket is fine and the hint would mislead.
     let closer = [("`)`", '('), ("`]`", '['), ("`}`", '{')];
     let rest = source[start..].trim_start_matches([' ', '\t']);
-    let ends = rest.is_empty() || rest.starts_with([';', '{', '}', '\n', '\r']);
+    let ends = rest.is_empty() || rest.starts_with([';', '{', '}', '\n', '\r']) || next_line;
     if let Some((at, open)) = unclosed_bracket(source, start).filter(|_| ends) {
         if closer
             .iter()

@@ -1,3 +1,10 @@
-//! TransNormerLLM. For now: its decay schedule, which kernels, tests and the model share.
+//! TransNormerLLM (ALGORITHMS.md §2): configuration and weights in the released Hugging Face
+//! layout, the decay schedule, and random-weight model directories.
 
+pub mod config;
 pub mod decay;
+pub mod init;
+pub mod weights;
+
+#[cfg(test)]
+mod weights_tests;

@@ -185,7 +185,7 @@ impl ModelConfig {
             }
         }
         let heads = raw.decoder_attention_heads;
-        if raw.hidden_dim % heads != 0 {
+        if !raw.hidden_dim.is_multiple_of(heads) {
             return Err(unsupported(
                 "hidden_dim",
                 raw.hidden_dim.to_string(),

@@ -166,10 +166,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeightError + '_ {
     }
 }
 
+/// A tensor as a file's header describes it: name, dtype, shape, bytes within the file.
+type Header = (String, Dtype, Vec<usize>, Range<usize>);
+
 /// Maps `path` and records its tensors (header only).
-fn map_file(
-    path: &Path,
-) -> Result<(Mmap, Vec<(String, Dtype, Vec<usize>, Range<usize>)>), WeightError> {
+fn map_file(path: &Path) -> Result<(Mmap, Vec<Header>), WeightError> {
     let file = File::open(path).map_err(io(path))?;
     // SAFETY: the map is read-only; a checkpoint modified while it is mapped is outside what any
     // loader (Hugging Face's included) defends against.

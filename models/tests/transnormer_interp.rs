@@ -1,0 +1,259 @@
+//! The whole TransNormerLLM through the interpreter backend (every kernel's Tile IR run on host
+//! arrays) against the float64 model of tessel-reference, on tiny configurations with random
+//! weights written in the released layout and read back by the loader.
+
+use rand::Rng;
+use tessel_models::backend::InterpBackend;
+use tessel_models::transnormer::config::ModelConfig;
+use tessel_models::transnormer::init::{write_random, InitOptions};
+use tessel_models::transnormer::weights::Weights;
+use tessel_models::transnormer::{Logits, Session, Tiles, Transnormer};
+use tessel_reference::transnormer as reference;
+
+struct Fixture {
+    model: Transnormer,
+    reference: reference::Model,
+    backend: InterpBackend,
+}
+
+/// Two layers, LRPE in layer 0, head dim 32; `heads` 2 or 3 (a non-power-of-two slope list).
+fn fixture(heads: usize) -> Fixture {
+    let cfg = ModelConfig::with_shape(2, 32 * heads, heads, 48 * heads, 61, &[0]).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "tnl-e2e-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    // Wide weights: activations far from zero, logits far apart.
+    let opts = InitOptions {
+        seed: rand::random(),
+        std: 0.08,
+        head_std: Some(0.6),
+        ..InitOptions::default()
+    };
+    write_random(&cfg, &dir, &opts).unwrap();
+    let cfg = ModelConfig::read(&dir.join("config.json")).unwrap();
+    let weights = Weights::open(&dir, &cfg).unwrap();
+    let model = Transnormer::new(cfg.clone(), Tiles::interpreter());
+    let mut backend = InterpBackend::new();
+    model.load(&mut backend, &weights).unwrap();
+    let reference = reference_model(&cfg, &weights);
+    std::fs::remove_dir_all(&dir).unwrap();
+    Fixture {
+        model,
+        reference,
+        backend,
+    }
+}
+
+fn reference_model(cfg: &ModelConfig, w: &Weights) -> reference::Model {
+    let t = |name: String| w.tensor(&name).unwrap().to_f64();
+    let layers = (0..cfg.layers)
+        .map(|l| {
+            let p = format!("model.layers.{l}");
+            reference::Layer {
+                qkvu: t(format!("{p}.token_mixer.qkvu_proj.weight")),
+                out: t(format!("{p}.token_mixer.out_proj.weight")),
+                theta: cfg.lrpe[l].then(|| t(format!("{p}.token_mixer.lrpe.theta"))),
+                l1: t(format!("{p}.channel_mixer.l1.weight")),
+                l2: t(format!("{p}.channel_mixer.l2.weight")),
+                l3: t(format!("{p}.channel_mixer.l3.weight")),
+            }
+        })
+        .collect();
+    reference::Model {
+        shape: reference::Shape {
+            dim: cfg.dim,
+            layers: cfg.layers,
+            heads: cfg.heads,
+            hidden: cfg.hidden,
+            glu: cfg.glu,
+            vocab: cfg.vocab,
+            lrpe: cfg.lrpe.clone(),
+            scale_embedding: cfg.scale_embedding,
+        },
+        embed: t("model.embed_tokens.weight".into()),
+        layers,
+        head: t("lm_head.weight".into()),
+    }
+}
+
+fn prompt(len: usize, vocab: usize) -> Vec<u32> {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect()
+}
+
+/// Worst error relative to the reference's largest magnitude (logits: one scale per row).
+fn err(got: &[f64], want: &[f64]) -> f64 {
+    assert!(got.iter().all(|x| x.is_finite()), "non-finite logits");
+    let scale = want.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+fn usize_ids(p: &[u32]) -> Vec<usize> {
+    p.iter().map(|t| *t as usize).collect()
+}
+
+/// bf16 weights and activations (about eight roundings to 8 bits in sequence per layer), f32
+/// accumulation: against float64 the logits' error is typically 6e-3 of their scale, 2e-2 at
+/// worst over a few hundred positions, and up to 5e-2 at a position whose attention sum
+/// cancels (at position 0 it is one q·k, which SRMSNorm then scales up). MEAN_TOL bounds the
+/// average, which a systematic error (a wrong slope, an LRPE angle off) pushes far past.
+const TOL: f64 = 5e-2;
+const MEAN_TOL: f64 = 1.2e-2;
+
+#[test]
+fn full_forward_logits_match_float64_for_a_ragged_batch() {
+    for heads in [2, 3] {
+        let mut f = fixture(heads);
+        let v = f.model.cfg.vocab;
+        // Lengths across block (16) and segment boundaries; the shorter is left-padded.
+        let prompts = vec![prompt(37, v), prompt(11, v)];
+        let mut s = Session::new(&f.model, &mut f.backend, 2).unwrap();
+        let plan = s.prefill(&prompts, Logits::All).unwrap();
+        assert!(plan.arena_bytes < plan.unshared_bytes, "{plan:?}");
+        let n = 37;
+        let all = s.all_logits(n).unwrap();
+        let mut errs = Vec::new();
+        for (b, p) in prompts.iter().enumerate() {
+            let want = f.reference.forward(&usize_ids(p));
+            for (t, w) in want.iter().enumerate() {
+                let got = &all[b][n - p.len() + t];
+                let e = err(got, w);
+                assert!(e < TOL, "H={heads} seq {b} position {t}: {e}");
+                errs.push(e);
+            }
+        }
+        let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+        assert!(mean < MEAN_TOL, "H={heads}: mean error {mean}");
+    }
+}
+
+#[test]
+fn prefill_then_decode_equals_the_full_forward() {
+    let mut f = fixture(3);
+    let v = f.model.cfg.vocab;
+    let whole = [prompt(30, v), prompt(24, v)];
+    let split = 19;
+    let want: Vec<_> = whole
+        .iter()
+        .map(|p| f.reference.forward(&usize_ids(p)))
+        .collect();
+    let mut s = Session::new(&f.model, &mut f.backend, 2).unwrap();
+    let heads: Vec<Vec<u32>> = vec![whole[0][..split].to_vec(), whole[1][..split - 6].to_vec()];
+    s.prefill(&heads, Logits::Last).unwrap();
+    for (b, l) in s.logits().unwrap().iter().enumerate() {
+        let e = err(l, &want[b][heads[b].len() - 1]);
+        assert!(e < TOL, "prefill seq {b}: {e}");
+    }
+    // Feed the rest of each sequence one token at a time (teacher forcing).
+    for step in 0..(24 - (split - 6)) {
+        let toks: Vec<u32> = (0..2).map(|b| whole[b][heads[b].len() + step]).collect();
+        s.set_next_tokens(&toks).unwrap();
+        s.step().unwrap();
+        for (b, l) in s.logits().unwrap().iter().enumerate() {
+            let pos = heads[b].len() + step;
+            let e = err(l, &want[b][pos]);
+            assert!(e < TOL, "decode seq {b} position {pos}: {e}");
+        }
+    }
+    assert_eq!(s.lengths(), &[30, 24]);
+    let plan = s.decode_plan().unwrap();
+    assert!(plan.arena_bytes < plan.unshared_bytes);
+}
+
+#[test]
+fn greedy_generation_follows_the_float64_model() {
+    let mut f = fixture(2);
+    let v = f.model.cfg.vocab;
+    let start = prompt(9, v);
+    let mut s = Session::new(&f.model, &mut f.backend, 1).unwrap();
+    s.prefill(std::slice::from_ref(&start), Logits::Last)
+        .unwrap();
+    let mut dec = reference::Decoder::new(&f.reference);
+    let mut want = Vec::new();
+    for &t in &start {
+        want = dec.step(t as usize);
+    }
+    let (mut exact, mut generated) = (0, Vec::new());
+    for i in 0..32 {
+        let got = if i == 0 {
+            s.next_tokens().unwrap()[0]
+        } else {
+            s.step().unwrap()[0]
+        };
+        let best = (0..v).max_by(|a, b| want[*a].total_cmp(&want[*b])).unwrap();
+        let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+        // The kernels' choice is the reference's, or within rounding of it (a near-tie).
+        let gap = want[best] - want[got as usize];
+        assert!(
+            gap <= TOL * scale,
+            "token {i}: chose {got}, the reference {best} (gap {gap})"
+        );
+        exact += usize::from(got as usize == best);
+        generated.push(got);
+        // The reference continues from the kernels' token, so the two stay on one sequence.
+        want = dec.step(got as usize);
+    }
+    assert!(
+        exact >= 30,
+        "only {exact} of 32 greedy tokens equal the reference's: {generated:?}"
+    );
+}
+
+#[test]
+fn padding_never_changes_a_sequences_result() {
+    let mut f = fixture(2);
+    let v = f.model.cfg.vocab;
+    let short = prompt(7, v);
+    let long = prompt(26, v);
+    let mut alone = Session::new(&f.model, &mut f.backend, 1).unwrap();
+    alone
+        .prefill(std::slice::from_ref(&short), Logits::Last)
+        .unwrap();
+    let mut alone_logits = vec![alone.logits().unwrap().remove(0)];
+    let mut alone_tokens = vec![alone.next_tokens().unwrap()[0]];
+    for _ in 0..4 {
+        alone_tokens.push(alone.step().unwrap()[0]);
+        alone_logits.push(alone.logits().unwrap().remove(0));
+    }
+    let mut batch = Session::new(&f.model, &mut f.backend, 2).unwrap();
+    batch.prefill(&[long, short], Logits::Last).unwrap();
+    let mut tokens = vec![batch.next_tokens().unwrap()[1]];
+    let mut logits = vec![batch.logits().unwrap().remove(1)];
+    for _ in 0..4 {
+        tokens.push(batch.step().unwrap()[1]);
+        logits.push(batch.logits().unwrap().remove(1));
+    }
+    assert_eq!(tokens, alone_tokens);
+    for (i, (a, b)) in logits.iter().zip(&alone_logits).enumerate() {
+        // 19 pad rows move the block boundaries, so roundings differ; nothing else may.
+        let e = err(a, b);
+        assert!(e < 5e-3, "step {i}: {e}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused_before_anything_runs() {
+    let mut f = fixture(2);
+    let mut s = Session::new(&f.model, &mut f.backend, 2).unwrap();
+    assert!(s.step().is_err(), "decode before prefill");
+    assert!(
+        s.prefill(&[vec![1]], Logits::Last).is_err(),
+        "one prompt for two"
+    );
+    assert!(
+        s.prefill(&[vec![1], vec![]], Logits::Last).is_err(),
+        "empty prompt"
+    );
+    assert!(
+        s.prefill(&[vec![1], vec![61]], Logits::Last).is_err(),
+        "id ≥ vocab"
+    );
+}

@@ -6,6 +6,7 @@
 //! no LLVM, no MLIR), so GPU-side binaries built on it stay small.
 
 pub mod backend;
+pub mod backend_gpu;
 pub mod graph;
 pub mod kernels;
 pub mod transnormer;

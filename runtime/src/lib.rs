@@ -18,7 +18,7 @@ pub mod tensor;
 pub use device::{Device, Graph, LoadedModule};
 pub use error::RuntimeError;
 pub use package::{Arg, LoadedPackage};
-pub use tensor::DeviceTensor;
+pub use tensor::{DeviceTensor, TensorView};
 pub use tessel_package as format;
 
 /// The CUDA driver bindings the runtime is built on, for callers that need a raw launch.

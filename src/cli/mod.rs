@@ -5,9 +5,13 @@ pub mod bench_decode;
 #[cfg(feature = "codegen")]
 pub mod compile;
 #[cfg(feature = "codegen")]
+pub mod compile_model;
+#[cfg(feature = "codegen")]
 pub mod demo;
 pub mod devices;
+pub mod generate;
 pub mod lang;
+pub mod model;
 pub mod plot;
 pub mod run;
 pub mod targets;

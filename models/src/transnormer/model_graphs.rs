@@ -2,7 +2,7 @@
 
 use super::model::*;
 use crate::backend::Backend;
-use crate::graph::{Buf, CallArg, Graph};
+use crate::graph::{Buf, CallArg, Graph, KernelRef};
 use crate::ModelError;
 
 /// What a prefill ends with.
@@ -332,5 +332,25 @@ impl Transnormer {
             vec![view(&p(&Names::pos(b)), I, &[b], RW)],
         );
         g
+    }
+}
+
+impl Transnormer {
+    /// Every kernel variant the model's graphs call (prefill with either ending, decode), in
+    /// order: what `tessel compile-model` builds. Batch and sequence sizes, split and segment
+    /// counts are run-time shape symbols, so one graph of each kind names them all.
+    pub fn kernels(&self) -> Vec<KernelRef> {
+        let graphs = [
+            self.prefill_graph(1, 1, Logits::Last),
+            self.prefill_graph(1, 1, Logits::All),
+            self.decode_graph(1),
+        ];
+        let mut set: Vec<KernelRef> = graphs
+            .iter()
+            .flat_map(|g| g.graph.node_weights().map(|c| c.kernel.clone()))
+            .collect();
+        set.sort();
+        set.dedup();
+        set
     }
 }

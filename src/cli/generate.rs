@@ -1,0 +1,146 @@
+//! `tessel generate MODEL_DIR --package tnl.tpkg --tokens 1,2,3 --max-new-tokens N`: greedy
+//! generation, streaming token ids, on the GPU (a package from `compile-model`) or, for small
+//! configurations, in the Tile IR interpreter (`--interpret`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use tessel_models::backend::{Backend, InterpBackend};
+use tessel_models::backend_gpu::GpuBackend;
+use tessel_models::transnormer::config::ModelConfig;
+use tessel_models::transnormer::weights::Weights;
+use tessel_models::transnormer::{Logits, Session, Tiles, Transnormer};
+use tessel_runtime::format::Package;
+use tessel_runtime::{Device, LoadedPackage};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A model directory: config.json and safetensors weights.
+    pub model_dir: PathBuf,
+    /// The package `tessel compile-model` built for this configuration (runs on the GPU).
+    #[arg(
+        long,
+        conflicts_with = "interpret",
+        required_unless_present = "interpret"
+    )]
+    pub package: Option<PathBuf>,
+    /// Run every kernel in the Tile IR interpreter instead (small configurations only).
+    #[arg(long)]
+    pub interpret: bool,
+    /// The prompt as text (needs the directory's tokenizer.json).
+    #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, e.g. --tokens 1,2,3.
+    #[arg(long, value_delimiter = ',')]
+    pub tokens: Vec<u32>,
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Sequences decoded together (each starts from the prompt).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Sampling temperature; only 0 (greedy) is implemented.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn mib(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+pub fn run(args: GenerateArgs) -> super::CliResult {
+    if args.temperature.is_some_and(|t| t > 0.0) || args.top_k.is_some() || args.top_p.is_some() {
+        return Err(
+            "only greedy decoding is implemented: on-device sampling needs a counter-based \
+                    RNG, and the language has no bitwise integer operations yet"
+                .into(),
+        );
+    }
+    if args.prompt.is_some() {
+        return Err(
+            "text prompts need a tokenizer, which is not built in yet: pass --tokens".into(),
+        );
+    }
+    let cfg = ModelConfig::read(&args.model_dir.join("config.json"))?;
+    let weights = Weights::open(&args.model_dir, &cfg)?;
+    let (tiles, mut be): (Tiles, Box<dyn Backend>) = match &args.package {
+        Some(path) => {
+            let dev = Device::open(0)?;
+            let pkg = LoadedPackage::load(&dev, Package::read(path)?)?;
+            (Tiles::gpu(), Box::new(GpuBackend::new(dev, pkg)))
+        }
+        None => (Tiles::interpreter(), Box::new(InterpBackend::new())),
+    };
+    let model = Transnormer::new(cfg, tiles);
+    let t0 = Instant::now();
+    model.load(be.as_mut(), &weights)?;
+    eprintln!(
+        "loaded {} ({:.0} MiB stored) in {:.2} s",
+        args.model_dir.display(),
+        mib(weights.stored_bytes()),
+        t0.elapsed().as_secs_f64()
+    );
+    let prompts = vec![args.tokens.clone(); args.batch];
+    let mut s = Session::new(&model, be.as_mut(), args.batch)?;
+    let t0 = Instant::now();
+    let plan = s.prefill(&prompts, Logits::Last)?;
+    let mut next = s.next_tokens()?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "prefill: {} tokens × {} in {:.1} ms; intermediates peak {:.2} MiB (unshared {:.2} MiB)",
+        args.tokens.len(),
+        args.batch,
+        prefill_s * 1e3,
+        mib(plan.arena_bytes),
+        mib(plan.unshared_bytes)
+    );
+    let mut out = std::io::stdout().lock();
+    let mut emit = |toks: &[u32]| {
+        let _ = writeln!(
+            out,
+            "{}",
+            toks.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let _ = out.flush();
+    };
+    if args.max_new_tokens > 0 {
+        emit(&next);
+    }
+    let t0 = Instant::now();
+    for _ in 1..args.max_new_tokens {
+        next = s.step()?;
+        emit(&next);
+    }
+    let steps = args.max_new_tokens.saturating_sub(1);
+    let dt = t0.elapsed().as_secs_f64();
+    if steps > 0 {
+        let plan = s.decode_plan().expect("a step ran");
+        eprintln!(
+            "decode: {steps} steps × {} in {:.1} ms: {:.1} tokens/s ({:.0} µs/step); \
+             intermediates peak {:.3} MiB (unshared {:.3} MiB)",
+            args.batch,
+            dt * 1e3,
+            (steps * args.batch) as f64 / dt,
+            dt / steps as f64 * 1e6,
+            mib(plan.arena_bytes),
+            mib(plan.unshared_bytes)
+        );
+    }
+    let (persistent, arena) = s.backend().memory();
+    eprintln!(
+        "memory: persistent {:.1} MiB (weights, states, ids), arena {:.2} MiB",
+        mib(persistent),
+        mib(arena)
+    );
+    Ok(())
+}

@@ -2,13 +2,16 @@
 //! arrays) against the float64 model of tessel-reference, on tiny configurations with random
 //! weights written in the released layout and read back by the loader.
 
-use rand::Rng;
 use tessel_models::backend::InterpBackend;
-use tessel_models::transnormer::config::ModelConfig;
-use tessel_models::transnormer::init::{write_random, InitOptions};
-use tessel_models::transnormer::weights::Weights;
 use tessel_models::transnormer::{Logits, Session, Tiles, Transnormer};
 use tessel_reference::transnormer as reference;
+
+include!("../../tests/support/transnormer_fixture.rs");
+use fixture::{err, prompt};
+
+fn usize_ids(p: &[u32]) -> Vec<usize> {
+    fixture::ids(p)
+}
 
 struct Fixture {
     model: Transnormer,
@@ -16,88 +19,20 @@ struct Fixture {
     backend: InterpBackend,
 }
 
-/// Two layers, LRPE in layer 0, head dim 32; `heads` 2 or 3 (a non-power-of-two slope list).
+/// tests/configs/tnl-tiny-h{heads}.json: two layers, LRPE in layer 0, head dim 32, 61 tokens;
+/// H = 3 exercises the non-power-of-two slope list.
 fn fixture(heads: usize) -> Fixture {
-    let cfg = ModelConfig::with_shape(2, 32 * heads, heads, 48 * heads, 61, &[0]).unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "tnl-e2e-{}-{:x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
     // Wide weights: activations far from zero, logits far apart.
-    let opts = InitOptions {
-        seed: rand::random(),
-        std: 0.08,
-        head_std: Some(0.6),
-        ..InitOptions::default()
-    };
-    write_random(&cfg, &dir, &opts).unwrap();
-    let cfg = ModelConfig::read(&dir.join("config.json")).unwrap();
-    let weights = Weights::open(&dir, &cfg).unwrap();
+    let (cfg, weights, _dir) =
+        fixture::random_model(&fixture::tiny(&format!("tnl-tiny-h{heads}")), 0.08, 0.6);
     let model = Transnormer::new(cfg.clone(), Tiles::interpreter());
     let mut backend = InterpBackend::new();
     model.load(&mut backend, &weights).unwrap();
-    let reference = reference_model(&cfg, &weights);
-    std::fs::remove_dir_all(&dir).unwrap();
     Fixture {
+        reference: fixture::reference_model(&cfg, &weights),
         model,
-        reference,
         backend,
     }
-}
-
-fn reference_model(cfg: &ModelConfig, w: &Weights) -> reference::Model {
-    let t = |name: String| w.tensor(&name).unwrap().to_f64();
-    let layers = (0..cfg.layers)
-        .map(|l| {
-            let p = format!("model.layers.{l}");
-            reference::Layer {
-                qkvu: t(format!("{p}.token_mixer.qkvu_proj.weight")),
-                out: t(format!("{p}.token_mixer.out_proj.weight")),
-                theta: cfg.lrpe[l].then(|| t(format!("{p}.token_mixer.lrpe.theta"))),
-                l1: t(format!("{p}.channel_mixer.l1.weight")),
-                l2: t(format!("{p}.channel_mixer.l2.weight")),
-                l3: t(format!("{p}.channel_mixer.l3.weight")),
-            }
-        })
-        .collect();
-    reference::Model {
-        shape: reference::Shape {
-            dim: cfg.dim,
-            layers: cfg.layers,
-            heads: cfg.heads,
-            hidden: cfg.hidden,
-            glu: cfg.glu,
-            vocab: cfg.vocab,
-            lrpe: cfg.lrpe.clone(),
-            scale_embedding: cfg.scale_embedding,
-        },
-        embed: t("model.embed_tokens.weight".into()),
-        layers,
-        head: t("lm_head.weight".into()),
-    }
-}
-
-fn prompt(len: usize, vocab: usize) -> Vec<u32> {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| rng.random_range(0..vocab as u32))
-        .collect()
-}
-
-/// Worst error relative to the reference's largest magnitude (logits: one scale per row).
-fn err(got: &[f64], want: &[f64]) -> f64 {
-    assert!(got.iter().all(|x| x.is_finite()), "non-finite logits");
-    let scale = want.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
-fn usize_ids(p: &[u32]) -> Vec<usize> {
-    p.iter().map(|t| *t as usize).collect()
 }
 
 /// bf16 weights and activations (about eight roundings to 8 bits in sequence per layer), f32

@@ -17,8 +17,9 @@ use tessel_package::{KernelEntry, PackageBuilder};
 
 #[derive(Args)]
 pub struct CompileModelArgs {
-    /// A model directory (config.json; the weights are not read).
-    pub model_dir: PathBuf,
+    /// A model directory (its config.json; the weights are not read), a config.json, or a
+    /// released shape (385m, 1b, 7b, tnl2-3b, tnl3-15b).
+    pub model: String,
     /// GPU architecture (see `tessel targets`).
     #[arg(long, default_value = "sm_90a")]
     pub arch: String,
@@ -41,9 +42,23 @@ fn build(k: &KernelRef, target: Target) -> Built {
     Ok((entry, compiled.ptx))
 }
 
+/// The configuration `what` names: a released shape, a config.json, or a directory holding one.
+pub fn config(what: &str) -> Result<ModelConfig, Box<dyn std::error::Error>> {
+    if let Some(c) = ModelConfig::released(what) {
+        return Ok(c);
+    }
+    let path = std::path::Path::new(what);
+    let file = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.to_path_buf()
+    };
+    Ok(ModelConfig::read(&file)?)
+}
+
 pub fn run(args: CompileModelArgs) -> super::CliResult {
     let target = Target::lookup(&args.arch)?;
-    let cfg = ModelConfig::read(&args.model_dir.join("config.json"))?;
+    let cfg = config(&args.model)?;
     let model = Transnormer::new(cfg, Tiles::gpu());
     let kernels = model.kernels();
     let jobs = args

@@ -155,7 +155,7 @@ impl DeviceTensor {
     ) -> Result<TensorView<'t>, RuntimeError> {
         let numel: usize = shape.iter().product();
         let end = byte_offset + numel * dtype.size();
-        if end > self.bytes() || byte_offset % dtype.size() != 0 {
+        if end > self.bytes() || !byte_offset.is_multiple_of(dtype.size()) {
             return Err(RuntimeError::HostLength {
                 want: self.bytes(),
                 got: end,

@@ -30,11 +30,14 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub interpret: bool,
     /// The prompt as text (needs the directory's tokenizer.json).
-    #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+    #[arg(long, conflicts_with = "tokens", required_unless_present_any = ["tokens", "random_prompt"])]
     pub prompt: Option<String>,
     /// The prompt as token ids, e.g. --tokens 1,2,3.
     #[arg(long, value_delimiter = ',')]
     pub tokens: Vec<u32>,
+    /// A prompt of this many random token ids (benchmarks: context length), seeded by --seed.
+    #[arg(long, conflicts_with_all = ["tokens", "prompt"])]
+    pub random_prompt: Option<usize>,
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
     /// Sequences decoded together (each starts from the prompt).
@@ -87,17 +90,29 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         mib(weights.stored_bytes()),
         t0.elapsed().as_secs_f64()
     );
-    let prompts = vec![args.tokens.clone(); args.batch];
+    let tokens = match args.random_prompt {
+        Some(n) => {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed.unwrap_or(0));
+            (0..n)
+                .map(|_| rng.random_range(0..model.cfg.vocab as u32))
+                .collect()
+        }
+        None => args.tokens.clone(),
+    };
+    let prompts = vec![tokens.clone(); args.batch];
     let mut s = Session::new(&model, be.as_mut(), args.batch)?;
     let t0 = Instant::now();
     let plan = s.prefill(&prompts, Logits::Last)?;
     let mut next = s.next_tokens()?;
     let prefill_s = t0.elapsed().as_secs_f64();
     eprintln!(
-        "prefill: {} tokens × {} in {:.1} ms; intermediates peak {:.2} MiB (unshared {:.2} MiB)",
-        args.tokens.len(),
+        "prefill: {} tokens × {} in {:.1} ms ({:.0} tokens/s); intermediates peak {:.2} MiB \
+         (unshared {:.2} MiB)",
+        tokens.len(),
         args.batch,
         prefill_s * 1e3,
+        (tokens.len() * args.batch) as f64 / prefill_s,
         mib(plan.arena_bytes),
         mib(plan.unshared_bytes)
     );

@@ -103,18 +103,41 @@ fn generate_refuses_what_it_cannot_do() {
     let dir = dir.to_str().unwrap();
     let (ok, _, err) = tessel(&["generate", dir, "--interpret", "--tokens", "1,99"]);
     assert!(!ok && err.contains("outside the vocabulary"), "{err}");
-    let (ok, _, err) = tessel(&[
-        "generate",
-        dir,
-        "--interpret",
-        "--tokens",
-        "1",
-        "--temperature",
-        "0.7",
-    ]);
-    assert!(!ok && err.contains("greedy"), "{err}");
+    for (flag, why) in [("--temperature=-1", "≥ 0"), ("--top-p=1.5", "(0, 1]")] {
+        let (ok, _, err) = tessel(&["generate", dir, "--interpret", "--tokens", "1", flag]);
+        assert!(!ok && err.contains(why), "{flag}: {err}");
+    }
     let (ok, _, err) = tessel(&["generate", "/nonexistent", "--interpret", "--tokens", "1"]);
     assert!(!ok && err.contains("config.json"), "{err}");
+}
+
+#[test]
+fn generate_samples_reproducibly_with_a_seed() {
+    let d = tiny_model("sample", rand::random());
+    let dir = model_dir(&d);
+    let run = |seed: &str| {
+        let (ok, out, err) = tessel(&[
+            "generate",
+            dir.to_str().unwrap(),
+            "--interpret",
+            "--tokens",
+            "3,1,4",
+            "--max-new-tokens",
+            "8",
+            "--temperature",
+            "2.0",
+            "--top-p",
+            "0.99",
+            "--seed",
+            seed,
+        ]);
+        assert!(ok, "{err}");
+        out
+    };
+    let a = run("11");
+    assert_eq!(a.lines().count(), 8);
+    assert_eq!(a, run("11"));
+    assert_ne!(a, run("12"));
 }
 
 #[test]

@@ -280,3 +280,35 @@ fn the_torch_implementation_agrees() {
     eprintln!("logits vs PyTorch: {e:.2e} of their scale");
     assert!(e < 5e-2, "{e}");
 }
+
+#[test]
+fn sampling_on_the_gpu_is_seeded_and_top_k_one_is_greedy() {
+    let Some(dev) = open() else { return };
+    let name = "tnl-tiny-h2";
+    let (cfg, w, _dir) = fixture::random_model(&fixture::tiny(name), 0.08, 0.6);
+    let (mut model, mut be) = gpu_model(dev, name, &cfg, &w);
+    let start = vec![prompt(7, cfg.vocab), prompt(12, cfg.vocab)];
+    let mut run = |model: &Transnormer| {
+        let mut s = Session::new(model, &mut be, 2).unwrap();
+        s.prefill(&start, Logits::Last).unwrap();
+        let mut out = vec![s.next_tokens().unwrap()];
+        for _ in 1..12 {
+            out.push(s.step().unwrap());
+        }
+        out
+    };
+    let greedy = run(&model);
+    let sample = |seed, top_k| tessel_models::transnormer::Choice::Sample {
+        temperature: 1.5,
+        top_k,
+        top_p: 0.95,
+        seed,
+    };
+    model.choice = sample(7, 0);
+    let a = run(&model);
+    assert_eq!(a, run(&model));
+    model.choice = sample(8, 0);
+    assert_ne!(a, run(&model));
+    model.choice = sample(7, 1);
+    assert_eq!(run(&model), greedy);
+}

@@ -356,3 +356,130 @@ fn argmax_picks_the_first_largest_logit_across_tiles() {
     assert_eq!(out(&args[1]), want.as_slice());
     assert_eq!(&want[1..4], &[20.0, 69.0, 33.0]);
 }
+
+/// Draws `rows` samples of one logit row (every row a different counter) and returns the counts.
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    k: &Kernel,
+    logits: &[f64],
+    rows: usize,
+    t: f64,
+    top_k: i32,
+    top_p: f64,
+    seed: i32,
+    pos: i32,
+) -> Vec<usize> {
+    let v = logits.len();
+    let data: Vec<f64> = (0..rows).flat_map(|_| logits.iter().copied()).collect();
+    let mut args = vec![
+        HostArg::Tensor(HostTensor::new(DType::F32, vec![rows, v], data)),
+        HostArg::Tensor(HostTensor::new(
+            DType::I32,
+            vec![rows],
+            vec![pos as f64; rows],
+        )),
+        HostArg::Tensor(HostTensor::poisoned(DType::I32, vec![rows])),
+        HostArg::Scalar(t),
+        HostArg::Scalar(top_k as f64),
+        HostArg::Scalar(top_p),
+        HostArg::Scalar(seed as f64),
+        HostArg::Scalar(3.0),
+    ];
+    interp::run(k, &mut args).unwrap();
+    let mut counts = vec![0; v];
+    for &tok in out(&args[2]) {
+        assert!(tok >= 0.0 && (tok as usize) < v, "token {tok}");
+        counts[tok as usize] += 1;
+    }
+    counts
+}
+
+/// Pearson's χ² of `counts` against probabilities `p` (cells with p = 0 must be empty).
+fn chi2(counts: &[usize], p: &[f64]) -> f64 {
+    let n: usize = counts.iter().sum();
+    counts
+        .iter()
+        .zip(p)
+        .map(|(&c, &q)| {
+            if q == 0.0 {
+                assert_eq!(c, 0, "a token outside the kept set was drawn");
+                0.0
+            } else {
+                let e = q * n as f64;
+                (c as f64 - e).powi(2) / e
+            }
+        })
+        .sum()
+}
+
+/// softmax(x/T) over the top-k, then the smallest top set of mass ≥ top_p, renormalised.
+fn kept_distribution(x: &[f64], t: f64, top_k: usize, top_p: f64) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|a, b| x[*b].total_cmp(&x[*a]));
+    let k = if top_k == 0 { x.len() } else { top_k };
+    let m = x[order[0]];
+    let w: Vec<f64> = x.iter().map(|v| ((v - m) / t).exp()).collect();
+    let z: f64 = order[..k].iter().map(|i| w[*i]).sum();
+    let mut kept = 0;
+    let mut mass = 0.0;
+    while kept < k && (kept == 0 || mass < top_p * z) {
+        mass += w[order[kept]];
+        kept += 1;
+    }
+    let mut p = vec![0.0; x.len()];
+    for i in &order[..kept] {
+        p[*i] = w[*i] / mass;
+    }
+    p
+}
+
+#[test]
+fn sampling_draws_the_truncated_softmax_and_is_seeded() {
+    let k = kernel("sampling.tsl", "sample", &[("BV", "8")]);
+    // 13 distinct logits over two tiles of 8 (the second ragged).
+    let mut rng = rand::rng();
+    let mut x: Vec<f64> = (0..13)
+        .map(|i| i as f64 * 0.37 + rng.random_range(0.0..0.3))
+        .collect();
+    x.rotate_left(rng.random_range(0..13));
+    let x: Vec<f64> = x.iter().map(|v| *v as f32 as f64).collect();
+    let rows = 2000;
+    let seed = rng.random_range(0..1_000_000);
+    // (temperature, top_k, top_p); χ² bounds are the 0.999 quantiles for the kept cells − 1.
+    for (t, top_k, top_p, bound) in [
+        (1.0, 0, 1.0, 32.9), // 13 cells, df 12
+        (0.7, 5, 1.0, 18.5), // df 4
+        (1.3, 0, 0.8, 32.9), // at most 13 cells
+        (1.0, 8, 0.6, 24.3), // at most 8 cells
+    ] {
+        let p = kept_distribution(&x, t, top_k, top_p);
+        let counts = draw(&k, &x, rows, t, top_k as i32, top_p, seed, 17);
+        let c = chi2(&counts, &p);
+        assert!(
+            c < bound,
+            "T={t} k={top_k} p={top_p}: χ² {c:.1} ≥ {bound}: {counts:?} vs {p:?}"
+        );
+    }
+    // The same seed and positions draw the same tokens; another seed or position others.
+    let a = draw(&k, &x, 64, 1.0, 0, 1.0, seed, 17);
+    assert_eq!(a, draw(&k, &x, 64, 1.0, 0, 1.0, seed, 17));
+    let run = |seed: i32, pos: i32| {
+        let data: Vec<f64> = (0..64).flat_map(|_| x.iter().copied()).collect();
+        let mut args = vec![
+            HostArg::Tensor(HostTensor::new(DType::F32, vec![64, 13], data)),
+            HostArg::Tensor(HostTensor::new(DType::I32, vec![64], vec![pos as f64; 64])),
+            HostArg::Tensor(HostTensor::poisoned(DType::I32, vec![64])),
+            HostArg::Scalar(1.0),
+            HostArg::Scalar(0.0),
+            HostArg::Scalar(1.0),
+            HostArg::Scalar(seed as f64),
+            HostArg::Scalar(0.0),
+        ];
+        interp::run(&k, &mut args).unwrap();
+        out(&args[2]).to_vec()
+    };
+    let base = run(seed, 5);
+    assert_eq!(base, run(seed, 5));
+    assert_ne!(base, run(seed + 1, 5));
+    assert_ne!(base, run(seed, 6));
+}

@@ -3,7 +3,7 @@
 //! weights written in the released layout and read back by the loader.
 
 use tessel_models::backend::InterpBackend;
-use tessel_models::transnormer::{Logits, Session, Tiles, Transnormer};
+use tessel_models::transnormer::{Choice, Logits, Session, Tiles, Transnormer};
 use tessel_reference::transnormer as reference;
 
 include!("../../tests/support/transnormer_fixture.rs");
@@ -191,4 +191,54 @@ fn bad_inputs_are_refused_before_anything_runs() {
         s.prefill(&[vec![1], vec![61]], Logits::Last).is_err(),
         "id ≥ vocab"
     );
+}
+
+/// Generates `steps` tokens from `start` with `choice`.
+fn generate(f: &mut Fixture, choice: Choice, start: &[Vec<u32>], steps: usize) -> Vec<Vec<u32>> {
+    let mut model = f.model.clone();
+    model.choice = choice;
+    let mut s = Session::new(&model, &mut f.backend, start.len()).unwrap();
+    s.prefill(start, Logits::Last).unwrap();
+    let mut out = vec![s.next_tokens().unwrap()];
+    for _ in 1..steps {
+        out.push(s.step().unwrap());
+    }
+    out
+}
+
+#[test]
+fn sampling_is_seeded_and_top_k_one_is_greedy() {
+    let mut f = fixture(2);
+    let v = f.model.cfg.vocab;
+    let start = vec![prompt(6, v), prompt(10, v)];
+    let sample = |seed| Choice::Sample {
+        temperature: 1.5,
+        top_k: 0,
+        top_p: 0.95,
+        seed,
+    };
+    let seed = rand::random::<u32>();
+    let a = generate(&mut f, sample(seed), &start, 12);
+    assert_eq!(
+        a,
+        generate(&mut f, sample(seed), &start, 12),
+        "same seed, same tokens"
+    );
+    assert_ne!(
+        a,
+        generate(&mut f, sample(seed ^ 1), &start, 12),
+        "another seed"
+    );
+    let greedy = generate(&mut f, Choice::Greedy, &start, 12);
+    assert_ne!(
+        a, greedy,
+        "temperature 1.5 over 61 tokens never follows greedy for 24 draws"
+    );
+    let one = Choice::Sample {
+        temperature: 0.8,
+        top_k: 1,
+        top_p: 1.0,
+        seed,
+    };
+    assert_eq!(generate(&mut f, one, &start, 12), greedy);
 }

@@ -1,5 +1,5 @@
-//! `tessel generate MODEL_DIR --package tnl.tpkg --tokens 1,2,3 --max-new-tokens N`: greedy
-//! generation, streaming token ids, on the GPU (a package from `compile-model`) or, for small
+//! `tessel generate MODEL_DIR --package tnl.tpkg --tokens 1,2,3 --max-new-tokens N`: greedy or
+//! sampled (temperature, top-k, top-p, seed; chosen on the device) generation, streaming token ids, on the GPU (a package from `compile-model`) or, for small
 //! configurations, in the Tile IR interpreter (`--interpret`).
 
 use std::io::Write;
@@ -11,7 +11,7 @@ use tessel_models::backend::{Backend, InterpBackend};
 use tessel_models::backend_gpu::GpuBackend;
 use tessel_models::transnormer::config::ModelConfig;
 use tessel_models::transnormer::weights::Weights;
-use tessel_models::transnormer::{Logits, Session, Tiles, Transnormer};
+use tessel_models::transnormer::{Choice, Logits, Session, Tiles, Transnormer};
 use tessel_runtime::format::Package;
 use tessel_runtime::{Device, LoadedPackage};
 
@@ -43,15 +43,49 @@ pub struct GenerateArgs {
     /// Sequences decoded together (each starts from the prompt).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Sampling temperature; only 0 (greedy) is implemented.
+    /// Sampling temperature (0 or absent: greedy, unless --top-k/--top-p ask for sampling at 1).
     #[arg(long)]
     pub temperature: Option<f64>,
+    /// Sample among the K most likely tokens only.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Sample among the smallest set of most likely tokens whose probability reaches P.
     #[arg(long)]
     pub top_p: Option<f64>,
+    /// Seed of the draws (and of --random-prompt).
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+/// Greedy, or on-device sampling with the flags' values.
+fn choice(args: &GenerateArgs) -> Result<Choice, String> {
+    let sampling = args.top_k.is_some() || args.top_p.is_some();
+    let temperature = match args.temperature {
+        Some(t) if !(t >= 0.0 && t.is_finite()) => {
+            return Err(format!("--temperature {t}: must be finite and ≥ 0"))
+        }
+        Some(t) if t == 0.0 && sampling => {
+            return Err("--top-k/--top-p sample: they need a temperature above 0".into())
+        }
+        Some(0.0) => return Ok(Choice::Greedy),
+        Some(t) => t,
+        None if sampling => 1.0,
+        None => return Ok(Choice::Greedy),
+    };
+    let top_p = args.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(format!("--top-p {top_p}: must be in (0, 1]"));
+    }
+    let top_k = args.top_k.unwrap_or(0);
+    if top_k > i32::MAX as usize {
+        return Err(format!("--top-k {top_k}: too large"));
+    }
+    Ok(Choice::Sample {
+        temperature,
+        top_k,
+        top_p,
+        seed: args.seed.unwrap_or(0) as u32,
+    })
 }
 
 fn mib(b: usize) -> f64 {
@@ -59,13 +93,7 @@ fn mib(b: usize) -> f64 {
 }
 
 pub fn run(args: GenerateArgs) -> super::CliResult {
-    if args.temperature.is_some_and(|t| t > 0.0) || args.top_k.is_some() || args.top_p.is_some() {
-        return Err(
-            "only greedy decoding is implemented: on-device sampling needs a counter-based \
-                    RNG, and the language has no bitwise integer operations yet"
-                .into(),
-        );
-    }
+    let choice = choice(&args)?;
     if args.prompt.is_some() {
         return Err(
             "text prompts need a tokenizer, which is not built in yet: pass --tokens".into(),
@@ -81,7 +109,8 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         }
         None => (Tiles::interpreter(), Box::new(InterpBackend::new())),
     };
-    let model = Transnormer::new(cfg, tiles);
+    let mut model = Transnormer::new(cfg, tiles);
+    model.choice = choice;
     let t0 = Instant::now();
     model.load(be.as_mut(), &weights)?;
     eprintln!(

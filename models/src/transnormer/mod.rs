@@ -13,6 +13,6 @@ pub mod weights;
 #[cfg(test)]
 mod weights_tests;
 
-pub use model::{Tiles, Transnormer};
+pub use model::{Choice, Tiles, Transnormer};
 pub use model_graphs::Logits;
 pub use session::Session;

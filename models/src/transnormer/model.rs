@@ -69,11 +69,26 @@ impl Tiles {
     }
 }
 
+/// How the next token is chosen (on the device, inside the step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Choice {
+    Greedy,
+    /// softmax(logits / temperature) over the top_k (0: all) largest, then the smallest top set
+    /// of probability ≥ top_p; draws are a function of (seed, position, sequence).
+    Sample {
+        temperature: f64,
+        top_k: usize,
+        top_p: f64,
+        seed: u32,
+    },
+}
+
 /// A model: its configuration, decay slopes and how its calls are tiled.
 #[derive(Debug, Clone)]
 pub struct Transnormer {
     pub cfg: ModelConfig,
     pub tiles: Tiles,
+    pub choice: Choice,
 }
 
 pub(super) fn pow2(n: usize) -> usize {
@@ -135,7 +150,11 @@ pub(super) use Access::{Read as R, ReadWrite as RW, Write as W};
 
 impl Transnormer {
     pub fn new(cfg: ModelConfig, tiles: Tiles) -> Self {
-        Self { cfg, tiles }
+        Self {
+            cfg,
+            tiles,
+            choice: Choice::Greedy,
+        }
     }
 
     /// Uploads the weights (bf16 kept as stored; f16/f32 converted) and the decay slopes.

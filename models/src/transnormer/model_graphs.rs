@@ -1,5 +1,6 @@
 //! The two graphs of a model: prefill (b prompts of n tokens, left-padded) and a decode step.
 
+use super::model::Choice;
 use super::model::*;
 use crate::backend::Backend;
 use crate::graph::{Buf, CallArg, Graph, KernelRef};
@@ -217,15 +218,39 @@ impl Transnormer {
         self.linear_split(g, label, &bufs.y, &wo, &bufs.x, shape, F, true);
     }
 
-    fn argmax(&self, g: &mut Graph, b: usize) {
-        g.call(
-            "argmax",
-            self.k("sampling", "argmax", &[("BV", s(self.tiles.argmax))]),
-            vec![
-                view(&p(&Names::logits(b)), F, &[b, self.cfg.vocab], R),
-                view(&p(&Names::next(b)), I, &[b], W),
-            ],
-        );
+    /// The next tokens from `logits.b{b}` into `next.b{b}`; sampling keys its draws on the
+    /// positions in `pos` (+ `offset`): the token just consumed.
+    fn choose(&self, g: &mut Graph, b: usize, pos: &str, offset: usize) {
+        let logits = view(&p(&Names::logits(b)), F, &[b, self.cfg.vocab], R);
+        let next = view(&p(&Names::next(b)), I, &[b], W);
+        let bv = ("BV", s(self.tiles.argmax));
+        match self.choice {
+            Choice::Greedy => g.call(
+                "argmax",
+                self.k("sampling", "argmax", &[bv]),
+                vec![logits, next],
+            ),
+            Choice::Sample {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            } => g.call(
+                "sample",
+                self.k("sampling", "sample", &[bv]),
+                vec![
+                    logits,
+                    view(&p(pos), I, &[b], R),
+                    next,
+                    CallArg::Scalar(temperature),
+                    CallArg::Scalar(top_k as f64),
+                    CallArg::Scalar(top_p),
+                    // The kernel's seed is an i32: the bits of the u32, reinterpreted.
+                    CallArg::Scalar(seed as i32 as f64),
+                    CallArg::Scalar(offset as f64),
+                ],
+            ),
+        }
     }
 
     /// Creates the persistent buffers a batch of `b` needs (states, tokens, positions, logits).
@@ -276,7 +301,7 @@ impl Transnormer {
                     F,
                     false,
                 );
-                self.argmax(&mut g, b);
+                self.choose(&mut g, b, &Names::pos0(b, n), n - 1);
             }
             Logits::All => {
                 let h = g.transient("final norm", T, m * c.dim);
@@ -325,7 +350,7 @@ impl Transnormer {
             F,
             false,
         );
-        self.argmax(&mut g, b);
+        self.choose(&mut g, b, &Names::pos(b), 0);
         g.call(
             "advance positions",
             self.k("sampling", "positions_advance", &[]),
@@ -339,11 +364,22 @@ impl Transnormer {
     /// Every kernel variant the model's graphs call (prefill with either ending, decode), in
     /// order: what `tessel compile-model` builds. Batch and sequence sizes, split and segment
     /// counts are run-time shape symbols, so one graph of each kind names them all.
+    /// Both ways of choosing tokens are included, so one package serves greedy and sampling.
     pub fn kernels(&self) -> Vec<KernelRef> {
+        let mut greedy = self.clone();
+        greedy.choice = Choice::Greedy;
+        let mut sampling = self.clone();
+        sampling.choice = Choice::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        };
         let graphs = [
-            self.prefill_graph(1, 1, Logits::Last),
-            self.prefill_graph(1, 1, Logits::All),
-            self.decode_graph(1),
+            greedy.prefill_graph(1, 1, Logits::Last),
+            greedy.prefill_graph(1, 1, Logits::All),
+            greedy.decode_graph(1),
+            sampling.prefill_graph(1, 1, Logits::Last),
         ];
         let mut set: Vec<KernelRef> = graphs
             .iter()

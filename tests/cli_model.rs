@@ -164,3 +164,42 @@ fn compile_model_builds_every_variant_the_graphs_call() {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
 }
+
+#[test]
+fn a_text_prompt_goes_through_the_directorys_tokenizer() {
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+    let d = tiny_model("tok", rand::random());
+    let dir = model_dir(&d);
+    let dir_s = dir.to_str().unwrap();
+    let args = |prompt: &[&str]| {
+        let mut a = vec!["generate", dir_s, "--interpret", "--max-new-tokens", "5"];
+        a.extend_from_slice(prompt);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tessel(&a)
+    };
+    // Without tokenizer.json a text prompt is refused by name, and ids come out as ids.
+    let (ok, _, err) = run(args(&["--prompt", "w5 w17"]));
+    assert!(!ok && err.contains("tokenizer.json"), "{err}");
+    let (ok, ids, err) = run(args(&["--tokens", "5,17,3,40"]));
+    assert!(ok, "{err}");
+    // A word-level vocabulary w0 … w52 over the model's 53 ids.
+    let vocab = (0..53).map(|i| (format!("w{i}"), i)).collect();
+    let model = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("w0".into())
+        .build()
+        .unwrap();
+    let mut tok = tokenizers::Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(Whitespace {}));
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+    let (ok, text, err) = run(args(&["--prompt", "w5 w17 w3 w40"]));
+    assert!(ok, "{err}");
+    // The same tokens, shown as their words.
+    let words: Vec<String> = ids.split_whitespace().map(|i| format!("w{i}")).collect();
+    assert_eq!(text.split_whitespace().collect::<Vec<_>>(), words, "{text}");
+    assert_eq!(words.len(), 5);
+}

@@ -29,7 +29,8 @@ pub struct GenerateArgs {
     /// Run every kernel in the Tile IR interpreter instead (small configurations only).
     #[arg(long)]
     pub interpret: bool,
-    /// The prompt as text (needs the directory's tokenizer.json).
+    /// The prompt as text, through the directory's tokenizer.json (which also turns the output
+    /// into text when there is one sequence).
     #[arg(long, conflicts_with = "tokens", required_unless_present_any = ["tokens", "random_prompt"])]
     pub prompt: Option<String>,
     /// The prompt as token ids, e.g. --tokens 1,2,3.
@@ -55,6 +56,24 @@ pub struct GenerateArgs {
     /// Seed of the draws (and of --random-prompt).
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+/// The directory's tokenizer.json when the prompt is text (required then), or when the output
+/// can be shown as text.
+fn text_tokenizer(args: &GenerateArgs) -> Result<Option<tokenizers::Tokenizer>, String> {
+    let path = args.model_dir.join("tokenizer.json");
+    if !path.exists() {
+        return match args.prompt {
+            Some(_) => Err(format!(
+                "--prompt needs {}; pass token ids with --tokens instead",
+                path.display()
+            )),
+            None => Ok(None),
+        };
+    }
+    tokenizers::Tokenizer::from_file(&path)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Greedy, or on-device sampling with the flags' values.
@@ -94,11 +113,7 @@ fn mib(b: usize) -> f64 {
 
 pub fn run(args: GenerateArgs) -> super::CliResult {
     let choice = choice(&args)?;
-    if args.prompt.is_some() {
-        return Err(
-            "text prompts need a tokenizer, which is not built in yet: pass --tokens".into(),
-        );
-    }
+    let tokenizer = text_tokenizer(&args)?;
     let cfg = ModelConfig::read(&args.model_dir.join("config.json"))?;
     let weights = Weights::open(&args.model_dir, &cfg)?;
     let (tiles, mut be): (Tiles, Box<dyn Backend>) = match &args.package {
@@ -127,7 +142,14 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
                 .map(|_| rng.random_range(0..model.cfg.vocab as u32))
                 .collect()
         }
-        None => args.tokens.clone(),
+        None => match (&args.prompt, &tokenizer) {
+            (Some(text), Some(tok)) => tok
+                .encode(text.as_str(), true)
+                .map_err(|e| format!("tokenizing the prompt: {e}"))?
+                .get_ids()
+                .to_vec(),
+            _ => args.tokens.clone(),
+        },
     };
     let prompts = vec![tokens.clone(); args.batch];
     let mut s = Session::new(&model, be.as_mut(), args.batch)?;
@@ -146,15 +168,25 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         mib(plan.unshared_bytes)
     );
     let mut out = std::io::stdout().lock();
+    // With a tokenizer and one sequence, text: the decoding of everything generated so far, of
+    // which the new suffix is printed (a token's text can depend on its neighbours). Otherwise
+    // one line of ids per step.
+    let mut generated: Vec<u32> = Vec::new();
+    let mut shown = String::new();
     let mut emit = |toks: &[u32]| {
-        let _ = writeln!(
-            out,
-            "{}",
-            toks.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        match (&tokenizer, toks) {
+            (Some(tok), [t]) => {
+                generated.push(*t);
+                let text = tok.decode(&generated, true).unwrap_or_default();
+                let new = text.strip_prefix(shown.as_str()).unwrap_or(&text);
+                let _ = write!(out, "{new}");
+                shown = text;
+            }
+            _ => {
+                let ids: Vec<String> = toks.iter().map(u32::to_string).collect();
+                let _ = writeln!(out, "{}", ids.join(" "));
+            }
+        }
         let _ = out.flush();
     };
     if args.max_new_tokens > 0 {
@@ -164,6 +196,9 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
     for _ in 1..args.max_new_tokens {
         next = s.step()?;
         emit(&next);
+    }
+    if tokenizer.is_some() && args.batch == 1 {
+        let _ = writeln!(out);
     }
     let steps = args.max_new_tokens.saturating_sub(1);
     let dt = t0.elapsed().as_secs_f64();

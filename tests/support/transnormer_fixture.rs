@@ -41,12 +41,13 @@ mod fixture {
         (cfg, weights, Dir(dir))
     }
 
-    /// A tiny configuration from tests/configs/.
+    /// A tiny configuration from tests/configs/ (of the source tree, or of the working directory:
+    /// test binaries carried to the GPU machine run from a copy of the repository root).
     pub fn tiny(name: &str) -> ModelConfig {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let p = ["tests/configs", "../tests/configs"]
+        let p = [root.join("tests/configs"), root.join("../tests/configs"), "tests/configs".into()]
             .iter()
-            .map(|d| root.join(d).join(format!("{name}.json")))
+            .map(|d| d.join(format!("{name}.json")))
             .find(|p| p.exists())
             .unwrap_or_else(|| panic!("no tests/configs/{name}.json"));
         ModelConfig::read(&p).unwrap()

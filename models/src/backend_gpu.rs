@@ -101,7 +101,10 @@ impl Backend for GpuBackend {
                 dtype.name()
             ))),
             None => {
-                let t = DeviceTensor::from_f64(&self.dev, dtype, &[numel], &vec![0.0; numel])
+                // Zeroed from bytes: a weight the size of a 15B embedding would otherwise pass
+                // through a host vector of f64 zeros first.
+                let mut t = DeviceTensor::empty(&self.dev, dtype, &[numel]).map_err(rt)?;
+                t.write_bytes(&self.dev, &vec![0u8; numel * dtype.size()])
                     .map_err(rt)?;
                 self.persistent.insert(name.to_string(), t);
                 Ok(())

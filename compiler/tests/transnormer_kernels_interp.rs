@@ -483,3 +483,29 @@ fn sampling_draws_the_truncated_softmax_and_is_seeded() {
     assert_ne!(base, run(seed + 1, 5));
     assert_ne!(base, run(seed, 6));
 }
+
+#[test]
+fn fused_residual_reduction_and_norm_match_float64() {
+    let k = kernel(
+        "linear.tsl",
+        "reduce_partials_residual_norm",
+        &[("BN", "128")],
+    );
+    for (s, m, n) in [(1, 1, 1), (3, 5, 100), (7, 2, 128)] {
+        let parts = random(DType::F32, &[s, m, n], 2.0);
+        let x = random(DType::F32, &[m, n], 2.0);
+        let mut sum = x.data.clone();
+        for slice in parts.data.chunks(m * n) {
+            sum.iter_mut().zip(slice).for_each(|(a, p)| *a += p);
+        }
+        let normed: Vec<f64> = sum.chunks(n).flat_map(srms).collect();
+        let mut args = vec![
+            t(parts),
+            t(x),
+            t(HostTensor::poisoned(DType::Bf16, vec![m, n])),
+        ];
+        interp::run(&k, &mut args).unwrap();
+        assert!(err(out(&args[1]), &sum) < 1e-6, "residual S={s} {m}x{n}");
+        assert!(err(out(&args[2]), &normed) < 8e-3, "norm S={s} {m}x{n}");
+    }
+}

@@ -303,6 +303,47 @@ impl Transnormer {
         );
     }
 
+    /// The decode form of a residual projection followed by SRMSNorm: x += x_in·wᵀ by split-K,
+    /// and the reduction also writes h = SRMSNorm(x).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn linear_split_norm(
+        &self,
+        g: &mut Graph,
+        label: String,
+        x_in: &Buf,
+        w: &str,
+        x: &Buf,
+        h: &Buf,
+        [m, n, k]: [usize; 3],
+    ) {
+        let [bm, bn, bk] = self.tiles.partial;
+        let sp = self.split(m, n, k);
+        let part = g.transient(format!("{label} partials"), F, sp * m * n);
+        let tiles = [("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))];
+        g.call(
+            format!("{label} split-K"),
+            self.k("linear", "linear_partial", &tiles),
+            vec![
+                view(x_in, T, &[m, k], R),
+                view(&p(w), T, &[n, k], R),
+                view(&part, F, &[sp, m, n], W),
+            ],
+        );
+        g.call(
+            format!("{label} reduce + norm"),
+            self.k(
+                "linear",
+                "reduce_partials_residual_norm",
+                &[("BN", s(pow2(n)))],
+            ),
+            vec![
+                view(&part, F, &[sp, m, n], R),
+                view(x, F, &[m, n], RW),
+                view(h, T, &[m, n], W),
+            ],
+        );
+    }
+
     pub(super) fn theta(&self, layer: usize) -> String {
         if self.cfg.lrpe[layer] {
             format!("model.layers.{layer}.token_mixer.lrpe.theta")

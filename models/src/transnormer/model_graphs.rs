@@ -59,10 +59,22 @@ impl Transnormer {
     }
 
     /// The channel mixer: x ← x + ((h W1ᵀ) ⊙ (h W2ᵀ)) W3ᵀ, h = SRMSNorm(x).
-    fn channel_mixer(&self, g: &mut Graph, l: usize, bufs: &LayerBufs, m: usize, decode: bool) {
+    /// `next_norm`: decoding, where the norm before this mixer was fused into the previous
+    /// reduction, and this mixer's residual reduction writes the next norm's output there.
+    fn channel_mixer(
+        &self,
+        g: &mut Graph,
+        l: usize,
+        bufs: &LayerBufs,
+        m: usize,
+        next_norm: Option<&Buf>,
+    ) {
+        let decode = next_norm.is_some();
         let c = &self.cfg;
         let w = |n: &str| format!("model.layers.{l}.channel_mixer.{n}.weight");
-        self.srmsnorm(g, format!("layer {l} channel norm"), &bufs.x, &bufs.h, m);
+        if !decode {
+            self.srmsnorm(g, format!("layer {l} channel norm"), &bufs.x, &bufs.h, m);
+        }
         let (w1, w2) = (w("l1"), w("l2"));
         let ins = || {
             vec![
@@ -107,8 +119,8 @@ impl Transnormer {
         }
         let shape = [m, c.dim, c.glu];
         let label = format!("layer {l} l3 + residual");
-        if decode {
-            self.linear_split(g, label, &bufs.g, &w("l3"), &bufs.x, shape, F, true);
+        if let Some(h) = next_norm {
+            self.linear_split_norm(g, label, &bufs.g, &w("l3"), &bufs.x, h, shape);
         } else {
             self.linear(g, label, &bufs.g, &w("l3"), &bufs.x, shape, F, true);
         }
@@ -186,12 +198,13 @@ impl Transnormer {
     }
 
     /// The token mixer of one decode step: the robust recurrence on the persistent state.
+    /// bufs.h already holds SRMSNorm(x) (the previous reduction wrote it); the out_proj
+    /// reduction writes the channel mixer's norm into it again.
     fn token_mixer_decode(&self, g: &mut Graph, l: usize, bufs: &LayerBufs, b: usize) {
         let c = &self.cfg;
         let (h, hd, kd) = (c.heads, c.head_dim, c.key_dim(l));
         let wq = format!("model.layers.{l}.token_mixer.qkvu_proj.weight");
         let wo = format!("model.layers.{l}.token_mixer.out_proj.weight");
-        self.srmsnorm(g, format!("layer {l} token norm"), &bufs.x, &bufs.h, b);
         let shape = [b, 4 * c.hidden, c.dim];
         let label = format!("layer {l} qkvu");
         self.linear_split(g, label, &bufs.h, &wq, &bufs.qkvu, shape, T, false);
@@ -215,7 +228,7 @@ impl Transnormer {
         self.mixer_gate(g, l, &o, &bufs.qkvu, &bufs.y, b, 1);
         let shape = [b, c.dim, c.hidden];
         let label = format!("layer {l} out_proj + residual");
-        self.linear_split(g, label, &bufs.y, &wo, &bufs.x, shape, F, true);
+        self.linear_split_norm(g, label, &bufs.y, &wo, &bufs.x, &bufs.h, shape);
     }
 
     /// The next tokens from `logits.b{b}` into `next.b{b}`; sampling keys its draws on the
@@ -279,7 +292,7 @@ impl Transnormer {
         for l in 0..c.layers {
             let bufs = self.layer_bufs(&mut g, &x, l, m);
             self.token_mixer_prefill(&mut g, l, &bufs, b, n);
-            self.channel_mixer(&mut g, l, &bufs, m, false);
+            self.channel_mixer(&mut g, l, &bufs, m, None);
         }
         match logits {
             Logits::Last => {
@@ -331,13 +344,18 @@ impl Transnormer {
         let mut g = Graph::default();
         let x = g.transient("x (residual)", F, b * c.dim);
         self.embed(&mut g, &Names::next(b), &x, b);
-        for l in 0..c.layers {
-            let bufs = self.layer_bufs(&mut g, &x, l, b);
-            self.token_mixer_decode(&mut g, l, &bufs, b);
-            self.channel_mixer(&mut g, l, &bufs, b, true);
-        }
+        let bufs: Vec<LayerBufs> = (0..c.layers)
+            .map(|l| self.layer_bufs(&mut g, &x, l, b))
+            .collect();
         let h = g.transient("final norm", T, b * c.dim);
-        self.srmsnorm(&mut g, "final norm".into(), &x, &h, b);
+        // Only the first norm runs alone: every later one is fused into the residual
+        // reduction before it.
+        self.srmsnorm(&mut g, "layer 0 token norm".into(), &x, &bufs[0].h, b);
+        for l in 0..c.layers {
+            self.token_mixer_decode(&mut g, l, &bufs[l], b);
+            let next = bufs.get(l + 1).map_or(&h, |n| &n.h);
+            self.channel_mixer(&mut g, l, &bufs[l], b, Some(next));
+        }
         let out = p(&Names::logits(b));
         let shape = [b, c.vocab, c.dim];
         self.linear_split(

@@ -13,7 +13,19 @@ pub struct Session<'a> {
     be: &'a mut dyn Backend,
     batch: usize,
     lengths: Vec<usize>,
-    decode: Option<(Graph, Plan)>,
+    decode: Option<(Graph, Plan, String)>,
+}
+
+/// A name for a graph that differs whenever its calls do: a backend keeps what it captured
+/// under it, so two models (say greedy and sampling) on one backend never share a capture.
+fn fingerprint(g: &Graph, p: &Plan) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for node in &p.order {
+        format!("{:?}", g.graph[*node]).hash(&mut h);
+    }
+    p.offsets.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 impl<'a> Session<'a> {
@@ -138,18 +150,55 @@ impl<'a> Session<'a> {
             return Err(ModelError::Input("decode before prefill".into()));
         }
         let b = self.batch;
-        let (graph, plan) = self.decode.get_or_insert_with(|| {
+        let (graph, plan, key) = self.decode.get_or_insert_with(|| {
             let g = self.model.decode_graph(b);
             let p = g.plan();
-            (g, p)
+            let key = format!("decode.b{b}.{}", fingerprint(&g, &p));
+            (g, p, key)
         });
-        self.be.run_repeated(&format!("decode.b{b}"), graph, plan)?;
+        self.be.run_repeated(key, graph, plan)?;
         self.lengths.iter_mut().for_each(|l| *l += 1);
         self.next_tokens()
     }
 
     /// The decode step's graph and plan (after the first step).
     pub fn decode_plan(&self) -> Option<&Plan> {
-        self.decode.as_ref().map(|(_, p)| p)
+        self.decode.as_ref().map(|(_, p, _)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transnormer::config::ModelConfig;
+    use crate::transnormer::model::Choice;
+    use crate::transnormer::Tiles;
+
+    #[test]
+    fn decode_graphs_that_differ_have_different_keys() {
+        let cfg = ModelConfig::with_shape(2, 64, 2, 96, 50, &[0]).unwrap();
+        let mut m = Transnormer::new(cfg, Tiles::gpu());
+        let key = |m: &Transnormer, b: usize| {
+            let g = m.decode_graph(b);
+            let p = g.plan();
+            fingerprint(&g, &p)
+        };
+        let greedy = key(&m, 2);
+        assert_eq!(greedy, key(&m, 2), "the same graph, the same key");
+        m.choice = Choice::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 1,
+        };
+        let sampled = key(&m, 2);
+        assert_ne!(greedy, sampled);
+        m.choice = Choice::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 2,
+        };
+        assert_ne!(sampled, key(&m, 2), "a scalar argument changes the key");
     }
 }

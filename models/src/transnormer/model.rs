@@ -33,8 +33,9 @@ pub struct Tiles {
     pub qkv: usize,
     /// Lightning's block (None: the kernels' default, 64, the runtime's `BLOCK`).
     pub lightning_block: Option<usize>,
-    /// Lightning segments per (sequence, head) for a prefill of n tokens.
-    pub lightning_segments: fn(usize) -> usize,
+    /// Lightning segments per (sequence, head) for a prefill of n tokens whose one segment
+    /// launches `programs` programs (B·H·⌈E/64⌉).
+    pub lightning_segments: fn(usize, usize) -> usize,
     /// BV of `argmax`.
     pub argmax: usize,
 }
@@ -49,7 +50,7 @@ impl Tiles {
             reduce: 32,
             qkv: 8,
             lightning_block: Some(16),
-            lightning_segments: |n| n.div_ceil(16).clamp(1, 2),
+            lightning_segments: |_, n| n.div_ceil(16).clamp(1, 2),
             argmax: 32,
         }
     }
@@ -63,7 +64,10 @@ impl Tiles {
             reduce: 1024,
             qkv: 16,
             lightning_block: None,
-            lightning_segments: |n| (n.div_ceil(64) / 4).clamp(1, 8),
+            // The runtime's rule for an H100/H200: 132 SMs × 2 resident programs.
+            lightning_segments: |programs, n| {
+                tessel_runtime::lightning::segments_for(264, programs, n)
+            },
             argmax: 1024,
         }
     }

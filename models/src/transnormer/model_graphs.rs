@@ -151,7 +151,7 @@ impl Transnormer {
         let v = g.transient(format!("layer {l} v"), T, b * h * n * hd);
         let o = g.transient(format!("layer {l} o"), T, b * h * n * hd);
         self.mixer_qkv(g, l, &bufs.qkvu, &Names::pos0(b, n), [&q, &k, &v], b, n);
-        let segs = (self.tiles.lightning_segments)(n);
+        let segs = (self.tiles.lightning_segments)(b * h * hd.div_ceil(64), n);
         let seg = g.transient(
             format!("layer {l} segment states"),
             F,

@@ -44,17 +44,13 @@ for name, tdt in DTYPES.items():
     if QUICK and name == "f16":
         continue
     for n in sizes:
-        t = tessel_bench(f"fma_{name}", {"N": n})
+        t = tessel_bench("fma", {"N": n}, package=f"dsl_fma_{name}")
         a, b, c = (torch.randn(n, device="cuda", dtype=tdt) for _ in range(3))
         ms = median_ms(lambda: c.addcmul_(a, b))
         gbps_torch = 4 * n * a.element_size() / ms / 1e6
-        rec(f"elementwise {name}", "tessel fma", n, "GB/s", t["gbps"], ms=t["median_ms"])
+        rec(f"elementwise {name}", "tessel fma.tsl", n, "GB/s", t["gbps"], ms=t["median_ms"])
         rec(f"elementwise {name}", "torch addcmul_", n, "GB/s", gbps_torch, ms=ms)
-        if name in ("f32", "bf16"):
-            d = tessel_bench("fma", {"N": n}, package=f"dsl_fma_{name}")
-            rec(f"elementwise {name}", "tessel fma (from .tsl)", n, "GB/s", d["gbps"], ms=d["median_ms"])
-            ratios.append(dict(kernel=f"fma.tsl {name}", size=n, anchor="torch addcmul_", tessel_ms=d["median_ms"], anchor_ms=ms, speedup=ms / d["median_ms"]))
-        ratios.append(dict(kernel=f"fma_{name}", size=n, anchor="torch addcmul_", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
+        ratios.append(dict(kernel=f"fma.tsl {name}", size=n, anchor="torch addcmul_", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
         del a, b, c
 
 # Ceilings of the machine, measured in this run.
@@ -69,9 +65,6 @@ for m in ([1024, 4096] if QUICK else [1024, 2048, 4096, 8192]):
     y = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
     ms = median_ms(lambda: x @ y)
     rec("matmul bf16", "cuBLAS (torch)", m, "TFLOP/s", 2 * m**3 / ms / 1e9, ms=ms)
-    t = tessel_bench("matmul_bf16", {"M": m, "N": m, "K": m})
-    rec("matmul bf16", "tessel matmul (mma.sync)", m, "TFLOP/s", t["tflops"], ms=t["median_ms"])
-    ratios.append(dict(kernel="matmul_bf16", size=m, anchor="cuBLAS", tessel_ms=t["median_ms"], anchor_ms=ms, speedup=ms / t["median_ms"]))
     d = tessel_bench("matmul", {"M": m, "N": m, "K": m}, package="dsl_matmul")
     rec("matmul bf16", "tessel matmul.tsl (scheduled)", m, "TFLOP/s", 2 * m**3 / d["median_ms"] / 1e9, ms=d["median_ms"])
     ratios.append(dict(kernel="matmul.tsl", size=m, anchor="cuBLAS", tessel_ms=d["median_ms"], anchor_ms=ms, speedup=ms / d["median_ms"]))

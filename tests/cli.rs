@@ -33,12 +33,12 @@ fn compile_writes_ptx_for_the_requested_target() {
     let dir = std::env::temp_dir().join(format!("tessel-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("fma.ptx");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/dsl-examples/elementwise.tsl");
     let (ok, _, err) = tessel(&[
         "compile",
-        "--builtin",
-        "fma",
-        "--dtype",
-        "bf16",
+        src,
+        "-D",
+        "T=bf16",
         "--arch",
         "sm_80",
         "-o",
@@ -47,20 +47,22 @@ fn compile_writes_ptx_for_the_requested_target() {
     assert!(ok, "{err}");
     let ptx = std::fs::read_to_string(&file).unwrap();
     assert!(ptx.contains(".target sm_80"));
-    assert!(ptx.contains(".visible .entry fma_bf16("));
+    assert!(ptx.contains(".visible .entry fma("));
+    assert!(ptx.contains("cvt.rn.bf16.f32"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(feature = "codegen")]
 #[test]
 fn impossible_requests_fail_with_a_message_not_an_abort() {
-    let (ok, _, err) = tessel(&["compile", "--builtin", "fma", "--arch", "sm_100a"]);
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/dsl-examples/elementwise.tsl");
+    let (ok, _, err) = tessel(&["compile", src, "--arch", "sm_100a"]);
     assert!(!ok);
     assert!(err.contains("unknown GPU architecture `sm_100a`"), "{err}");
     assert!(err.contains("sm_80, sm_90, sm_90a"), "{err}");
-    let (ok, _, err) = tessel(&["compile", "--builtin", "fma", "--dtype", "f64"]);
+    let (ok, _, err) = tessel(&["compile", src, "-D", "T=f64"]);
     assert!(!ok);
-    assert!(err.contains("unknown dtype `f64`"), "{err}");
+    assert!(err.contains("f64"), "{err}");
 }
 
 #[test]
@@ -258,12 +260,10 @@ fn demo_writes_every_kernel_for_every_target() {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     for kernel in [
-        "fma_f32",
-        "fma_bf16",
-        "fma_f16",
-        "matmul_bf16",
         "dsl_fma_f32",
         "dsl_fma_bf16",
+        "dsl_fma_f16",
+        "dsl_matmul",
         "dsl_gated_silu",
     ] {
         for arch in ["sm_80", "sm_90", "sm_90a"] {
@@ -328,4 +328,50 @@ fn interpret_draws_named_inputs_from_their_range() {
     assert!(!ok && err.contains("no input tensor `nosuch`"), "{err}");
     let (ok, _, err) = run(&["--range", "a=1:0"]);
     assert!(!ok && err.contains("not LO:HI"), "{err}");
+}
+
+#[cfg(feature = "codegen")]
+#[test]
+fn schedule_flags_follow_the_attributes_rules() {
+    let mm = format!("{}/dsl-examples/matmul.tsl", env!("CARGO_MANIFEST_DIR"));
+    let compile = |extra: &[&str]| {
+        let mut a = vec!["compile", &mm, "--arch", "sm_80", "--emit", "sched"];
+        a.extend_from_slice(extra);
+        tessel(&a)
+    };
+    // `.minnctapersm 0` would be PTX that ptxas rejects; 64 blocks would be dropped by it.
+    let (ok, _, err) = compile(&["--occupancy", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("`--occupancy` takes one integer, at least 1, not 0"),
+        "{err}"
+    );
+    let (ok, _, err) = compile(&["--occupancy", "64"]);
+    assert!(!ok);
+    assert!(
+        err.contains("`--occupancy`: asks for 64 blocks per SM"),
+        "{err}"
+    );
+    let (ok, out, err) = compile(&["--occupancy", "1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("occupancy: at least 1 blocks per SM"), "{out}");
+    // `@stages(0)` is refused by the same rule.
+    let (ok, _, err) = compile(&["--stages", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("`--stages` takes one integer, at least 1, not 0"),
+        "{err}"
+    );
+    // Whether a flag fits the kernel or the target is the scheduler's to say: matmul has 8 warps.
+    let (ok, _, err) = compile(&["--warps", "3x2"]);
+    assert!(!ok);
+    assert!(err.contains("`--warps`: tiles 3 × 2 = 6 warps"), "{err}");
+    // A strategy may be forced; the schedule says which it runs.
+    let (ok, out, err) = compile(&["--strategy", "simt"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("strategy: simt"), "{out}");
+    assert!(
+        out.contains("on fma;") && !out.contains("cp.async"),
+        "{out}"
+    );
 }

@@ -1,6 +1,7 @@
-//! File tests (in the manner of Cranelift's): each `tests/filetests/**/*.tsl` names in its header
-//! the stages to run, and what they print is compared with a blessed insta snapshot, so adding a
-//! test is adding a file.
+//! File tests (in the manner of Cranelift's): each `tests/filetests/**/*.tsl` (language source)
+//! or `*.tir` (Tile IR text, to test the stages after sema on IR written by hand) names in its
+//! header the stages to run, and what they print is compared with a blessed insta snapshot, so
+//! adding a test is adding a file.
 //!
 //! Header lines, before the first non-comment line:
 //!   `// test: check`                      parse + check; prints "ok" lines or the diagnostics
@@ -8,23 +9,41 @@
 //!   `// define: NAME=VALUE`               a compile-time value, as `-D` on the command line
 //!   `// test: sched arch=sm_90a`          the schedule the compiler chose (or why it cannot)
 //!   `// test: ptx arch=sm_80`             the PTX, after ptxas has accepted it
+//!   `// run: package=P kernel=K shape=A=1,B=2 [scalar=s=0.5] [range=x=0:1]`
+//!                                         a GPU check: scripts/gpu-run-tests runs `tessel run`
+//!                                         on package P (as `tessel demo` builds it) with these
+//!                                         arguments; here each line is checked against the
+//!                                         kernel's parameters, so a typo fails on CPU
 //! A file that includes the examples directory's source uses `// source: dsl-examples/NAME.tsl`.
 
 use std::path::{Path, PathBuf};
 
 use tessel_compiler::diag::render_all;
 use tessel_compiler::sema::{self, parse_const, Overrides};
-use tessel_compiler::tir;
+use tessel_compiler::tir::{self, Kernel, ParamKind};
 
 struct Header {
     stages: Vec<(String, Vec<(String, String)>)>,
+    runs: Vec<Vec<(String, String)>>,
     overrides: Overrides,
     source_from: Option<String>,
+}
+
+/// `key=value` words; a value may hold `=` itself (`shape=M=1,N=2`).
+fn key_values(words: &str) -> Vec<(String, String)> {
+    words
+        .split_whitespace()
+        .map(|w| {
+            let (k, v) = w.split_once('=').expect("arguments are key=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
 fn header(text: &str) -> Header {
     let mut h = Header {
         stages: Vec::new(),
+        runs: Vec::new(),
         overrides: Overrides::new(),
         source_from: None,
     };
@@ -34,15 +53,11 @@ fn header(text: &str) -> Header {
     {
         let line = line.trim_start().trim_start_matches("//").trim();
         if let Some(rest) = line.strip_prefix("test:") {
-            let mut words = rest.split_whitespace();
-            let stage = words.next().expect("`// test:` names a stage").to_string();
-            let args = words
-                .map(|w| {
-                    let (k, v) = w.split_once('=').expect("stage arguments are key=value");
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
-            h.stages.push((stage, args));
+            let rest = rest.trim();
+            let (stage, args) = rest.split_once(' ').unwrap_or((rest, ""));
+            h.stages.push((stage.to_string(), key_values(args)));
+        } else if let Some(rest) = line.strip_prefix("run:") {
+            h.runs.push(key_values(rest));
         } else if let Some(rest) = line.strip_prefix("define:") {
             let (k, v) = rest
                 .trim()
@@ -57,6 +72,10 @@ fn header(text: &str) -> Header {
     assert!(
         !h.stages.is_empty(),
         "a file test needs at least one `// test:` line"
+    );
+    assert!(
+        h.runs.is_empty() || !h.overrides.is_empty() || h.source_from.is_some(),
+        "`// run:` lines check an example's package: give `// source:`"
     );
     h
 }
@@ -74,6 +93,72 @@ fn arch(args: &[(String, String)]) -> tessel_compiler::Target {
     tessel_compiler::Target::lookup(name).expect("a known arch")
 }
 
+/// The kernels of a file test: elaborated from source, or parsed and verified from Tile IR text
+/// (whose leading `//` header lines the IR parser does not take); the rendered diagnostics when
+/// the source does not elaborate.
+fn kernels_of(name: &str, source: &str, overrides: &Overrides) -> Result<Vec<Kernel>, String> {
+    if name.ends_with(".tir") {
+        let ir: String = source
+            .lines()
+            .skip_while(|l| l.trim_start().starts_with("//") || l.trim().is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let k = tir::parse_kernel(&ir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        tir::verify(&k).unwrap_or_else(|e| panic!("{name}: invalid IR: {e}"));
+        return Ok(vec![k]);
+    }
+    sema::compile_source(source, overrides).map_err(|diags| render_all(&diags, name, source))
+}
+
+/// A `// run:` line must name a kernel of the file and exactly its shape symbols, and only its
+/// scalar (`scalar=`) and tensor (`range=`) parameters: what `tessel run` would refuse on the GPU
+/// machine is refused here first.
+fn check_run_line(name: &str, kernels: &[Kernel], run: &[(String, String)]) {
+    let get = |key: &str| run.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    for (k, _) in run {
+        assert!(
+            ["package", "kernel", "shape", "scalar", "range"].contains(&k.as_str()),
+            "{name}: run line key `{k}`"
+        );
+    }
+    get("package").unwrap_or_else(|| panic!("{name}: a run line names its package"));
+    let wanted = get("kernel").unwrap_or_else(|| panic!("{name}: a run line names its kernel"));
+    // `kernel[D=128,CAUSAL=true]` is a variant entry of an operator package.
+    let base = wanted.split('[').next().unwrap();
+    let k = kernels
+        .iter()
+        .find(|k| k.name == base)
+        .unwrap_or_else(|| panic!("{name}: run line names kernel `{base}`, not in the file"));
+    let names = |list: Option<&str>| -> Vec<String> {
+        list.into_iter()
+            .flat_map(|l| l.split(','))
+            .filter(|w| !w.is_empty())
+            .map(|w| w.split('=').next().unwrap().to_string())
+            .collect()
+    };
+    let mut symbols = tessel_compiler::abi::shape_symbols(k);
+    let mut shape = names(get("shape"));
+    symbols.sort();
+    shape.sort();
+    assert_eq!(shape, symbols, "{name}: run line `{wanted}` shape symbols");
+    for s in names(get("scalar")) {
+        assert!(
+            k.params
+                .iter()
+                .any(|p| p.name == s && matches!(p.kind, ParamKind::Scalar { .. })),
+            "{name}: `{s}` is not a scalar parameter of {base}"
+        );
+    }
+    for t in names(get("range")) {
+        assert!(
+            k.params
+                .iter()
+                .any(|p| p.name == t && matches!(p.kind, ParamKind::Tensor { .. })),
+            "{name}: `{t}` is not a tensor parameter of {base}"
+        );
+    }
+}
+
 fn run_stage(
     stage: &str,
     args: &[(String, String)],
@@ -81,9 +166,9 @@ fn run_stage(
     source: &str,
     overrides: &Overrides,
 ) -> String {
-    let kernels = match sema::compile_source(source, overrides) {
+    let kernels = match kernels_of(name, source, overrides) {
         Ok(k) => k,
-        Err(diags) => return render_all(&diags, name, source),
+        Err(rendered) => return rendered,
     };
     match stage {
         "check" => kernels
@@ -139,7 +224,7 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for p in entries {
         if p.is_dir() && p.file_name().is_some_and(|n| n != "snapshots") {
             files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "tsl") {
+        } else if p.extension().is_some_and(|e| e == "tsl" || e == "tir") {
             out.push(p);
         }
     }
@@ -176,12 +261,22 @@ fn filetests() {
                 ),
                 None => (format!("tests/filetests/{rel}"), text.clone()),
             };
+            if !h.runs.is_empty() {
+                let kernels = kernels_of(&name, &source, &h.overrides)
+                    .unwrap_or_else(|e| panic!("{rel}: run lines need a kernel that builds\n{e}"));
+                for run in &h.runs {
+                    check_run_line(&rel, &kernels, run);
+                }
+            }
             let mut out = String::new();
             for (stage, args) in &h.stages {
                 out.push_str(&format!("== {stage}\n"));
                 out.push_str(&run_stage(stage, args, &name, &source, &h.overrides));
             }
-            let snap = rel.trim_end_matches(".tsl").replace('/', "__");
+            let snap = rel
+                .trim_end_matches(".tsl")
+                .trim_end_matches(".tir")
+                .replace('/', "__");
             insta::assert_snapshot!(snap, out);
         }
     });

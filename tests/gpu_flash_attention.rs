@@ -18,16 +18,8 @@ use tessel_runtime::{device, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 include!("support/packages.rs");
 
-const VARIANTS: &[&str] = &["D=64,128", "CAUSAL=false,true"];
-
 fn flash_package(dev: &Device, arch: &str) -> LoadedPackage {
-    let p = example_package(
-        "flash_attention",
-        "flash_attention.tsl",
-        &[],
-        VARIANTS,
-        arch,
-    );
+    let p = operator_package(&tessel_runtime::spec::flash::SPEC, arch);
     LoadedPackage::load(dev, p).unwrap()
 }
 

@@ -22,16 +22,8 @@ use tessel_runtime::{device, Device, DeviceTensor, LoadedPackage};
 
 include!("support/packages.rs");
 
-const VARIANTS: &[&str] = &["D=64,128", "E=64,128"];
-
 fn package(dev: &Device, arch: &str) -> LoadedPackage {
-    let p = example_package(
-        "lightning_attention",
-        "lightning_attention.tsl",
-        &[],
-        VARIANTS,
-        arch,
-    );
+    let p = operator_package(&tessel_runtime::spec::lightning::SPEC, arch);
     LoadedPackage::load(dev, p).unwrap()
 }
 

@@ -1,4 +1,4 @@
-//! The tensor-core matmul on a GPU, through its package: fresh random bf16 inputs of several
+//! dsl-examples/matmul.tsl on a GPU, through its package: fresh random bf16 inputs of several
 //! shapes, ragged ones included, output poisoned first, compared with a float64 product of the
 //! same (bf16-rounded) inputs; and `tessel run`'s own check, the Tile IR of matmul.tsl interpreted
 //! on the same inputs, agrees too.
@@ -8,25 +8,11 @@ use tessel_compiler::interp::{self, HostArg, HostTensor};
 use tessel_runtime::format::{DType, Package};
 use tessel_runtime::{device, Arg, Device, DeviceTensor, LoadedPackage};
 
+include!("support/packages.rs");
+
+/// dsl-examples/matmul.tsl (bf16, f32 accumulation) compiled for `arch`.
 fn package(arch: &str) -> Package {
-    if let Some(dir) = std::env::var_os("TESSEL_KERNEL_DIR") {
-        let path = std::path::Path::new(&dir).join(format!("matmul_bf16.{arch}.tpkg"));
-        return Package::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-    compile_here(arch)
-}
-
-#[cfg(feature = "codegen")]
-fn compile_here(arch: &str) -> Package {
-    let b =
-        tessel_compiler::package::matmul_package(tessel_compiler::Target::lookup(arch).unwrap())
-            .unwrap();
-    Package::from_bytes(&b.to_bytes()).unwrap()
-}
-
-#[cfg(not(feature = "codegen"))]
-fn compile_here(arch: &str) -> Package {
-    panic!("no TESSEL_KERNEL_DIR and no codegen feature: cannot get matmul_bf16.{arch}.tpkg")
+    example_package("dsl_matmul", "matmul.tsl", &[], &[], arch)
 }
 
 #[test]
@@ -50,7 +36,12 @@ fn matmul_matches_float64_on_ragged_shapes() {
         for (m, n, k) in [
             (1, 1, 1),
             (64, 64, 16),
+            (128, 256, 64),
+            (300, 200, 130),
             (257, 129, 77),
+            // K not a multiple of 8: rows are not 16-byte aligned, the element copy path.
+            (517, 129, 77),
+            (64, 1000, 1000),
             // K aligned to 8 but not N, and the reverse: each operand's vector path alone.
             (130, 90, 64),
             (70, 136, 41),
@@ -65,7 +56,7 @@ fn matmul_matches_float64_on_ragged_shapes() {
             let (a, b) = (ta.to_f64(&dev).unwrap(), tb.to_f64(&dev).unwrap());
             pkg.launch(
                 &dev,
-                "matmul_bf16",
+                "matmul",
                 &[Arg::Tensor(&ta), Arg::Tensor(&tb), Arg::Tensor(&tc)],
             )
             .unwrap();
@@ -86,7 +77,7 @@ fn matmul_matches_float64_on_ragged_shapes() {
             assert!(err < 1e-2, "{arch} {m}x{n}x{k}: {err}");
             // The interpreter's run of the package's Tile IR on the same inputs (small shapes).
             let vs_interp = if m * n * k <= 4_000_000 {
-                let (entry, _) = pkg.package().kernel("matmul_bf16").unwrap();
+                let (entry, _) = pkg.package().kernel("matmul").unwrap();
                 let ir =
                     tessel_compiler::tir::parse_kernel(entry.tile_ir.as_ref().unwrap()).unwrap();
                 let mut args = vec![

@@ -1,16 +1,17 @@
 //! The whole TransNormerLLM on the GPU (GpuBackend: a `tessel compile-model` package, planned
 //! views into one arena, the decode step replayed as a CUDA graph), on random weights in the
 //! released layout:
-//! - the tiny configurations of the CPU tests (tests/configs/tnl-tiny-h{2,3}.json) against the
-//!   float64 model: every position's logits of a ragged batch, prefill then decode, 32 greedy
-//!   tokens, padding invariance;
+//! - small configurations (tests/configs/tnl-small-h{2,3}.json: the CPU tests' tiny ones with head
+//!   dim 64, the smallest the GPU Lightning kernels tile) against the float64 model: every
+//!   position's logits of a ragged batch, prefill then decode, 32 greedy tokens, padding
+//!   invariance, seeded sampling;
 //! - the 385M shape (24 layers, D = 1024, H = 8, F = 2816): logits against float64, prefill then
 //!   decode against the full forward, and decode timings (batch 1/16/64, two context lengths)
 //!   beside the weight-read limit;
 //! - with TNL_MODEL_DIR and TNL_TORCH_LOGITS set: the last-position logits against
 //!   bench/transnormer_torch.py's on the same directory.
 //!
-//! Packages: TESSEL_KERNEL_DIR/transnormer_{tnl-tiny-h2,tnl-tiny-h3,385m}.{arch}.tpkg on the GPU
+//! Packages: TESSEL_KERNEL_DIR/transnormer_{tnl-small-h2,tnl-small-h3,385m}.{arch}.tpkg on the GPU
 //! machine (`tessel compile-model CONFIG --arch ARCH -o ...`); built here through the CLI when the
 //! codegen feature is on.
 
@@ -117,7 +118,7 @@ fn tiny_models_match_float64_on_the_gpu() {
     if open().is_none() {
         return;
     }
-    for name in ["tnl-tiny-h2", "tnl-tiny-h3"] {
+    for name in ["tnl-small-h2", "tnl-small-h3"] {
         let (cfg, w, _dir) = fixture::random_model(&fixture::tiny(name), 0.08, 0.6);
         let (model, mut be) = gpu_model(Device::open(0).unwrap(), name, &cfg, &w);
         let reference = fixture::reference_model(&cfg, &w);
@@ -165,7 +166,7 @@ fn tiny_models_match_float64_on_the_gpu() {
 #[test]
 fn padding_never_changes_a_sequence_on_the_gpu() {
     let Some(dev) = open() else { return };
-    let name = "tnl-tiny-h3";
+    let name = "tnl-small-h3";
     let (cfg, w, _dir) = fixture::random_model(&fixture::tiny(name), 0.08, 0.6);
     let (model, mut be) = gpu_model(dev, name, &cfg, &w);
     let short = prompt(9, cfg.vocab);
@@ -284,7 +285,7 @@ fn the_torch_implementation_agrees() {
 #[test]
 fn sampling_on_the_gpu_is_seeded_and_top_k_one_is_greedy() {
     let Some(dev) = open() else { return };
-    let name = "tnl-tiny-h2";
+    let name = "tnl-small-h2";
     let (cfg, w, _dir) = fixture::random_model(&fixture::tiny(name), 0.08, 0.6);
     let (mut model, mut be) = gpu_model(dev, name, &cfg, &w);
     let start = vec![prompt(7, cfg.vocab), prompt(12, cfg.vocab)];

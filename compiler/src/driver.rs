@@ -25,12 +25,15 @@ pub fn compile_kernel(
     compile_kernel_with(kernel, target, &crate::sched::SchedOptions::default())
 }
 
-/// [`compile_kernel`] with schedule overrides (the CLI's `--num-warps`, `--stages`, `--warps`).
+/// [`compile_kernel`] with schedule overrides (the CLI's `--num-warps`, `--stages`, `--warps`,
+/// `--occupancy`, `--strategy`).
 pub fn compile_kernel_with(
     kernel: &crate::tir::Kernel,
     target: Target,
     sched_options: &crate::sched::SchedOptions,
 ) -> Result<CompiledKernel, CompileError> {
+    // A flag that breaks its rule is refused as the flag, before any kernel is looked at.
+    sched_options.hints()?;
     let mut timings = Vec::new();
     let mut clock = std::time::Instant::now();
     let mut lap = |stage: &'static str| {
@@ -45,7 +48,7 @@ pub fn compile_kernel_with(
         ..crate::codegen::BackendOptions::new(target)
     };
     target.require(&options.features)?;
-    let text = crate::lower::tiles::build_text(kernel, &schedule)?;
+    let text = crate::lower::build_text(kernel, &schedule)?;
     lap("lower to MLIR text");
     let session = crate::lower::MlirSession::new();
     let mut module = melior::ir::Module::parse(&session.context, &text)

@@ -17,6 +17,9 @@ pub enum CompileError {
         stage: &'static str,
         message: String,
     },
+    /// A schedule hint on the command line breaks its rule (the same rule as its attribute's).
+    #[error(transparent)]
+    Hint(#[from] crate::sched::HintError),
     /// The kernel uses something the scheduler cannot place yet.
     #[error(transparent)]
     Schedule(#[from] crate::sched::SchedError),

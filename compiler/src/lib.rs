@@ -6,6 +6,7 @@
 //! Stages up to the interpreter build without LLVM; `lower` and `codegen` need the `codegen`
 //! feature, which links MLIR and LLVM statically.
 
+pub mod abi;
 pub mod diag;
 pub mod error;
 pub mod interp;

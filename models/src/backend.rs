@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use half::{bf16, f16};
 use tessel_compiler::interp::{self, HostArg, HostTensor};
 use tessel_compiler::sema::{self, parse_const, Overrides};
-use tessel_compiler::tir::{self, Io, Kernel, ParamKind};
+use tessel_compiler::tir::{Io, Kernel, ParamKind};
 use tessel_package::DType;
 
 use crate::graph::{Access, Buf, CallArg, Graph, KernelRef, Plan};
@@ -49,6 +49,7 @@ pub(crate) fn encode(dtype: DType, data: &[f64]) -> Vec<u8> {
             DType::I32 => out.extend_from_slice(&(x as i32).to_le_bytes()),
             DType::Bf16 => out.extend_from_slice(&bf16::from_f64(x).to_le_bytes()),
             DType::F16 => out.extend_from_slice(&f16::from_f64(x).to_le_bytes()),
+            DType::Bool => out.push(u8::from(x != 0.0)),
         }
     }
     out
@@ -62,17 +63,9 @@ pub(crate) fn decode(dtype: DType, bytes: &[u8]) -> Vec<f64> {
             DType::I32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
             DType::Bf16 => bf16::from_le_bytes([c[0], c[1]]).to_f64(),
             DType::F16 => f16::from_le_bytes([c[0], c[1]]).to_f64(),
+            DType::Bool => f64::from(c[0] != 0),
         })
         .collect()
-}
-
-fn tir_dtype(d: DType) -> tir::DType {
-    match d {
-        DType::Bf16 => tir::DType::Bf16,
-        DType::F16 => tir::DType::F16,
-        DType::F32 => tir::DType::F32,
-        DType::I32 => tir::DType::I32,
-    }
 }
 
 /// Compiles `k` from its embedded source with its constants (front end only).
@@ -186,7 +179,7 @@ impl InterpBackend {
                     }
                     let data = decode(v.dtype, bytes);
                     args.push(HostArg::Tensor(HostTensor::new(
-                        tir_dtype(v.dtype),
+                        v.dtype,
                         v.shape.clone(),
                         data,
                     )));

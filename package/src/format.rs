@@ -164,6 +164,17 @@ impl Package {
             })
     }
 
+    /// The entry of kernel `entry` (its PTX entry symbol) specialised with every `NAME=VALUE`
+    /// of `consts`: how operators pick a variant out of a package built with `--variant`.
+    pub fn find_variant(&self, entry: &str, consts: &[(&str, &str)]) -> Option<&KernelEntry> {
+        self.manifest.kernels.iter().find(|e| {
+            e.entry == entry
+                && consts
+                    .iter()
+                    .all(|(n, v)| e.consts.iter().any(|(en, ev)| en == n && ev == v))
+        })
+    }
+
     pub fn kernels(&self) -> impl Iterator<Item = (&KernelEntry, &str)> {
         self.manifest
             .kernels

@@ -65,6 +65,8 @@ pub enum LaunchError {
     NotATensor { param: String },
     #[error("argument `{param}` must be a scalar")]
     NotAScalar { param: String },
+    #[error("parameter `{param}` is declared bool, which no kernel takes")]
+    BoolParameter { param: String },
     #[error("argument `{param}` must be {want}, got {got}")]
     Dtype {
         param: String,
@@ -289,6 +291,13 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
                     }
                     DType::Bf16 => ParamValue::B16(bf16_bits(*v)),
                     DType::F16 => ParamValue::B16(f16_bits(*v)),
+                    // The compiler never declares one (sema has no bool parameters); a manifest
+                    // edited to say so is refused rather than guessed at.
+                    DType::Bool => {
+                        return Err(LaunchError::BoolParameter {
+                            param: name.clone(),
+                        })
+                    }
                 }
             }
             ParamSpec::Shape { symbol } => {

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ShapeExpr;
 
-/// Element types a kernel parameter can have.
+/// Element types, of tiles in the compiler's Tile IR and of kernel parameters in a manifest: the
+/// one definition the compiler, the package format and the runtime share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
@@ -13,13 +14,19 @@ pub enum DType {
     F16,
     F32,
     I32,
+    /// Stored as one byte, 0 or 1.
+    Bool,
 }
 
 impl DType {
+    pub const ALL: [DType; 5] = [DType::Bf16, DType::F16, DType::F32, DType::I32, DType::Bool];
+
+    /// Bytes per element in global memory.
     pub fn size(self) -> usize {
         match self {
             DType::Bf16 | DType::F16 => 2,
             DType::F32 | DType::I32 => 4,
+            DType::Bool => 1,
         }
     }
 
@@ -29,13 +36,16 @@ impl DType {
             DType::F16 => "f16",
             DType::F32 => "f32",
             DType::I32 => "i32",
+            DType::Bool => "bool",
         }
     }
 
     pub fn parse(s: &str) -> Option<DType> {
-        [DType::Bf16, DType::F16, DType::F32, DType::I32]
-            .into_iter()
-            .find(|d| d.name() == s)
+        Self::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::Bf16 | DType::F16 | DType::F32)
     }
 }
 
@@ -45,7 +55,8 @@ impl std::fmt::Display for DType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a kernel uses a tensor parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Io {
     In,
@@ -53,12 +64,31 @@ pub enum Io {
     InOut,
 }
 
+impl Io {
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::In => "in",
+            Io::Out => "out",
+            Io::InOut => "inout",
+        }
+    }
+}
+
 /// One dimension of a tensor parameter: a shape symbol bound by the call, or a fixed size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DimSpec {
     Const(i64),
     Sym(String),
+}
+
+impl std::fmt::Display for DimSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DimSpec::Sym(s) => f.write_str(s),
+            DimSpec::Const(v) => write!(f, "{v}"),
+        }
+    }
 }
 
 /// A kernel parameter, in the order the PTX entry takes them.

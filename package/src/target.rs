@@ -107,6 +107,10 @@ pub struct Target {
     pub max_shared_bytes: u32,
     /// Registers per thread.
     pub max_regs_per_thread: u32,
+    /// Blocks one SM holds at once, and the threads they may have in all: `@occupancy` beyond
+    /// these cannot be met (ptxas does not say so).
+    pub max_blocks_per_sm: u32,
+    pub max_threads_per_sm: u32,
     /// Scheduling defaults for kernels that set neither `@num_warps` nor `--num-warps`.
     pub default_num_warps: u32,
     /// Depth of the global→shared copy pipeline when neither `@stages` nor `--stages` says.
@@ -125,6 +129,8 @@ pub const TARGETS: &[Target] = &[
         features: &[Bf16, MmaSync, Ldmatrix, CpAsync],
         max_shared_bytes: 163 * 1024,
         max_regs_per_thread: 255,
+        max_blocks_per_sm: 32,
+        max_threads_per_sm: 2048,
         default_num_warps: 4,
         default_stages: 2,
     },
@@ -136,6 +142,8 @@ pub const TARGETS: &[Target] = &[
         features: &[Bf16, MmaSync, Ldmatrix, CpAsync, Clusters, Mbarrier, Tma],
         max_shared_bytes: 227 * 1024,
         max_regs_per_thread: 255,
+        max_blocks_per_sm: 32,
+        max_threads_per_sm: 2048,
         default_num_warps: 4,
         default_stages: 2,
     },
@@ -149,6 +157,8 @@ pub const TARGETS: &[Target] = &[
         ],
         max_shared_bytes: 227 * 1024,
         max_regs_per_thread: 255,
+        max_blocks_per_sm: 32,
+        max_threads_per_sm: 2048,
         default_num_warps: 4,
         default_stages: 2,
     },
@@ -213,6 +223,27 @@ impl Target {
 
     pub fn has(&self, feature: Feature) -> bool {
         self.features.contains(&feature)
+    }
+
+    /// Whether PTX built for this target runs on a GPU of compute capability `sm` (e.g. 90):
+    /// plain targets run on their architecture and newer ones, arch-specific ones (`sm_90a`)
+    /// on exactly theirs.
+    pub fn runs_on(&self, sm: u32) -> bool {
+        if self.arch_specific {
+            self.sm == sm
+        } else {
+            self.sm <= sm
+        }
+    }
+
+    /// The target whose PTX makes the most of a GPU of compute capability `sm`: its
+    /// arch-specific target if tessel has one, else the newest plain target that runs there.
+    pub fn best_for(sm: u32) -> Option<Target> {
+        TARGETS
+            .iter()
+            .filter(|t| t.runs_on(sm))
+            .max_by_key(|t| (t.sm, t.arch_specific))
+            .copied()
     }
 
     pub fn features(&self) -> &'static [Feature] {
@@ -288,6 +319,17 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("sm_80, sm_90, sm_90a"), "{err}");
+    }
+
+    #[test]
+    fn which_gpus_run_which_ptx() {
+        let t = |n| Target::lookup(n).unwrap();
+        assert!(t("sm_80").runs_on(80) && t("sm_80").runs_on(90) && !t("sm_80").runs_on(75));
+        assert!(t("sm_90a").runs_on(90) && !t("sm_90a").runs_on(100));
+        assert_eq!(Target::best_for(90).unwrap().name, "sm_90a");
+        assert_eq!(Target::best_for(89).unwrap().name, "sm_80");
+        assert_eq!(Target::best_for(120).unwrap().name, "sm_90");
+        assert!(Target::best_for(75).is_none());
     }
 
     #[test]

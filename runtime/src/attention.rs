@@ -9,6 +9,7 @@
 use tessel_package::DType;
 
 use crate::operand::{bad, expect, expect_rank, same_dtype};
+use crate::spec::flash as spec;
 use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 /// How attention is computed.
@@ -137,7 +138,7 @@ pub fn flash_attention_forward_into(
     let p = check_qkv(OP_FWD, q, k, v, options)?;
     expect(OP_FWD, "o", &out.o, &q.shape, p.dtype)?;
     expect(OP_FWD, "lse", &out.lse, &q.shape[..3], DType::F32)?;
-    let fwd = variant(pkg, "flash_attention_fwd", &p, Some(options.causal))?;
+    let fwd = variant(pkg, spec::FWD, &p, Some(options.causal))?;
     pkg.launch(
         dev,
         fwd,
@@ -197,9 +198,9 @@ pub fn flash_attention_backward_into(
     expect(OP_BWD, "dq", &grads.dq, &q.shape, p.dtype)?;
     expect(OP_BWD, "dk", &grads.dk, &k.shape, p.dtype)?;
     expect(OP_BWD, "dv", &grads.dv, &v.shape, p.dtype)?;
-    let pre = variant(pkg, "flash_attention_bwd_preprocess", &p, None)?;
-    let dkdv = variant(pkg, "flash_attention_bwd_dkdv", &p, Some(options.causal))?;
-    let dq_k = variant(pkg, "flash_attention_bwd_dq", &p, Some(options.causal))?;
+    let pre = variant(pkg, spec::BWD_PREPROCESS, &p, None)?;
+    let dkdv = variant(pkg, spec::BWD_DKDV, &p, Some(options.causal))?;
+    let dq_k = variant(pkg, spec::BWD_DQ, &p, Some(options.causal))?;
     let delta = DeviceTensor::empty(dev, DType::F32, &q.shape[..3])?;
     let scale = Arg::Scalar(p.scale as f64);
     pkg.launch_tensors(dev, pre, &[&forward.o, d_o, &delta])?;

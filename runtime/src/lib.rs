@@ -13,11 +13,13 @@ pub mod lightning;
 pub mod memory;
 mod operand;
 pub mod package;
+pub mod spec;
 pub mod tensor;
 
 pub use device::{Device, Graph, LoadedModule};
 pub use error::RuntimeError;
 pub use package::{Arg, LoadedPackage};
+pub use spec::{OperatorSpec, OPERATORS};
 pub use tensor::{DeviceTensor, TensorView};
 pub use tessel_package as format;
 

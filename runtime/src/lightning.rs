@@ -18,13 +18,13 @@
 use tessel_package::DType;
 
 use crate::operand::{bad, expect, expect_rank, same_dtype, variant};
+use crate::spec::lightning as spec;
 use crate::{Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 const OP_FWD: &str = "lightning_attention_forward";
 const OP_BWD: &str = "lightning_attention_backward";
-const OP_DECODE: &str = "lightning_attention_decode";
-/// The kernels' block length (`BLK` in the source).
-pub const BLOCK: usize = 64;
+const OP_DECODE: &str = spec::DECODE;
+pub use crate::spec::lightning::BLOCK;
 
 /// How the operators split the sequence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -233,17 +233,9 @@ fn forward(
 ) -> Result<DeviceTensor, RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
     expect(OP_FWD, "o", o, &v.shape, dims.dtype)?;
-    let fwd = entry(pkg, "lightning_attention_fwd", &dims)?;
+    let fwd = entry(pkg, spec::FWD, &dims)?;
     let s = segments(OP_FWD, dev, pkg, fwd, opts, q)?;
-    let seg = segment_pass(
-        dev,
-        pkg,
-        "lightning_attention_segment_state",
-        [k, v],
-        slopes,
-        &dims,
-        s,
-    )?;
+    let seg = segment_pass(dev, pkg, spec::SEGMENT_STATE, [k, v], slopes, &dims, s)?;
     pkg.launch_tensors(dev, fwd, &[q, k, v, slopes, &seg, o])?;
     Ok(seg)
 }
@@ -258,7 +250,7 @@ pub fn lightning_attention_prefill(
     slopes: &DeviceTensor,
 ) -> Result<Prefill, RuntimeError> {
     let dims = check(OP_FWD, q, k, v, slopes, 3)?;
-    let state_kernel = entry(pkg, "lightning_attention_state", &dims)?;
+    let state_kernel = entry(pkg, spec::STATE, &dims)?;
     let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
     let seg = forward(dev, pkg, q, k, v, slopes, &o, &LightningOptions::default())?;
     let state = DeviceTensor::empty(dev, DType::F32, &[q.shape[0], q.shape[1], dims.d, dims.e])?;
@@ -286,7 +278,7 @@ pub fn lightning_attention_decode(
         &[q.shape[0], q.shape[1], dims.d, dims.e],
         DType::F32,
     )?;
-    let step = entry(pkg, "lightning_attention_decode", &dims)?;
+    let step = entry(pkg, spec::DECODE, &dims)?;
     let o = DeviceTensor::empty(dev, dims.dtype, &v.shape)?;
     pkg.launch_tensors(dev, step, &[q, k, v, slopes, state, &o])?;
     Ok(o)
@@ -343,28 +335,12 @@ pub fn lightning_attention_backward_into(
     expect(OP_BWD, "dq", &grads.dq, &q.shape, dims.dtype)?;
     expect(OP_BWD, "dk", &grads.dk, &k.shape, dims.dtype)?;
     expect(OP_BWD, "dv", &grads.dv, &v.shape, dims.dtype)?;
-    let dq_kernel = entry(pkg, "lightning_attention_bwd_dq", &dims)?;
-    let dk_kernel = entry(pkg, "lightning_attention_bwd_dk", &dims)?;
-    let dv_kernel = entry(pkg, "lightning_attention_bwd_dv", &dims)?;
+    let dq_kernel = entry(pkg, spec::BWD_DQ, &dims)?;
+    let dk_kernel = entry(pkg, spec::BWD_DK, &dims)?;
+    let dv_kernel = entry(pkg, spec::BWD_DV, &dims)?;
     let s = segments(OP_BWD, dev, pkg, dv_kernel, opts, q)?;
-    let seg = segment_pass(
-        dev,
-        pkg,
-        "lightning_attention_segment_state",
-        [k, v],
-        slopes,
-        &dims,
-        s,
-    )?;
-    let dseg = segment_pass(
-        dev,
-        pkg,
-        "lightning_attention_segment_dstate",
-        [q, d_o],
-        slopes,
-        &dims,
-        s,
-    )?;
+    let seg = segment_pass(dev, pkg, spec::SEGMENT_STATE, [k, v], slopes, &dims, s)?;
+    let dseg = segment_pass(dev, pkg, spec::SEGMENT_DSTATE, [q, d_o], slopes, &dims, s)?;
     pkg.launch_tensors(dev, dq_kernel, &[k, v, d_o, slopes, &seg, &grads.dq])?;
     pkg.launch_tensors(dev, dk_kernel, &[q, v, d_o, slopes, &dseg, &grads.dk])?;
     pkg.launch_tensors(dev, dv_kernel, &[q, k, d_o, slopes, &dseg, &grads.dv])?;

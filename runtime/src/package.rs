@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use cudarc::driver::{CudaFunction, PushKernelArg};
-use tessel_package::{plan, ArgInfo, KernelEntry, LaunchPlan, Package, ParamValue};
+use tessel_package::{plan, ArgInfo, KernelEntry, LaunchPlan, Package, ParamValue, Target};
 
 use crate::{Device, DeviceTensor, LoadedModule, RuntimeError};
 
@@ -16,22 +16,10 @@ pub enum Arg<'t> {
     Scalar(f64),
 }
 
-/// Whether PTX built for `arch` runs on a GPU of compute capability `sm` (e.g. 90).
+/// Whether PTX built for `arch` runs on a GPU of compute capability `sm` (e.g. 90), by the
+/// target table: an architecture tessel does not know runs nowhere.
 pub fn arch_runs_on(arch: &str, sm: u32) -> bool {
-    let digits: String = arch
-        .trim_start_matches("sm_")
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let Ok(need) = digits.parse::<u32>() else {
-        return false;
-    };
-    if arch.ends_with('a') {
-        // Arch-specific PTX (sm_90a) runs on exactly that architecture.
-        need == sm
-    } else {
-        need <= sm
-    }
+    Target::lookup(arch).is_ok_and(|t| t.runs_on(sm))
 }
 
 pub struct LoadedPackage {
@@ -110,12 +98,8 @@ impl LoadedPackage {
                 .map(|(e, _)| e)
                 .filter(|e| e.entry == kernel)
         };
-        candidates()
-            .find(|e| {
-                consts
-                    .iter()
-                    .all(|(n, v)| e.consts.iter().any(|(en, ev)| en == n && ev == v))
-            })
+        self.package
+            .find_variant(kernel, consts)
             .ok_or_else(|| RuntimeError::NoVariant {
                 kernel: kernel.into(),
                 wanted: consts

@@ -32,6 +32,7 @@ fn encode(dtype: DType, x: f64, out: &mut Vec<u8>) {
         DType::I32 => out.extend_from_slice(&(x as i32).to_le_bytes()),
         DType::Bf16 => out.extend_from_slice(&bf16::from_f64(x).to_le_bytes()),
         DType::F16 => out.extend_from_slice(&f16::from_f64(x).to_le_bytes()),
+        DType::Bool => out.push(u8::from(x != 0.0)),
     }
 }
 
@@ -41,6 +42,7 @@ fn decode(dtype: DType, bytes: &[u8]) -> f64 {
         DType::I32 => i32::from_le_bytes(bytes.try_into().expect("4 bytes")) as f64,
         DType::Bf16 => bf16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f64(),
         DType::F16 => f16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f64(),
+        DType::Bool => f64::from(bytes[0] != 0),
     }
 }
 

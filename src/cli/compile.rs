@@ -1,10 +1,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use tessel_compiler::codegen::compile_elementwise;
 use tessel_compiler::driver::compile_kernel_with;
-use tessel_compiler::lower::elementwise::{kernel_name, ElemType};
-use tessel_compiler::sched::SchedOptions;
+use tessel_compiler::sched::{SchedOptions, Strategy};
 use tessel_compiler::Target;
 
 /// Which stage `--emit` prints.
@@ -19,21 +17,14 @@ pub enum Stage {
 
 #[derive(Args)]
 pub struct CompileArgs {
-    /// A .tsl source file (or use --builtin).
-    pub file: Option<PathBuf>,
+    /// The .tsl source file.
+    pub file: PathBuf,
     /// The kernel to compile (default: the file's only kernel).
     #[arg(long)]
     pub kernel: Option<String>,
     /// Compile-time parameter values, e.g. -D BLOCK=1024 -D T=bf16.
     #[arg(short = 'D', value_name = "NAME=VALUE")]
     pub defines: Vec<String>,
-    /// A kernel built into the compiler instead of a file: `fma` (c = a*b + c) or `matmul` (bf16
-    /// C = A·B on the tensor cores).
-    #[arg(long, value_name = "NAME", conflicts_with = "file")]
-    pub builtin: Option<String>,
-    /// Element type of the `fma` builtin: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
     /// GPU architecture (see `tessel targets`).
     #[arg(long, default_value = "sm_90a")]
     pub arch: String,
@@ -55,6 +46,10 @@ pub struct CompileArgs {
     /// Blocks that must fit on one SM at once (caps registers), overriding `@occupancy`.
     #[arg(long)]
     pub occupancy: Option<u32>,
+    /// The code-generation strategy, overriding the target's own: ampere (mma.sync, ldmatrix,
+    /// cp.async) or simt (FMA dots, element copies).
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<Strategy>,
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
     #[arg(long, value_name = "FILE.tpkg")]
     pub package: Option<PathBuf>,
@@ -70,31 +65,7 @@ pub struct CompileArgs {
 
 pub fn run(args: CompileArgs) -> super::CliResult {
     let target = Target::lookup(&args.arch)?;
-    match (&args.file, args.builtin.as_deref()) {
-        (Some(file), None) => compile_file(&args, file, target),
-        (None, Some("matmul")) => {
-            if let Some(path) = &args.package {
-                tessel_compiler::package::matmul_package(target)?.write(path)?;
-                eprintln!("wrote package {}", path.display());
-            }
-            let ptx = tessel_compiler::codegen::compile_matmul(target)?;
-            write(&args, &ptx, tessel_compiler::lower::matmul::KERNEL, target)
-        }
-        (None, Some("fma")) => {
-            let dtype = ElemType::parse(&args.dtype)
-                .ok_or_else(|| format!("unknown dtype `{}` (f32, bf16, f16)", args.dtype))?;
-            if let Some(path) = &args.package {
-                tessel_compiler::package::fma_package(dtype, target)?.write(path)?;
-                eprintln!("wrote package {}", path.display());
-            }
-            let ptx = compile_elementwise(dtype, target)?;
-            write(&args, &ptx, &kernel_name(dtype), target)
-        }
-        (None, Some(other)) => {
-            Err(format!("unknown builtin kernel `{other}` (available: fma, matmul)").into())
-        }
-        _ => Err("give a .tsl file or --builtin NAME".into()),
-    }
+    compile_file(&args, &args.file, target)
 }
 
 fn compile_file(args: &CompileArgs, file: &std::path::Path, target: Target) -> super::CliResult {
@@ -157,7 +128,15 @@ fn sched_options(args: &CompileArgs) -> SchedOptions {
         stages: args.stages,
         warps: args.warps,
         occupancy: args.occupancy,
+        strategy: args.strategy,
     }
+}
+
+fn parse_strategy(name: &str) -> Result<Strategy, String> {
+    Strategy::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown strategy `{name}` (known: {})", known.join(", "))
+    })
 }
 
 /// `NAME=V1,V2,...` flags as the variant table of a package.
@@ -221,11 +200,10 @@ fn parse_warps(s: &str) -> Result<(usize, usize), String> {
     let (a, b) = s
         .split_once('x')
         .ok_or_else(|| format!("`{s}`: expected ROWSxCOLS, e.g. 2x2"))?;
+    // Whether the grid tiles the block is the scheduler's rule, as for `@warps`.
     let n = |t: &str| {
         t.parse::<usize>()
-            .ok()
-            .filter(|v| v.is_power_of_two())
-            .ok_or_else(|| format!("`{t}` is not a power of two"))
+            .map_err(|_| format!("`{t}` is not a number of warps"))
     };
     Ok((n(a)?, n(b)?))
 }

@@ -3,8 +3,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Args;
-use tessel_compiler::codegen::compile_elementwise;
-use tessel_compiler::lower::elementwise::{kernel_name, ElemType};
 use tessel_compiler::ptx::PtxStats;
 use tessel_compiler::target::TARGETS;
 
@@ -51,58 +49,18 @@ fn ptxas_report(ptxas: &PathBuf, file: &PathBuf, arch: &str) -> Result<PtxasRepo
 /// `NAME=VALUE` compile-time values.
 type Defines = &'static [(&'static str, &'static str)];
 
-/// Example files compiled from source, built into the binary so `demo` runs from anywhere:
-/// (file name, source, -D values, suffix of the output names). Every kernel of a file is built.
-const DSL_FILES: [(&str, &str, Defines, &str); 7] = [
-    ("elementwise.tsl", ELEMENTWISE, &[("T", "f32")], "_f32"),
-    ("elementwise.tsl", ELEMENTWISE, &[("T", "bf16")], "_bf16"),
-    (
-        "activation.tsl",
-        include_str!("../../dsl-examples/activation.tsl"),
-        &[],
-        "",
-    ),
-    (
-        "matmul.tsl",
-        include_str!("../../dsl-examples/matmul.tsl"),
-        &[],
-        "",
-    ),
-    (
-        "softmax.tsl",
-        include_str!("../../dsl-examples/softmax.tsl"),
-        &[],
-        "",
-    ),
-    (
-        "flash_attention.tsl",
-        include_str!("../../dsl-examples/flash_attention.tsl"),
-        &[],
-        "",
-    ),
-    (
-        "lightning_attention.tsl",
-        include_str!("../../dsl-examples/lightning_attention.tsl"),
-        &[],
-        "",
-    ),
+/// Example files compiled from source (built into the binary: `super::examples`), each with
+/// its -D values and the suffix of its output names. Every kernel of a file is built.
+const DSL_FILES: [(&str, Defines, &str); 8] = [
+    ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
+    ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
+    ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
+    ("dsl-examples/activation.tsl", &[], ""),
+    ("dsl-examples/matmul.tsl", &[], ""),
+    ("dsl-examples/softmax.tsl", &[], ""),
+    ("dsl-examples/flash_attention.tsl", &[], ""),
+    ("dsl-examples/lightning_attention.tsl", &[], ""),
 ];
-/// (file name, source, variants, package name) of the packages the runtime's operators load.
-const OPERATOR_PACKAGES: [(&str, &str, &[&str], &str); 2] = [
-    (
-        "flash_attention.tsl",
-        include_str!("../../dsl-examples/flash_attention.tsl"),
-        &["D=64,128", "CAUSAL=false,true"],
-        "flash_attention",
-    ),
-    (
-        "lightning_attention.tsl",
-        include_str!("../../dsl-examples/lightning_attention.tsl"),
-        &["D=64,128", "E=64,128"],
-        "lightning_attention",
-    ),
-];
-const ELEMENTWISE: &str = include_str!("../../dsl-examples/elementwise.tsl");
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.
 fn emit(
@@ -169,38 +127,9 @@ pub fn run(args: DemoArgs) -> super::CliResult {
         "cpasy",
         "compile"
     );
-    for dtype in ElemType::ALL {
-        for target in TARGETS {
-            let start = Instant::now();
-            let ptx = compile_elementwise(dtype, *target)?;
-            let elapsed = start.elapsed().as_secs_f64();
-            let package = tessel_compiler::package::fma_package(dtype, *target)?;
-            emit(
-                &args,
-                &kernel_name(dtype),
-                target.name,
-                &ptx,
-                &package,
-                elapsed,
-            )?;
-        }
-    }
-    for target in TARGETS {
-        let start = Instant::now();
-        let ptx = tessel_compiler::codegen::compile_matmul(*target)?;
-        let elapsed = start.elapsed().as_secs_f64();
-        let package = tessel_compiler::package::matmul_package(*target)?;
-        emit(
-            &args,
-            tessel_compiler::lower::matmul::KERNEL,
-            target.name,
-            &ptx,
-            &package,
-            elapsed,
-        )?;
-    }
     // Kernels compiled from .tsl source, for every target the scheduler can place them on.
-    for (file, source, defines, suffix) in DSL_FILES {
+    for (file, defines, suffix) in DSL_FILES {
+        let source = super::examples::source(file)?;
         let overrides = defines
             .iter()
             .map(|(k, v)| {
@@ -224,10 +153,11 @@ pub fn run(args: DemoArgs) -> super::CliResult {
         }
     }
     // Operator packages: every kernel of a file over the variants an operator of the runtime
-    // selects from (tessel_runtime::attention loads flash_attention.<arch>.tpkg).
-    for (file, source, variants, name) in OPERATOR_PACKAGES {
-        let flags: Vec<String> = variants.iter().map(|v| v.to_string()).collect();
-        let variants = super::compile::parse_variants(&flags)?;
+    // selects from, as its spec declares them (tessel_runtime::spec).
+    for spec in tessel_runtime::OPERATORS {
+        let (file, name) = (spec.source, spec.package);
+        let source = super::examples::source(file)?;
+        let variants = super::compile::parse_variants(&spec.variant_flags())?;
         for target in TARGETS {
             let start = Instant::now();
             let built = tessel_compiler::package::source_package(

@@ -9,6 +9,8 @@ pub mod compile_model;
 #[cfg(feature = "codegen")]
 pub mod demo;
 pub mod devices;
+#[cfg(feature = "codegen")]
+pub mod examples;
 pub mod generate;
 pub mod lang;
 pub mod model;

@@ -20,15 +20,6 @@ pub struct RunArgs {
     pub problem: super::ProblemArgs,
 }
 
-pub(crate) fn tir_dtype(d: DType) -> tir::DType {
-    match d {
-        DType::Bf16 => tir::DType::Bf16,
-        DType::F16 => tir::DType::F16,
-        DType::F32 => tir::DType::F32,
-        DType::I32 => tir::DType::I32,
-    }
-}
-
 /// The concrete shape of a tensor parameter for the given symbol values.
 pub(crate) fn concrete_shape(
     name: &str,
@@ -97,7 +88,7 @@ pub(crate) fn host_inputs(
             } => {
                 let shape = concrete_shape(name, dims, symbols)?;
                 let n: usize = shape.iter().product();
-                let dtype = tir_dtype(*dtype);
+                let dtype = *dtype;
                 out.push(HostArg::Tensor(if *io == Io::Out {
                     HostTensor::poisoned(dtype, shape)
                 } else {
@@ -185,7 +176,7 @@ fn tolerance(d: DType) -> f64 {
         DType::Bf16 => 1e-2,
         DType::F16 => 2e-3,
         DType::F32 => 1e-5,
-        DType::I32 => 0.0,
+        DType::I32 | DType::Bool => 0.0,
     }
 }
 
@@ -305,7 +296,7 @@ mod tests {
         let la = kernels("lightning_attention.tsl");
         let seg = la
             .iter()
-            .find(|k| k.name == "lightning_attention_segment_state")
+            .find(|k| k.name == tessel_runtime::spec::lightning::SEGMENT_STATE)
             .unwrap();
         // Its f32 state is a product of bf16-rounded decayed operands.
         assert_eq!(rounds_through(seg), Some(DType::Bf16));

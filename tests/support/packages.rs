@@ -22,6 +22,22 @@ fn example_package(
     compile_example(file, defines, variants, arch)
 }
 
+/// The package of the runtime operator `spec` for `arch`, over the variants its spec declares
+/// (what `tessel demo` builds for the GPU machine).
+#[allow(dead_code)]
+fn operator_package(
+    spec: &tessel_runtime::OperatorSpec,
+    arch: &str,
+) -> tessel_runtime::format::Package {
+    let flags = spec.variant_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let file = spec
+        .source
+        .strip_prefix("dsl-examples/")
+        .expect("operator sources live in dsl-examples/");
+    example_package(spec.package, file, &[], &flags, arch)
+}
+
 #[cfg(feature = "codegen")]
 fn compile_example(
     file: &str,

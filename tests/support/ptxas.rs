@@ -36,7 +36,11 @@ impl Ptxas {
         };
         let dir = std::env::temp_dir().join(format!("tessel-ptxas-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let file = dir.join(format!("{arch}-{:x}.ptx", fxhash(ptx)));
+        // One file per call: tests assembling the same PTX on several threads must not remove
+        // each other's input.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = dir.join(format!("{arch}-{:x}-{call}.ptx", fxhash(ptx)));
         std::fs::write(&file, ptx).map_err(|e| e.to_string())?;
         let out = Command::new(ptxas)
             .arg(format!("-arch={arch}"))

@@ -335,6 +335,172 @@ impl Machine<'_, '_> {
             .collect()
     }
 
+    fn broadcast(&self, x: ValueId, shape: &[usize]) -> Vec<f64> {
+        let src = self.get(x);
+        let sst = strides(&src.ty.shape);
+        let n: usize = shape.iter().product();
+        let mut idx = vec![0; shape.len()];
+        (0..n)
+            .map(|i| {
+                unflatten(i, shape, &mut idx);
+                let off: usize = idx
+                    .iter()
+                    .zip(&src.ty.shape)
+                    .zip(&sst)
+                    .map(|((i, d), s)| if *d == 1 { 0 } else { i * s })
+                    .sum();
+                src.data[off]
+            })
+            .collect()
+    }
+
+    fn reduce(&self, op: ReduceOp, x: ValueId, axis: usize, dtype: DType) -> Vec<f64> {
+        let t = self.get(x);
+        let shape = &t.ty.shape;
+        let (outer, len, inner) = (
+            shape[..axis].iter().product::<usize>(),
+            shape[axis],
+            shape[axis + 1..].iter().product::<usize>(),
+        );
+        let mut out = Vec::with_capacity(outer * inner);
+        for o in 0..outer {
+            for i in 0..inner {
+                let vals = (0..len).map(|r| t.data[(o * len + r) * inner + i]);
+                out.push(round(
+                    dtype,
+                    match op {
+                        ReduceOp::Sum => vals.sum(),
+                        ReduceOp::Max => vals.fold(f64::NEG_INFINITY, f64::max),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    fn dot(
+        &self,
+        a: ValueId,
+        b: ValueId,
+        acc: Option<ValueId>,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Vec<f64> {
+        let (ta, tb) = (self.get(a), self.get(b));
+        let (sa, sb) = (&ta.ty.shape, &tb.ty.shape);
+        let (m, k) = if trans_a {
+            (sa[1], sa[0])
+        } else {
+            (sa[0], sa[1])
+        };
+        let n = if trans_b { sb[0] } else { sb[1] };
+        let at = |i: usize, kk: usize| {
+            if trans_a {
+                ta.data[kk * sa[1] + i]
+            } else {
+                ta.data[i * sa[1] + kk]
+            }
+        };
+        let bt = |kk: usize, j: usize| {
+            if trans_b {
+                tb.data[j * sb[1] + kk]
+            } else {
+                tb.data[kk * sb[1] + j]
+            }
+        };
+        let accd = acc.map(|c| self.get(c).data.clone());
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k).map(|kk| at(i, kk) * bt(kk, j)).sum();
+                let base = accd.as_ref().map_or(0.0, |c| c[i * n + j]);
+                out[i * n + j] = round(DType::F32, s + base);
+            }
+        }
+        out
+    }
+
+    fn load(
+        &self,
+        tensor: usize,
+        starts: &[ValueId],
+        extents: &[Option<usize>],
+        mask: Option<ValueId>,
+        fill: f64,
+    ) -> Vec<f64> {
+        let offs = self.slice_offsets(tensor, starts, extents);
+        let maskd = mask.map(|m| self.get(m).data.clone());
+        let HostArg::Tensor(t) = &self.args[tensor] else {
+            unreachable!("checked")
+        };
+        let fill = round(t.dtype, fill);
+        offs.iter()
+            .enumerate()
+            .map(|(i, o)| match (o, &maskd) {
+                (Some(_), Some(m)) if m[i] == 0.0 => fill,
+                (Some(o), _) => t.data[*o],
+                (None, _) => fill,
+            })
+            .collect()
+    }
+
+    fn store(
+        &mut self,
+        tensor: usize,
+        starts: &[ValueId],
+        extents: &[Option<usize>],
+        value: ValueId,
+        mask: Option<ValueId>,
+    ) {
+        let offs = self.slice_offsets(tensor, starts, extents);
+        let maskd = mask.map(|m| self.get(m).data.clone());
+        let vals = self.get(value).data.clone();
+        let HostArg::Tensor(t) = &mut self.args[tensor] else {
+            unreachable!("checked")
+        };
+        for (i, o) in offs.iter().enumerate() {
+            if let Some(o) = o {
+                if maskd.as_ref().is_none_or(|m| m[i] != 0.0) {
+                    t.data[*o] = vals[i];
+                }
+            }
+        }
+    }
+
+    fn for_loop(
+        &mut self,
+        inst: &Inst,
+        (lo, hi, step): (ValueId, ValueId, ValueId),
+        inits: &[ValueId],
+        body: &Block,
+    ) -> Result<(), InterpError> {
+        let (lo, hi, step) = (
+            self.scalar(lo) as i64,
+            self.scalar(hi) as i64,
+            self.scalar(step) as i64,
+        );
+        let mut carried: Vec<Vec<f64>> = inits.iter().map(|v| self.get(*v).data.clone()).collect();
+        let mut iv = lo;
+        while iv < hi && step > 0 {
+            self.set(body.args[0], vec![iv as f64]);
+            for (a, d) in body.args[1..].iter().zip(&carried) {
+                self.set(*a, d.clone());
+            }
+            self.block(body)?;
+            if let Some(Inst {
+                op: Op::Yield(ys), ..
+            }) = body.insts.last()
+            {
+                carried = ys.iter().map(|y| self.get(*y).data.clone()).collect();
+            }
+            iv += step;
+        }
+        for (r, d) in inst.results.iter().zip(carried) {
+            self.set(*r, d);
+        }
+        Ok(())
+    }
+
     fn inst(&mut self, inst: &Inst) -> Result<(), InterpError> {
         let out_ty = inst.results.first().map(|r| self.k.ty(*r).clone());
         let dtype = out_ty.as_ref().map(|t| t.dtype).unwrap_or(DType::F32);
@@ -360,24 +526,7 @@ impl Machine<'_, '_> {
             },
             Op::Iota(n) => (0..*n).map(|i| i as f64).collect(),
             Op::Splat { x, shape } => vec![self.scalar(*x); shape.iter().product()],
-            Op::Broadcast { x, shape } => {
-                let src = self.get(*x);
-                let sst = strides(&src.ty.shape);
-                let n: usize = shape.iter().product();
-                let mut idx = vec![0; shape.len()];
-                (0..n)
-                    .map(|i| {
-                        unflatten(i, shape, &mut idx);
-                        let off: usize = idx
-                            .iter()
-                            .zip(&src.ty.shape)
-                            .zip(&sst)
-                            .map(|((i, d), s)| if *d == 1 { 0 } else { i * s })
-                            .sum();
-                        src.data[off]
-                    })
-                    .collect()
-            }
+            Op::Broadcast { x, shape } => self.broadcast(*x, shape),
             Op::ExpandDims { x, .. } => self.get(*x).data.clone(),
             Op::Trans { x } => {
                 let t = self.get(*x);
@@ -445,91 +594,21 @@ impl Machine<'_, '_> {
                     })
                     .collect()
             }
-            Op::Reduce { op, x, axis } => {
-                let t = self.get(*x);
-                let shape = &t.ty.shape;
-                let (outer, len, inner) = (
-                    shape[..*axis].iter().product::<usize>(),
-                    shape[*axis],
-                    shape[*axis + 1..].iter().product::<usize>(),
-                );
-                let mut out = Vec::with_capacity(outer * inner);
-                for o in 0..outer {
-                    for i in 0..inner {
-                        let vals = (0..len).map(|r| t.data[(o * len + r) * inner + i]);
-                        out.push(round(
-                            dtype,
-                            match op {
-                                ReduceOp::Sum => vals.sum(),
-                                ReduceOp::Max => vals.fold(f64::NEG_INFINITY, f64::max),
-                            },
-                        ));
-                    }
-                }
-                out
-            }
+            Op::Reduce { op, x, axis } => self.reduce(*op, *x, *axis, dtype),
             Op::Dot {
                 a,
                 b,
                 acc,
                 trans_a,
                 trans_b,
-            } => {
-                let (ta, tb) = (self.get(*a), self.get(*b));
-                let (sa, sb) = (&ta.ty.shape, &tb.ty.shape);
-                let (m, k) = if *trans_a {
-                    (sa[1], sa[0])
-                } else {
-                    (sa[0], sa[1])
-                };
-                let n = if *trans_b { sb[0] } else { sb[1] };
-                let at = |i: usize, kk: usize| {
-                    if *trans_a {
-                        ta.data[kk * sa[1] + i]
-                    } else {
-                        ta.data[i * sa[1] + kk]
-                    }
-                };
-                let bt = |kk: usize, j: usize| {
-                    if *trans_b {
-                        tb.data[j * sb[1] + kk]
-                    } else {
-                        tb.data[kk * sb[1] + j]
-                    }
-                };
-                let accd = acc.map(|c| self.get(c).data.clone());
-                let mut out = vec![0.0; m * n];
-                for i in 0..m {
-                    for j in 0..n {
-                        let s: f64 = (0..k).map(|kk| at(i, kk) * bt(kk, j)).sum();
-                        let base = accd.as_ref().map_or(0.0, |c| c[i * n + j]);
-                        out[i * n + j] = round(DType::F32, s + base);
-                    }
-                }
-                out
-            }
+            } => self.dot(*a, *b, *acc, *trans_a, *trans_b),
             Op::Load {
                 tensor,
                 starts,
                 extents,
                 mask,
                 fill,
-            } => {
-                let offs = self.slice_offsets(*tensor, starts, extents);
-                let maskd = mask.map(|m| self.get(m).data.clone());
-                let HostArg::Tensor(t) = &self.args[*tensor] else {
-                    unreachable!("checked")
-                };
-                let fill = round(t.dtype, *fill);
-                offs.iter()
-                    .enumerate()
-                    .map(|(i, o)| match (o, &maskd) {
-                        (Some(_), Some(m)) if m[i] == 0.0 => fill,
-                        (Some(o), _) => t.data[*o],
-                        (None, _) => fill,
-                    })
-                    .collect()
-            }
+            } => self.load(*tensor, starts, extents, *mask, *fill),
             Op::Store {
                 tensor,
                 starts,
@@ -537,19 +616,7 @@ impl Machine<'_, '_> {
                 value,
                 mask,
             } => {
-                let offs = self.slice_offsets(*tensor, starts, extents);
-                let maskd = mask.map(|m| self.get(m).data.clone());
-                let vals = self.get(*value).data.clone();
-                let HostArg::Tensor(t) = &mut self.args[*tensor] else {
-                    unreachable!("checked")
-                };
-                for (i, o) in offs.iter().enumerate() {
-                    if let Some(o) = o {
-                        if maskd.as_ref().is_none_or(|m| m[i] != 0.0) {
-                            t.data[*o] = vals[i];
-                        }
-                    }
-                }
+                self.store(*tensor, starts, extents, *value, *mask);
                 return Ok(());
             }
             Op::For {
@@ -558,34 +625,7 @@ impl Machine<'_, '_> {
                 step,
                 inits,
                 body,
-            } => {
-                let (lo, hi, step) = (
-                    self.scalar(*lo) as i64,
-                    self.scalar(*hi) as i64,
-                    self.scalar(*step) as i64,
-                );
-                let mut carried: Vec<Vec<f64>> =
-                    inits.iter().map(|v| self.get(*v).data.clone()).collect();
-                let mut iv = lo;
-                while iv < hi && step > 0 {
-                    self.set(body.args[0], vec![iv as f64]);
-                    for (a, d) in body.args[1..].iter().zip(&carried) {
-                        self.set(*a, d.clone());
-                    }
-                    self.block(body)?;
-                    if let Some(Inst {
-                        op: Op::Yield(ys), ..
-                    }) = body.insts.last()
-                    {
-                        carried = ys.iter().map(|y| self.get(*y).data.clone()).collect();
-                    }
-                    iv += step;
-                }
-                for (r, d) in inst.results.iter().zip(carried) {
-                    self.set(*r, d);
-                }
-                return Ok(());
-            }
+            } => return self.for_loop(inst, (*lo, *hi, *step), inits, body),
             Op::Yield(_) => return Ok(()),
         };
         if let Some(r) = inst.results.first() {

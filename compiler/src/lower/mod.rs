@@ -3,17 +3,46 @@
 //! Kernels are built in MLIR's upstream dialects (llvm, nvvm, arith, scf; nvgpu and gpu as the
 //! matrix path grows), converted to the LLVM dialect by MLIR's own passes, and translated into an
 //! LLVM module that lives in the caller's inkwell context. `codegen` takes it from there.
+//!
+//! A scheduled Tile IR kernel becomes MLIR in [`build_text`]. The schedule has made every
+//! decision; the lowering only spells it out, so each file below is one concern and reads alone:
+//!
+//! - `emit`: the typed emitter, the only place that spells MLIR ops; `ptx_templates`: every
+//!   inline-PTX instruction;
+//! - `entry`: the kernel function, its parameters (in `crate::abi`'s order) and the thread-invariant
+//!   values computed once at entry;
+//! - `inst`: one Tile IR instruction at a time; `scalar`: the per-register arithmetic; `layout`:
+//!   moving a tile between register layouts;
+//! - `global`, `shared`: tiles to and from global memory and shared memory (`cp.async` staging);
+//! - `dot`, `mma`, `fma`: matrix products per unit; `reduce`; `loops`: `scf.for` and software
+//!   pipelining.
+//!
+//! Every tile is unrolled into the registers its layout gives a thread: a value becomes one SSA
+//! name per register (one for uniform values), so the schedule's layouts are the code and nothing
+//! is left for MLIR's passes to decide.
 
-pub mod elementwise;
-pub mod matmul;
-pub mod tiles;
+mod dot;
+mod emit;
+mod entry;
+mod fma;
+mod global;
+mod inst;
+mod layout;
+mod loops;
+mod mma;
+mod ptx_templates;
+mod reduce;
+mod scalar;
+mod shared;
+
+pub use entry::build_text;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use melior::dialect::DialectRegistry;
-use melior::ir::operation::{OperationBuilder, OperationLike};
-use melior::ir::{Location, Module, Operation, Type, Value};
+use melior::ir::operation::OperationLike;
+use melior::ir::Module;
 use melior::pass::PassManager;
 use melior::utility::{
     parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
@@ -21,6 +50,13 @@ use melior::utility::{
 use melior::Context;
 
 use crate::CompileError;
+
+type R<T> = Result<T, CompileError>;
+
+/// An invariant of the schedule that the tile lowering found broken.
+fn err(what: impl Into<String>) -> CompileError {
+    CompileError::mlir("tile lowering", what.into())
+}
 
 /// The conversion pipeline from tessel's mix of dialects to the LLVM dialect only.
 pub const TO_LLVM_PIPELINE: &str = "builtin.module(convert-scf-to-cf,convert-nvvm-to-llvm,\
@@ -111,63 +147,4 @@ impl Default for MlirSession {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Builds one operation and returns it, turning melior's build failure into a `CompileError`.
-/// melior's typed helpers panic on a malformed op; tessel's builders go through here instead.
-pub(crate) fn build_op<'c>(builder: OperationBuilder<'c>) -> Result<Operation<'c>, CompileError> {
-    builder
-        .build()
-        .map_err(|e| CompileError::mlir("building an operation", e.to_string()))
-}
-
-/// `&base[index]` for elements of `elem`, with a dynamic index (`index` of any integer type), in
-/// the address space of `base`'s type `ptr_type`.
-pub(crate) fn gep<'c>(
-    context: &'c Context,
-    location: Location<'c>,
-    base: Value<'c, '_>,
-    index: Value<'c, '_>,
-    elem: Type<'c>,
-    ptr_type: Type<'c>,
-) -> Result<Operation<'c>, CompileError> {
-    use melior::ir::attribute::{DenseI32ArrayAttribute, TypeAttribute};
-    use melior::ir::Identifier;
-    build_op(
-        OperationBuilder::new("llvm.getelementptr", location)
-            .add_attributes(&[
-                // i32::MIN marks the one index as dynamic (LLVM dialect's kDynamicIndex).
-                (
-                    Identifier::new(context, "rawConstantIndices"),
-                    DenseI32ArrayAttribute::new(context, &[i32::MIN]).into(),
-                ),
-                (
-                    Identifier::new(context, "elem_type"),
-                    TypeAttribute::new(elem).into(),
-                ),
-            ])
-            .add_operands(&[base, index])
-            .add_results(&[ptr_type]),
-    )
-}
-
-/// Reads one PTX special register (`%tid.x`, `%ctaid.x`, ...) as an i32.
-pub(crate) fn special_register<'c>(
-    context: &'c Context,
-    name: &str,
-    location: Location<'c>,
-) -> Result<Operation<'c>, CompileError> {
-    let i32t: Type = melior::ir::r#type::IntegerType::new(context, 32).into();
-    build_op(
-        OperationBuilder::new(&format!("nvvm.read.ptx.sreg.{name}"), location).add_results(&[i32t]),
-    )
-}
-
-/// The first result of an operation just appended to a block.
-pub(crate) fn result<'c, 'a>(
-    op: melior::ir::OperationRef<'c, 'a>,
-) -> Result<Value<'c, 'a>, CompileError> {
-    op.result(0)
-        .map(Into::into)
-        .map_err(|e| CompileError::mlir("reading a result", e.to_string()))
 }

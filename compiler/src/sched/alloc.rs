@@ -1,16 +1,19 @@
 //! Shared-memory allocation by liveness.
 //!
-//! The kernel's values are numbered in program order (loop bodies inline); a buffer lives from
+//! Writes `buffers`, `staged[_].buffer`, `scratch_offset` and `shared_bytes`.
+//!
+//! Positions are program order with loop bodies inline ([`Facts`]); a buffer lives from
 //! its definition to its last use, stretched to the end of every loop that re-reads it, or over
 //! its whole loop when a pipeline prefetches into it. Buffers whose live ranges overlap interfere
 //! (edges of a petgraph graph); each is placed, largest first, at the lowest 16-byte-aligned
 //! offset clear of the buffers it interferes with that are already placed.
 
-use std::collections::HashMap;
-
 use petgraph::graph::{NodeIndex, UnGraph};
 
-use crate::tir::{Block, Kernel, Op, ValueId};
+use super::staging::staged_loads;
+use super::{Ctx, SchedError, Schedule};
+use crate::tir::facts::Facts;
+use crate::tir::ValueId;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BufferUse {
@@ -29,71 +32,69 @@ pub struct Buffer {
     pub live: (usize, usize),
 }
 
-#[derive(Default)]
-struct Positions {
-    def: HashMap<ValueId, usize>,
-    /// Per use: the position and the loops (innermost last) around it.
-    uses: HashMap<ValueId, Vec<(usize, Vec<ValueId>)>>,
-    loops: HashMap<ValueId, (usize, usize)>,
-    next: usize,
-}
-
-fn number(block: &Block, stack: &mut Vec<ValueId>, p: &mut Positions) {
-    for inst in &block.insts {
-        let here = p.next;
-        p.next += 1;
-        for o in inst.op.operands() {
-            p.uses.entry(o).or_default().push((here, stack.clone()));
-        }
-        for r in &inst.results {
-            p.def.insert(*r, here);
-        }
-        if let Op::For { body, .. } = &inst.op {
-            let iv = body.args[0];
-            let start = p.next;
-            for a in &body.args {
-                p.def.insert(*a, start);
+/// Places the staged buffers (one slot per pipeline stage), then the scratch region after them,
+/// and refuses a schedule that needs more shared memory than the target has.
+pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
+    let stages = cx.hints.stages(&cx.target);
+    let uses: Vec<BufferUse> = staged_loads(cx, s)
+        .iter()
+        .map(|v| {
+            let st = &s.staged[v];
+            BufferUse {
+                value: *v,
+                bytes: st.tile.bytes() * st.pipelined.map_or(1, |_| stages),
+                whole_loop: st.pipelined,
             }
-            stack.push(iv);
-            number(body, stack, p);
-            stack.pop();
-            p.loops.insert(iv, (start, p.next));
-            // The loop's results appear after its body.
-            for r in &inst.results {
-                p.def.insert(*r, p.next);
-            }
+        })
+        .collect();
+    let (buffers, staged_bytes) = allocate(&cx.facts, &uses);
+    for (i, b) in buffers.iter().enumerate() {
+        if let Some(st) = s.staged.get_mut(&b.value) {
+            st.buffer = i;
         }
     }
+    s.buffers = buffers;
+    s.scratch_offset = staged_bytes.div_ceil(16) * 16;
+    s.shared_bytes = s.scratch_offset + s.scratch_bytes;
+    let target = &cx.target;
+    if s.shared_bytes > target.max_shared_bytes as usize {
+        return Err(cx.refuse(
+            "shared memory",
+            format!(
+                "{} bytes needed, {} allows {}; lower @stages or the block tile",
+                s.shared_bytes, target.name, target.max_shared_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A buffer's live range in program positions: from its definition to its last use, a use inside
+/// a loop that the definition is outside of standing for the whole loop.
+fn live_range(facts: &Facts, u: &BufferUse) -> (usize, usize) {
+    if let Some(span) = u.whole_loop.and_then(|l| facts.loop_span(l)) {
+        return (span.start, span.end);
+    }
+    let def = facts.def_position(u.value);
+    let mut end = def;
+    for (at, user) in facts.uses(u.value) {
+        let mut e = at;
+        for l in &user.loops {
+            if let Some(span) = facts.loop_span(*l) {
+                if def < span.start {
+                    e = e.max(span.end);
+                    break;
+                }
+            }
+        }
+        end = end.max(e);
+    }
+    (def, end)
 }
 
 /// Places `uses` in shared memory; returns the buffers and the bytes they span.
-pub fn allocate(k: &Kernel, uses: &[BufferUse]) -> (Vec<Buffer>, usize) {
-    let mut pos = Positions::default();
-    number(&k.body, &mut Vec::new(), &mut pos);
-    let live: Vec<(usize, usize)> = uses
-        .iter()
-        .map(|u| {
-            if let Some(l) = u.whole_loop.and_then(|l| pos.loops.get(&l)) {
-                return *l;
-            }
-            let def = pos.def.get(&u.value).copied().unwrap_or(0);
-            let mut end = def;
-            for (at, loops) in pos.uses.get(&u.value).into_iter().flatten() {
-                let mut e = *at;
-                // A loop that the definition is outside of re-reads the value every iteration.
-                for l in loops {
-                    if let Some(&(s, le)) = pos.loops.get(l) {
-                        if def < s {
-                            e = e.max(le);
-                            break;
-                        }
-                    }
-                }
-                end = end.max(e);
-            }
-            (def, end)
-        })
-        .collect();
+fn allocate(facts: &Facts, uses: &[BufferUse]) -> (Vec<Buffer>, usize) {
+    let live: Vec<(usize, usize)> = uses.iter().map(|u| live_range(facts, u)).collect();
     let mut g: UnGraph<usize, ()> = UnGraph::new_undirected();
     let nodes: Vec<NodeIndex> = (0..uses.len()).map(|i| g.add_node(i)).collect();
     for i in 0..uses.len() {

@@ -4,7 +4,8 @@ use super::elaborate::{err, Elaborator, Res, Val};
 use crate::syntax::ast::{self, ExprKind, Span};
 use crate::tir::{BinaryOp, DType, Literal, Op, ParamKind, ReduceOp, TileType, UnaryOp, ValueId};
 
-/// Every built-in, with its signature as users write it (for "unknown function" notes).
+/// Every built-in besides the elementwise math functions (which are Tile IR's unary ops, listed
+/// once there: see [`unary_function`]), with its signature as users write it.
 pub const BUILTINS: &[(&str, &str)] = &[
     ("program_id", "program_id(axis)"),
     ("num_programs", "num_programs(axis)"),
@@ -12,14 +13,6 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("full", "full<T>(value, d0, d1, ...)"),
     ("iota", "iota(n)"),
     ("cast", "cast<T>(x)"),
-    ("exp", "exp(x)"),
-    ("exp2", "exp2(x)"),
-    ("log", "log(x)"),
-    ("sqrt", "sqrt(x)"),
-    ("rsqrt", "rsqrt(x)"),
-    ("sigmoid", "sigmoid(x)"),
-    ("silu", "silu(x)"),
-    ("abs", "abs(x)"),
     ("max", "max(a, b) or max(x, axis = k)"),
     ("min", "min(a, b)"),
     ("sum", "sum(x, axis = k)"),
@@ -32,6 +25,30 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("load", "load(t[start : +len, ...], fill = 0.0, mask = m)"),
     ("store", "store(t[start : +len, ...], value, mask = m)"),
 ];
+
+/// The unary op a function name denotes (`exp`, `rsqrt`, ...), by Tile IR's op table.
+fn unary_function(name: &str) -> Option<UnaryOp> {
+    UnaryOp::parse(name).filter(|op| op.is_function())
+}
+
+/// The signature users write for the built-in `name` (for argument-count messages).
+fn signature(name: &str) -> String {
+    match BUILTINS.iter().find(|(n, _)| *n == name) {
+        Some((_, sig)) => sig.to_string(),
+        None if unary_function(name).is_some() => format!("{name}(x)"),
+        None => String::new(),
+    }
+}
+
+/// Every function name the language knows, for "did you mean" notes.
+fn function_names() -> Vec<String> {
+    let unary = UnaryOp::ALL.iter().filter(|op| op.is_function());
+    BUILTINS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .chain(unary.map(|op| op.name().to_string()))
+        .collect()
+}
 
 /// A call's arguments, split into positional and named, checked against what the function takes.
 struct Args<'e> {
@@ -96,11 +113,7 @@ impl<'e> Args<'e> {
             } else {
                 format!("{} to {}", arity.start(), arity.end())
             };
-            let sig = BUILTINS
-                .iter()
-                .find(|(n, _)| *n == func.name)
-                .map(|(_, s)| *s)
-                .unwrap_or("");
+            let sig = signature(&func.name);
             return Err(err(
                 call,
                 format!(
@@ -280,7 +293,7 @@ impl Elaborator<'_> {
                     self.emit(Op::Cast { x, to }, TileType::new(to, t.shape)),
                 ))
             }
-            "exp" | "exp2" | "log" | "sqrt" | "rsqrt" | "sigmoid" | "silu" | "abs" => {
+            _ if unary_function(name).is_some() => {
                 let a = Args::new(func, args, &[], 1..=1, span)?;
                 let x = if name == "abs" {
                     self.tile(&a.positional[0].value)?
@@ -295,7 +308,7 @@ impl Elaborator<'_> {
                         "wrong element type",
                     ));
                 }
-                let op = UnaryOp::parse(name).expect("every listed math function is a unary op");
+                let op = unary_function(name).expect("matched by the arm's guard");
                 Ok(Val::Tile(self.emit(Op::Unary { op, x }, t)))
             }
             "sum" | "max" | "min" => {
@@ -599,7 +612,7 @@ impl Elaborator<'_> {
             }
             "load" | "store" => self.memory(func, args, span),
             _ => {
-                let names: Vec<String> = BUILTINS.iter().map(|(n, _)| n.to_string()).collect();
+                let names = function_names();
                 let mut d = err(
                     func.span,
                     format!("unknown function `{func}`"),

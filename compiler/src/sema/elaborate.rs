@@ -302,66 +302,25 @@ impl<'a> Elaborator<'a> {
     }
 
     fn attributes(&mut self) -> Res<Vec<(String, Vec<i64>)>> {
-        const KNOWN: [(&str, &str); 5] = [
-            ("occupancy", "blocks that must fit on one SM at once"),
-            ("num_warps", "warps per block"),
-            ("warps", "how the warps tile a dot's output (rows, columns)"),
-            (
-                "stages",
-                "software-pipelining depth of global→shared copies",
-            ),
-            ("block", "block tile sizes"),
-        ];
-        let mut out: Vec<(String, Vec<i64>)> = Vec::new();
+        let mut checked = super::hints::Checked::default();
         for a in &self.kernel.attributes {
-            if !KNOWN.iter().any(|(n, _)| *n == a.name.name) {
-                let known: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
-                return Err(err(
-                    a.name.span,
-                    format!("unknown attribute `@{}`", a.name),
-                    "not an attribute tessel knows",
-                )
-                .with_note(format!("known attributes: {}", known.join(", "))));
-            }
-            if out.iter().any(|(n, _)| *n == a.name.name) {
-                return Err(err(
-                    a.span,
-                    format!("attribute `@{}` is given twice", a.name),
-                    "repeated",
-                ));
-            }
+            let hint = checked.name(a)?;
             let mut args = Vec::new();
             for arg in &a.args {
                 match self.expr(&arg.value)? {
-                    Val::Int(i) if i > 0 => args.push(i),
+                    Val::Int(i) => args.push(i),
                     _ => {
                         return Err(err(
                             arg.span,
-                            "attribute arguments must be positive compile-time integers",
-                            "not a positive integer",
+                            "attribute arguments must be compile-time integers",
+                            "not an integer",
                         ))
                     }
                 }
             }
-            if args.is_empty() {
-                return Err(err(
-                    a.span,
-                    format!("`@{}` needs a value", a.name),
-                    "missing value",
-                ));
-            }
-            if a.name.name == "num_warps"
-                && !(args.len() == 1 && (args[0] as u64).is_power_of_two() && args[0] <= 32)
-            {
-                return Err(err(
-                    a.span,
-                    "`@num_warps` takes one power of two between 1 and 32",
-                    "invalid warp count",
-                ));
-            }
-            out.push((a.name.name.clone(), args));
+            checked.add(a, hint, args)?;
         }
-        Ok(out)
+        checked.finish()
     }
 
     pub(super) fn dtype_of(&self, id: &ast::Ident) -> Res<DType> {

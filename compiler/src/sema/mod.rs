@@ -7,6 +7,7 @@
 
 mod builtins;
 mod elaborate;
+mod hints;
 
 use std::collections::HashMap;
 

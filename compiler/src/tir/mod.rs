@@ -6,6 +6,7 @@
 //! nested block whose arguments are the induction variable and the loop-carried tiles, and which
 //! ends in `yield`. The text form (see `print` and `parse`) round-trips exactly.
 
+pub mod facts;
 mod parse;
 mod print;
 mod verify;
@@ -15,51 +16,9 @@ pub use verify::verify;
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    Bf16,
-    F16,
-    F32,
-    I32,
-    Bool,
-}
-
-impl DType {
-    pub const ALL: [DType; 5] = [DType::Bf16, DType::F16, DType::F32, DType::I32, DType::Bool];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::Bf16 => "bf16",
-            DType::F16 => "f16",
-            DType::F32 => "f32",
-            DType::I32 => "i32",
-            DType::Bool => "bool",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DType> {
-        Self::ALL.into_iter().find(|d| d.name() == s)
-    }
-
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::Bf16 | DType::F16 | DType::F32)
-    }
-
-    /// Bytes per element in global memory.
-    pub fn size(self) -> usize {
-        match self {
-            DType::Bf16 | DType::F16 => 2,
-            DType::F32 | DType::I32 => 4,
-            DType::Bool => 1,
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// Element types and tensor directions are the package format's, so the compiler, the manifest
+/// and the runtime share one definition and convert nothing.
+pub use tessel_package::{DType, Io};
 
 /// The type of a tile: element type and shape (empty shape = scalar).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,37 +71,9 @@ impl fmt::Display for ValueId {
 /// Launch-grid extents: shared with the package format, which the runtime evaluates.
 pub use tessel_package::ShapeExpr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Io {
-    In,
-    Out,
-    InOut,
-}
-
-impl Io {
-    pub fn name(self) -> &'static str {
-        match self {
-            Io::In => "in",
-            Io::Out => "out",
-            Io::InOut => "inout",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dim {
-    Sym(String),
-    Const(i64),
-}
-
-impl fmt::Display for Dim {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Dim::Sym(s) => f.write_str(s),
-            Dim::Const(v) => write!(f, "{v}"),
-        }
-    }
-}
+/// One dimension of a global tensor: a shape symbol bound at launch, or a fixed size (the
+/// manifest's own type).
+pub use tessel_package::DimSpec as Dim;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamKind {
@@ -236,6 +167,8 @@ pub enum ReduceOp {
 macro_rules! names {
     ($ty:ty { $($v:ident => $s:literal),* $(,)? }) => {
         impl $ty {
+            /// Every operation of the kind, in its table's order: the one list of them.
+            pub const ALL: &'static [Self] = &[$(Self::$v),*];
             pub fn name(self) -> &'static str { match self { $(Self::$v => $s),* } }
             pub fn parse(s: &str) -> Option<Self> { match s { $($s => Some(Self::$v),)* _ => None } }
         }
@@ -247,6 +180,14 @@ names!(BinaryOp { Add => "add", Sub => "sub", Mul => "mul", Div => "div", Rem =>
     Max => "max", Min => "min", And => "and", Or => "or" });
 names!(CmpOp { Eq => "eq", Ne => "ne", Lt => "lt", Le => "le", Gt => "gt", Ge => "ge" });
 names!(ReduceOp { Sum => "sum", Max => "max" });
+
+impl UnaryOp {
+    /// Whether the language spells it as a function, `exp(x)`; `neg` and `not` are the
+    /// operators `-x` and `!x`.
+    pub fn is_function(self) -> bool {
+        !matches!(self, UnaryOp::Neg | UnaryOp::Not)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {

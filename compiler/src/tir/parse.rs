@@ -316,6 +316,132 @@ impl Ctx {
         Ok(Block { args, insts })
     }
 
+    /// `load t[s +e, ...] [mask m] fill f` or `store t[s +e, ...], v [mask m]`.
+    fn memory(&mut self, store: bool) -> Result<Op, TirParseError> {
+        let lx = &mut self.lx;
+        let name = lx.word()?;
+        lx.punct('[')?;
+        let mut starts = Vec::new();
+        let mut extents = Vec::new();
+        while !lx.is_punct(']') {
+            starts.push(lx.value()?);
+            extents.push(if lx.eat_punct('+') {
+                Some(lx.usize()?)
+            } else {
+                None
+            });
+            if !lx.eat_punct(',') {
+                break;
+            }
+        }
+        lx.punct(']')?;
+        let value = if store {
+            lx.punct(',')?;
+            Some(lx.value()?)
+        } else {
+            None
+        };
+        let mask = if lx.eat_word("mask") {
+            Some(lx.value()?)
+        } else {
+            None
+        };
+        let tensor = self.param_index(&name)?;
+        Ok(match value {
+            Some(value) => Op::Store {
+                tensor,
+                starts,
+                extents,
+                value,
+                mask,
+            },
+            None => {
+                self.lx.keyword("fill")?;
+                Op::Load {
+                    tensor,
+                    starts,
+                    extents,
+                    mask,
+                    fill: self.lx.float()?,
+                }
+            }
+        })
+    }
+
+    /// `for %iv = %lo to %hi step %s [iter(%a: T = %init, ...)] { ... }`.
+    fn for_loop(&mut self, results: Vec<ValueId>) -> Result<Inst, TirParseError> {
+        let lx = &mut self.lx;
+        let iv = lx.value()?;
+        lx.punct('=')?;
+        let lo = lx.value()?;
+        lx.keyword("to")?;
+        let hi = lx.value()?;
+        lx.keyword("step")?;
+        let step = lx.value()?;
+        let mut args = vec![iv];
+        let mut inits = Vec::new();
+        let mut arg_types = Vec::new();
+        if lx.eat_word("iter") {
+            lx.punct('(')?;
+            loop {
+                let arg = lx.value()?;
+                lx.punct(':')?;
+                let ty = lx.tile_type()?;
+                lx.punct('=')?;
+                inits.push(lx.value()?);
+                args.push(arg);
+                arg_types.push(ty);
+                if !lx.eat_punct(',') {
+                    break;
+                }
+            }
+            lx.punct(')')?;
+        }
+        lx.punct('{')?;
+        self.define(iv, TileType::scalar(DType::I32))?;
+        for (a, t) in args[1..].iter().zip(&arg_types) {
+            self.define(*a, t.clone())?;
+        }
+        if results.len() != arg_types.len() {
+            return self.lx.err("a for loop has one result per carried value");
+        }
+        for (r, t) in results.iter().zip(arg_types) {
+            self.define(*r, t)?;
+        }
+        let body = self.block(args)?;
+        Ok(Inst {
+            results,
+            op: Op::For {
+                lo,
+                hi,
+                step,
+                inits,
+                body,
+            },
+        })
+    }
+
+    /// A unary or binary elementwise op, by Tile IR's op tables.
+    fn elementwise(&mut self, name: &str) -> Result<Op, TirParseError> {
+        let lx = &mut self.lx;
+        Ok(if let Some(u) = UnaryOp::parse(name) {
+            Op::Unary {
+                op: u,
+                x: lx.value()?,
+            }
+        } else if let Some(b) = BinaryOp::parse(name) {
+            let a = lx.value()?;
+            lx.punct(',')?;
+            Op::Binary {
+                op: b,
+                a,
+                b: lx.value()?,
+            }
+        } else {
+            return lx.err(format!("unknown operation `{name}`"));
+        })
+    }
+
     fn inst(&mut self) -> Result<Inst, TirParseError> {
         let results = if matches!(self.lx.peek(), Some(Tok::Value(_))) {
             let r = self.lx.values()?;
@@ -430,105 +556,8 @@ impl Ctx {
                     trans_b,
                 }
             }
-            "load" | "store" => {
-                let name = lx.word()?;
-                lx.punct('[')?;
-                let mut starts = Vec::new();
-                let mut extents = Vec::new();
-                while !lx.is_punct(']') {
-                    starts.push(lx.value()?);
-                    extents.push(if lx.eat_punct('+') {
-                        Some(lx.usize()?)
-                    } else {
-                        None
-                    });
-                    if !lx.eat_punct(',') {
-                        break;
-                    }
-                }
-                lx.punct(']')?;
-                let value = if opname == "store" {
-                    lx.punct(',')?;
-                    Some(lx.value()?)
-                } else {
-                    None
-                };
-                let mask = if lx.eat_word("mask") {
-                    Some(lx.value()?)
-                } else {
-                    None
-                };
-                let tensor = self.param_index(&name)?;
-                match value {
-                    Some(value) => Op::Store {
-                        tensor,
-                        starts,
-                        extents,
-                        value,
-                        mask,
-                    },
-                    None => {
-                        self.lx.keyword("fill")?;
-                        Op::Load {
-                            tensor,
-                            starts,
-                            extents,
-                            mask,
-                            fill: self.lx.float()?,
-                        }
-                    }
-                }
-            }
-            "for" => {
-                let iv = lx.value()?;
-                lx.punct('=')?;
-                let lo = lx.value()?;
-                lx.keyword("to")?;
-                let hi = lx.value()?;
-                lx.keyword("step")?;
-                let step = lx.value()?;
-                let mut args = vec![iv];
-                let mut inits = Vec::new();
-                let mut arg_types = Vec::new();
-                if lx.eat_word("iter") {
-                    lx.punct('(')?;
-                    loop {
-                        let arg = lx.value()?;
-                        lx.punct(':')?;
-                        let ty = lx.tile_type()?;
-                        lx.punct('=')?;
-                        inits.push(lx.value()?);
-                        args.push(arg);
-                        arg_types.push(ty);
-                        if !lx.eat_punct(',') {
-                            break;
-                        }
-                    }
-                    lx.punct(')')?;
-                }
-                lx.punct('{')?;
-                self.define(iv, TileType::scalar(DType::I32))?;
-                for (a, t) in args[1..].iter().zip(&arg_types) {
-                    self.define(*a, t.clone())?;
-                }
-                if results.len() != arg_types.len() {
-                    return self.lx.err("a for loop has one result per carried value");
-                }
-                for (r, t) in results.iter().zip(arg_types) {
-                    self.define(*r, t)?;
-                }
-                let body = self.block(args)?;
-                return Ok(Inst {
-                    results,
-                    op: Op::For {
-                        lo,
-                        hi,
-                        step,
-                        inits,
-                        body,
-                    },
-                });
-            }
+            "load" | "store" => self.memory(opname == "store")?,
+            "for" => return self.for_loop(results),
             "yield" => {
                 let vs = if matches!(lx.peek(), Some(Tok::Value(_))) {
                     lx.values()?
@@ -537,25 +566,7 @@ impl Ctx {
                 };
                 Op::Yield(vs)
             }
-            other => {
-                let op = if let Some(u) = UnaryOp::parse(other) {
-                    Op::Unary {
-                        op: u,
-                        x: lx.value()?,
-                    }
-                } else if let Some(b) = BinaryOp::parse(other) {
-                    let a = lx.value()?;
-                    lx.punct(',')?;
-                    Op::Binary {
-                        op: b,
-                        a,
-                        b: lx.value()?,
-                    }
-                } else {
-                    return lx.err(format!("unknown operation `{other}`"));
-                };
-                op
-            }
+            other => self.elementwise(other)?,
         };
         let mut op = op;
         if !results.is_empty() {

@@ -177,32 +177,121 @@ impl Verifier<'_> {
         }
     }
 
+    fn scalar_i32(&self, v: ValueId) -> R {
+        if *self.ty(v)? == TileType::scalar(DType::I32) {
+            Ok(())
+        } else {
+            Err(format!("{v} must be an i32 scalar"))
+        }
+    }
+
+    fn check_dot(
+        &self,
+        out: &TileType,
+        a: ValueId,
+        b: ValueId,
+        acc: Option<ValueId>,
+        (trans_a, trans_b): (bool, bool),
+    ) -> R {
+        let (ta, tb) = (self.ty(a)?, self.ty(b)?);
+        if ta.shape.len() != 2
+            || tb.shape.len() != 2
+            || ta.dtype != tb.dtype
+            || !ta.dtype.is_float()
+        {
+            return Err(format!("dot of {ta} and {tb}"));
+        }
+        let (m, ka) = if trans_a {
+            (ta.shape[1], ta.shape[0])
+        } else {
+            (ta.shape[0], ta.shape[1])
+        };
+        let (kb, n) = if trans_b {
+            (tb.shape[1], tb.shape[0])
+        } else {
+            (tb.shape[0], tb.shape[1])
+        };
+        if ka != kb {
+            return Err(format!("dot inner dimensions {ka} and {kb}"));
+        }
+        let want = TileType::new(DType::F32, vec![m, n]);
+        same(out, &want, "dot result")?;
+        if let Some(acc) = acc {
+            same(self.ty(acc)?, &want, "dot accumulator")?;
+        }
+
+        Ok(())
+    }
+
+    fn check_load(
+        &self,
+        out: &TileType,
+        tensor: usize,
+        starts: &[ValueId],
+        extents: &[Option<usize>],
+        mask: Option<ValueId>,
+    ) -> R {
+        let (dtype, rank, _) = self.tensor(tensor)?;
+        let shape = &slice_shape(extents);
+        if starts.len() != rank || extents.len() != rank {
+            return Err(format!(
+                "load of a rank-{rank} tensor with {} starts",
+                starts.len()
+            ));
+        }
+        starts.iter().try_for_each(|s| self.scalar_i32(*s))?;
+        same(out, &TileType::new(dtype, shape.clone()), "load")?;
+        if let Some(m) = mask {
+            same(
+                self.ty(m)?,
+                &TileType::new(DType::Bool, shape.clone()),
+                "load mask",
+            )?;
+        }
+
+        Ok(())
+    }
+
+    fn check_store(
+        &self,
+        tensor: usize,
+        starts: &[ValueId],
+        extents: &[Option<usize>],
+        value: ValueId,
+        mask: Option<ValueId>,
+    ) -> R {
+        let (dtype, rank, io) = self.tensor(tensor)?;
+        if io == Io::In {
+            return Err("store to an input tensor".into());
+        }
+        if starts.len() != rank || extents.len() != rank {
+            return Err(format!(
+                "store to a rank-{rank} tensor with {} starts",
+                starts.len()
+            ));
+        }
+        starts.iter().try_for_each(|s| self.scalar_i32(*s))?;
+        let t = self.ty(value)?;
+        if t.dtype != dtype || t.shape != slice_shape(extents) {
+            return Err(format!(
+                "store of {t} into a {dtype} slice of shape {:?}",
+                slice_shape(extents)
+            ));
+        }
+        if let Some(m) = mask {
+            same(
+                self.ty(m)?,
+                &TileType::new(DType::Bool, t.shape.clone()),
+                "store mask",
+            )?;
+        }
+
+        Ok(())
+    }
+
     fn check_types(&self, op: &Op, out: &TileType) -> R {
-        let same = |a: &TileType, b: &TileType, what: &str| {
-            if a == b {
-                Ok(())
-            } else {
-                Err(format!("{what}: {a} vs {b}"))
-            }
-        };
-        let scalar_i32 = |v: ValueId| -> R {
-            if *self.ty(v)? == TileType::scalar(DType::I32) {
-                Ok(())
-            } else {
-                Err(format!("{v} must be an i32 scalar"))
-            }
-        };
         match op {
-            Op::Const(l) => {
-                let ok = match l {
-                    Literal::Int(_) => out.dtype == DType::I32,
-                    Literal::Float(_) => out.dtype.is_float(),
-                    Literal::Bool(_) => out.dtype == DType::Bool,
-                };
-                if !ok || !out.is_scalar() {
-                    return Err(format!("constant {l:?} typed {out}"));
-                }
-            }
+            Op::Const(l) => check_const(l, out)?,
             Op::ProgramId(a) | Op::NumPrograms(a) => {
                 if *a >= self.k.grid.len() {
                     return Err(format!(
@@ -326,94 +415,45 @@ impl Verifier<'_> {
                 acc,
                 trans_a,
                 trans_b,
-            } => {
-                let (ta, tb) = (self.ty(*a)?, self.ty(*b)?);
-                if ta.shape.len() != 2
-                    || tb.shape.len() != 2
-                    || ta.dtype != tb.dtype
-                    || !ta.dtype.is_float()
-                {
-                    return Err(format!("dot of {ta} and {tb}"));
-                }
-                let (m, ka) = if *trans_a {
-                    (ta.shape[1], ta.shape[0])
-                } else {
-                    (ta.shape[0], ta.shape[1])
-                };
-                let (kb, n) = if *trans_b {
-                    (tb.shape[1], tb.shape[0])
-                } else {
-                    (tb.shape[0], tb.shape[1])
-                };
-                if ka != kb {
-                    return Err(format!("dot inner dimensions {ka} and {kb}"));
-                }
-                let want = TileType::new(DType::F32, vec![m, n]);
-                same(out, &want, "dot result")?;
-                if let Some(acc) = acc {
-                    same(self.ty(*acc)?, &want, "dot accumulator")?;
-                }
-            }
+            } => self.check_dot(out, *a, *b, *acc, (*trans_a, *trans_b))?,
             Op::Load {
                 tensor,
                 starts,
                 extents,
                 mask,
                 ..
-            } => {
-                let (dtype, rank, _) = self.tensor(*tensor)?;
-                let shape = &slice_shape(extents);
-                if starts.len() != rank || extents.len() != rank {
-                    return Err(format!(
-                        "load of a rank-{rank} tensor with {} starts",
-                        starts.len()
-                    ));
-                }
-                starts.iter().try_for_each(|s| scalar_i32(*s))?;
-                same(out, &TileType::new(dtype, shape.clone()), "load")?;
-                if let Some(m) = mask {
-                    same(
-                        self.ty(*m)?,
-                        &TileType::new(DType::Bool, shape.clone()),
-                        "load mask",
-                    )?;
-                }
-            }
+            } => self.check_load(out, *tensor, starts, extents, *mask)?,
             Op::Store {
                 tensor,
                 starts,
                 extents,
                 value,
                 mask,
-            } => {
-                let (dtype, rank, io) = self.tensor(*tensor)?;
-                if io == Io::In {
-                    return Err("store to an input tensor".into());
-                }
-                if starts.len() != rank || extents.len() != rank {
-                    return Err(format!(
-                        "store to a rank-{rank} tensor with {} starts",
-                        starts.len()
-                    ));
-                }
-                starts.iter().try_for_each(|s| scalar_i32(*s))?;
-                let t = self.ty(*value)?;
-                if t.dtype != dtype || t.shape != slice_shape(extents) {
-                    return Err(format!(
-                        "store of {t} into a {dtype} slice of shape {:?}",
-                        slice_shape(extents)
-                    ));
-                }
-                if let Some(m) = mask {
-                    same(
-                        self.ty(*m)?,
-                        &TileType::new(DType::Bool, t.shape.clone()),
-                        "store mask",
-                    )?;
-                }
-            }
+            } => self.check_store(*tensor, starts, extents, *value, *mask)?,
             Op::For { .. } | Op::Yield(_) => {}
         }
         Ok(())
     }
+}
+
+/// Two types that must be equal, or the error saying what differed.
+fn same(a: &TileType, b: &TileType, what: &str) -> R {
+    if a == b {
+        Ok(())
+    } else {
+        Err(format!("{what}: {a} vs {b}"))
+    }
+}
+
+/// A literal must fit its result type.
+fn check_const(l: &Literal, out: &TileType) -> R {
+    let ok = match l {
+        Literal::Int(_) => out.dtype == DType::I32,
+        Literal::Float(_) => out.dtype.is_float(),
+        Literal::Bool(_) => out.dtype == DType::Bool,
+    };
+    if !ok || !out.is_scalar() {
+        return Err(format!("constant {l:?} typed {out}"));
+    }
+    Ok(())
 }

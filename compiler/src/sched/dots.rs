@@ -1,0 +1,84 @@
+//! Dots: which unit runs each, and where its operands come from.
+//!
+//! Writes `dots`.
+//!
+//! A dot whose output the mma frame tiles runs on the unit the strategy picks for its operand types;
+//! any other on FMAs. An operand that is a load (through any transposes) is read from its staged
+//! tile; an A operand already in the accumulator layout of a `wm × 1` frame, computed into
+//! registers, is repacked there; anything else is stored to scratch shared memory first.
+
+use super::layout::Dist;
+use super::layouts::Canon;
+use super::{Ctx, DotPlan, DotUnit, Frame, Layout, Operand, Schedule};
+use crate::tir::{Op, ValueId};
+
+pub fn run(cx: &Ctx, s: &mut Schedule) {
+    let k = cx.facts.kernel;
+    let canon = Canon::new(cx, s);
+    let mut dots = Vec::new();
+    for inst in cx.facts.insts() {
+        let Op::Dot {
+            a,
+            b,
+            trans_a,
+            trans_b,
+            ..
+        } = &inst.op
+        else {
+            continue;
+        };
+        let (ta, tb) = (k.ty(*a), k.ty(*b));
+        let r = inst.results[0];
+        let [m, n] = [k.ty(r).shape[0], k.ty(r).shape[1]];
+        let kk = if *trans_a { ta.shape[0] } else { ta.shape[1] };
+        let framed = matches!(s.frame, Frame::Mma { wm, wn }
+            if m.is_multiple_of(16 * wm) && n.is_multiple_of(16 * wn));
+        let unit = if framed {
+            cx.strategy.dot_unit(ta.dtype, tb.dtype, kk)
+        } else {
+            DotUnit::Fma
+        };
+        let operand = |x: ValueId, trans: bool, is_a: bool| {
+            let (src, t) = peel(cx, x, trans);
+            if matches!(cx.facts.def(src), Some(Op::Load { .. })) {
+                return Operand::Smem {
+                    value: src,
+                    trans: t,
+                    staged: true,
+                };
+            }
+            if unit == DotUnit::Mma && is_a && !trans {
+                if let (Frame::Mma { wm, wn: 1 }, Ok(Layout::Dist(d))) = (s.frame, canon.of(x)) {
+                    let in_registers = !matches!(cx.facts.def(x), Some(Op::Load { .. }) | None);
+                    if d.same_placement(&Dist::mma(m, kk, wm, 1)) && in_registers {
+                        return Operand::RegA { value: x };
+                    }
+                }
+            }
+            Operand::Smem {
+                value: x,
+                trans,
+                staged: false,
+            }
+        };
+        let plan = DotPlan {
+            unit,
+            m,
+            n,
+            k: kk,
+            a: operand(*a, *trans_a, true),
+            b: operand(*b, *trans_b, false),
+        };
+        dots.push((r, plan));
+    }
+    s.dots = dots.into_iter().collect();
+}
+
+/// The value under a chain of transposes, and whether an odd number of them flips it.
+fn peel(cx: &Ctx, mut v: ValueId, mut trans: bool) -> (ValueId, bool) {
+    while let Some(Op::Trans { x }) = cx.facts.def(v) {
+        v = *x;
+        trans = !trans;
+    }
+    (v, trans)
+}

@@ -1,0 +1,73 @@
+//! Software pipelining: which loops prefetch their staged loads `stages - 1` iterations ahead.
+//!
+//! Writes `pipelines` and each prefetched load's `staged[_].pipelined`.
+//!
+//! A staged load is prefetched by the loop around it when it is copied asynchronously, `@stages`
+//! is above 1, and its start indices can be computed for a later iteration (they depend on the
+//! induction variable and loop invariants only, through scalar arithmetic).
+
+use std::collections::HashSet;
+
+use super::staging::staged_loads;
+use super::{Copy, Ctx, Pipeline, Schedule};
+use crate::tir::{Op, ValueId};
+
+pub fn run(cx: &Ctx, s: &mut Schedule) {
+    let stages = cx.hints.stages(&cx.target);
+    for v in staged_loads(cx, s) {
+        let Some(st) = s.staged.get_mut(&v) else {
+            continue;
+        };
+        let Some(lp) = cx.facts.loop_of(v) else {
+            continue;
+        };
+        if st.copy == Copy::Async && stages > 1 && starts_hoistable(cx, v, lp) {
+            st.pipelined = Some(lp);
+            s.pipelines
+                .entry(lp)
+                .or_insert_with(|| Pipeline {
+                    stages,
+                    loads: Vec::new(),
+                })
+                .loads
+                .push(v);
+        }
+    }
+}
+
+/// Whether the start indices of the load `v` (in the body of loop `lp`) can be computed for a
+/// later iteration.
+fn starts_hoistable(cx: &Ctx, v: ValueId, lp: ValueId) -> bool {
+    let Some(Op::Load { starts, .. }) = cx.facts.def(v) else {
+        return false;
+    };
+    let mut stack: Vec<ValueId> = starts.clone();
+    let mut seen = HashSet::new();
+    while let Some(x) = stack.pop() {
+        if !seen.insert(x) || x == lp {
+            continue;
+        }
+        if cx.facts.loop_of(x) != Some(lp) {
+            // Defined outside this loop (or in an enclosing one): invariant here.
+            continue;
+        }
+        match cx.facts.def(x) {
+            Some(op) if cx.facts.kernel.ty(x).numel() == 1 => match op {
+                Op::Const(_)
+                | Op::ProgramId(_)
+                | Op::NumPrograms(_)
+                | Op::DimSize { .. }
+                | Op::ScalarParam(_)
+                | Op::Unary { .. }
+                | Op::Binary { .. }
+                | Op::Cmp { .. }
+                | Op::Select { .. }
+                | Op::Cast { .. } => stack.extend(op.operands()),
+                _ => return false,
+            },
+            // The argument of a loop nested in this one, or a non-scalar.
+            _ => return false,
+        }
+    }
+    true
+}

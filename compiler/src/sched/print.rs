@@ -1,0 +1,137 @@
+//! The schedule as text (`--emit sched`, snapshot-tested): one line per decision, values in order.
+
+use std::fmt;
+
+use super::{Copy, DotPlan, DotUnit, Frame, Layout, Operand, Schedule, Staging};
+use crate::tir::ValueId;
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "schedule {} for {}", self.kernel, self.target.name)?;
+        writeln!(f, "  strategy: {}", self.strategy)?;
+        write!(
+            f,
+            "  block: {} warps, {} threads",
+            self.num_warps, self.threads
+        )?;
+        match self.frame {
+            Frame::Mma { wm, wn } => writeln!(f, "; mma frame {wm}x{wn} warps")?,
+            Frame::Blocked => writeln!(f, "; blocked frame")?,
+        }
+        if let Some(n) = self.min_blocks_per_sm {
+            writeln!(f, "  occupancy: at least {n} blocks per SM")?;
+        }
+        writeln!(
+            f,
+            "  shared memory: {} bytes ({} staged, {} scratch at {})",
+            self.shared_bytes, self.scratch_offset, self.scratch_bytes, self.scratch_offset
+        )?;
+        for b in &self.buffers {
+            writeln!(
+                f,
+                "  buffer {}: {} bytes at {}, live {}..{}",
+                b.value, b.bytes, b.offset, b.live.0, b.live.1
+            )?;
+        }
+        for v in sorted(self.staged.keys()) {
+            stage(f, v, &self.staged[&v])?;
+        }
+        for l in sorted(self.pipelines.keys()) {
+            let p = &self.pipelines[&l];
+            let loads: Vec<String> = p.loads.iter().map(|v| v.to_string()).collect();
+            writeln!(
+                f,
+                "  pipeline loop {l}: {} stages over {}",
+                p.stages,
+                loads.join(", ")
+            )?;
+        }
+        for v in sorted(self.dots.keys()) {
+            dot(f, v, &self.dots[&v])?;
+        }
+        for v in sorted(self.reduces.keys()) {
+            let r = &self.reduces[&v];
+            writeln!(
+                f,
+                "  reduce {v}: shuffle xor {:?}, across warps {:?}",
+                r.shuffles.iter().map(|b| 1 << b).collect::<Vec<_>>(),
+                r.warp_bits.iter().map(|b| 1 << b).collect::<Vec<_>>()
+            )?;
+        }
+        for (v, why) in &self.conversions {
+            writeln!(f, "  convert {v} through shared memory ({why})")?;
+        }
+        let mut uniform = 0;
+        for (i, l) in self.layouts.iter().enumerate() {
+            match l {
+                Layout::Uniform => uniform += 1,
+                Layout::Dist(d) => writeln!(f, "  %{i}: {d}")?,
+                Layout::Shared => writeln!(f, "  %{i}: shared only")?,
+                Layout::None => {}
+            }
+        }
+        writeln!(f, "  {uniform} uniform scalar values")
+    }
+}
+
+fn sorted<'a>(keys: impl Iterator<Item = &'a ValueId>) -> Vec<ValueId> {
+    let mut keys: Vec<ValueId> = keys.copied().collect();
+    keys.sort();
+    keys
+}
+
+fn stage(f: &mut fmt::Formatter<'_>, v: ValueId, st: &Staging) -> fmt::Result {
+    write!(
+        f,
+        "  stage {v}: {}x{} {}{} via {}",
+        st.tile.rows,
+        st.tile.cols,
+        st.tile.dtype,
+        if st.tile.swizzle {
+            let (p, m) = st.tile.swizzle_params();
+            format!(" swizzled (xor chunk with row/{p} mod {m})")
+        } else {
+            String::new()
+        },
+        match st.copy {
+            Copy::Async => "cp.async 16B",
+            Copy::Sync => "element copies",
+        }
+    )?;
+    match st.pipelined {
+        Some(l) => writeln!(f, ", prefetched by loop {l}"),
+        None => writeln!(f),
+    }
+}
+
+fn dot(f: &mut fmt::Formatter<'_>, v: ValueId, d: &DotPlan) -> fmt::Result {
+    let op = |o: &Operand| match o {
+        Operand::Smem {
+            value,
+            trans,
+            staged,
+        } => format!(
+            "{value} from {} smem{}",
+            if *staged { "staged" } else { "scratch" },
+            if *trans {
+                " (transposed: ldmatrix.trans)"
+            } else {
+                ""
+            }
+        ),
+        Operand::RegA { value } => format!("{value} from registers"),
+    };
+    writeln!(
+        f,
+        "  dot {v}: {}x{}x{} on {}; A {}; B {}",
+        d.m,
+        d.n,
+        d.k,
+        match d.unit {
+            DotUnit::Mma => "mma.sync.m16n8k16",
+            DotUnit::Fma => "fma",
+        },
+        op(&d.a),
+        op(&d.b)
+    )
+}

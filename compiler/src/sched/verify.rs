@@ -1,0 +1,614 @@
+//! The schedule verifier: runs after the last pass and before any lowering, so that a schedule the
+//! lowering cannot follow is a typed error naming the kernel and the op, not wrong code.
+//!
+//! Invariants checked, one [`Invariant`] each:
+//! - **Block**: `threads` is 32 × `num_warps`, a power of two from 1 to 32; an mma frame's
+//!   `wm × wn` is `num_warps`.
+//! - **Layouts**: there is one layout and one role per value; a scalar is `Uniform`; a tile is
+//!   `Dist` or `Shared`; a `Dist` has the value's element count and one warp bit per bit of the
+//!   warp index.
+//! - **SharedOnly**: a `Shared` value is a staged load, or a transpose of a `Shared` value, and
+//!   only dots (as A or B) and transposes read it: it has no registers.
+//! - **Dots**: exactly the dots have plans; a plan's m, n, k are its types' extents; an mma dot
+//!   has 16-bit operands of one type, k a multiple of 16, and an output the mma frame tiles; a
+//!   staged operand is staged; a register operand is the A of an mma dot in a `wm × 1` frame.
+//! - **Staging**: a staged value is a 2-D load whose tile has its shape and dtype; a `cp.async`
+//!   copy moves a 16-bit tile with rows of a multiple of 8 elements.
+//! - **Pipelines**: a pipeline belongs to a loop (named by its induction variable), has 2 stages
+//!   or more, and prefetches exactly the staged `cp.async` loads in that loop's body that name it.
+//! - **Buffers**: every staged value has one buffer, holding its tile once per pipeline slot,
+//!   16-byte aligned; buffers live at once do not overlap; all of them end before the scratch
+//!   region, which starts 16-byte aligned and ends at `shared_bytes`, within the target's limit.
+//! - **Scratch**: conversions are listed once each, in value order, and the scratch region holds
+//!   each converted value (4 bytes an element) and each dot's operands stored there.
+//! - **Reductions**: every reduction of a register tile has a plan.
+//! - **Features**: every feature is in the target's table, and the features name what the dots
+//!   and copies use (mma.sync and ldmatrix, cp.async).
+//! - **Occupancy**: `min_blocks_per_sm`, when set, is at least 1 and within the target's limits.
+
+use std::fmt;
+
+use super::{Copy, DotUnit, Frame, Layout, Operand, SchedError, Schedule};
+use crate::tir::facts::Facts;
+use crate::tir::{DType, Kernel, Op};
+use crate::Feature;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invariant {
+    Block,
+    Layouts,
+    SharedOnly,
+    Dots,
+    Staging,
+    Pipelines,
+    Buffers,
+    Scratch,
+    Reductions,
+    Features,
+    Occupancy,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Invariant::Block => "block",
+            Invariant::Layouts => "layouts",
+            Invariant::SharedOnly => "shared-only values",
+            Invariant::Dots => "dots",
+            Invariant::Staging => "staging",
+            Invariant::Pipelines => "pipelines",
+            Invariant::Buffers => "buffers",
+            Invariant::Scratch => "scratch",
+            Invariant::Reductions => "reductions",
+            Invariant::Features => "features",
+            Invariant::Occupancy => "occupancy",
+        })
+    }
+}
+
+/// An invariant the schedule breaks, at one op (a value, a loop, a buffer or the block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub invariant: Invariant,
+    pub op: String,
+    pub detail: String,
+}
+
+impl Broken {
+    pub fn into_error(self, k: &Kernel) -> SchedError {
+        let reason = format!(
+            "internal error: the schedule breaks the {} invariant: {}",
+            self.invariant, self.detail
+        );
+        SchedError {
+            broken: Some(self.invariant),
+            ..SchedError::new(k, self.op, reason)
+        }
+    }
+}
+
+type Res = Result<(), Broken>;
+
+fn ensure(ok: bool, invariant: Invariant, op: impl fmt::Display, detail: impl Into<String>) -> Res {
+    if ok {
+        Ok(())
+    } else {
+        Err(Broken {
+            invariant,
+            op: op.to_string(),
+            detail: detail.into(),
+        })
+    }
+}
+
+/// Checks every invariant of the header, in that order.
+pub fn check(facts: &Facts, s: &Schedule) -> Res {
+    block(s)?;
+    layouts(facts, s)?;
+    dots(facts, s)?;
+    staging(facts, s)?;
+    buffers(s)?;
+    scratch(facts, s)?;
+    reductions(facts, s)?;
+    features(s)?;
+    occupancy(s)
+}
+
+fn block(s: &Schedule) -> Res {
+    let w = s.num_warps;
+    let ok = (1..=32).contains(&w) && w.is_power_of_two() && s.threads == 32 * w;
+    ensure(
+        ok,
+        Invariant::Block,
+        "block",
+        format!("{w} warps, {} threads", s.threads),
+    )?;
+    if let Frame::Mma { wm, wn } = s.frame {
+        let ok = wm * wn == w as usize;
+        ensure(
+            ok,
+            Invariant::Block,
+            "block",
+            format!("a {wm}x{wn} frame of {w} warps"),
+        )?;
+    }
+    Ok(())
+}
+
+fn layouts(facts: &Facts, s: &Schedule) -> Res {
+    let k = facts.kernel;
+    let n = k.types.len();
+    let ok = s.layouts.len() == n && s.roles.len() == n;
+    ensure(
+        ok,
+        Invariant::Layouts,
+        "kernel",
+        format!("{n} values, {} layouts", s.layouts.len()),
+    )?;
+    for &v in facts.order() {
+        let t = k.ty(v);
+        let l = s.layout(v);
+        let ok = match l {
+            Layout::Uniform => t.numel() == 1,
+            Layout::Dist(d) => {
+                t.numel() > 1
+                    && d.shape[0] * d.shape[1] == t.numel()
+                    && 1usize << d.warp.len() == s.num_warps as usize
+            }
+            Layout::Shared => t.numel() > 1,
+            Layout::None => false,
+        };
+        ensure(ok, Invariant::Layouts, v, format!("{t} laid out as {l:?}"))?;
+        if *l == Layout::Shared {
+            let ok = match facts.def(v) {
+                Some(Op::Load { .. }) => s.staged.contains_key(&v),
+                Some(Op::Trans { x }) => *s.layout(*x) == Layout::Shared,
+                _ => false,
+            };
+            ensure(
+                ok,
+                Invariant::SharedOnly,
+                v,
+                "only in shared memory, but not staged",
+            )?;
+            let ok = facts.uses(v).all(|(_, u)| match &u.inst.op {
+                Op::Dot { a, b, .. } => *a == v || *b == v,
+                Op::Trans { .. } => true,
+                _ => false,
+            });
+            ensure(
+                ok,
+                Invariant::SharedOnly,
+                v,
+                "only in shared memory, but read from registers",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn dots(facts: &Facts, s: &Schedule) -> Res {
+    let k = facts.kernel;
+    let mut count = 0;
+    for inst in facts.insts() {
+        let Op::Dot { a, b, trans_a, .. } = &inst.op else {
+            continue;
+        };
+        count += 1;
+        let r = inst.results[0];
+        let Some(plan) = s.dots.get(&r) else {
+            return ensure(false, Invariant::Dots, r, "a dot without a plan");
+        };
+        let (ta, tb, tr) = (k.ty(*a), k.ty(*b), k.ty(r));
+        let depth = if *trans_a { ta.shape[0] } else { ta.shape[1] };
+        let ok = [plan.m, plan.n, plan.k] == [tr.shape[0], tr.shape[1], depth];
+        ensure(
+            ok,
+            Invariant::Dots,
+            r,
+            format!("planned {}x{}x{}", plan.m, plan.n, plan.k),
+        )?;
+        if plan.unit == DotUnit::Mma {
+            let framed = matches!(s.frame, Frame::Mma { wm, wn }
+                if plan.m.is_multiple_of(16 * wm) && plan.n.is_multiple_of(16 * wn));
+            let sixteen = matches!(ta.dtype, DType::Bf16 | DType::F16) && ta.dtype == tb.dtype;
+            let ok = framed && sixteen && plan.k.is_multiple_of(16);
+            ensure(
+                ok,
+                Invariant::Dots,
+                r,
+                "on mma.sync, which cannot take its shape or types",
+            )?;
+        }
+        for (o, is_a) in [(&plan.a, true), (&plan.b, false)] {
+            let ok = match o {
+                Operand::Smem {
+                    value,
+                    staged: true,
+                    ..
+                } => s.staged.contains_key(value),
+                Operand::Smem { .. } => true,
+                Operand::RegA { .. } => {
+                    is_a && plan.unit == DotUnit::Mma && matches!(s.frame, Frame::Mma { wn: 1, .. })
+                }
+            };
+            ensure(
+                ok,
+                Invariant::Dots,
+                r,
+                format!("operand {o:?} cannot be read so"),
+            )?;
+        }
+    }
+    ensure(
+        count == s.dots.len(),
+        Invariant::Dots,
+        "kernel",
+        format!("{count} dots, {} plans", s.dots.len()),
+    )
+}
+
+fn staging(facts: &Facts, s: &Schedule) -> Res {
+    let k = facts.kernel;
+    for (v, st) in &s.staged {
+        let t = k.ty(*v);
+        let ok = matches!(facts.def(*v), Some(Op::Load { .. }))
+            && t.shape == [st.tile.rows, st.tile.cols]
+            && t.dtype == st.tile.dtype;
+        ensure(
+            ok,
+            Invariant::Staging,
+            v,
+            format!("a {t} staged as {:?}", st.tile),
+        )?;
+        if st.copy == Copy::Async {
+            let ok = st.tile.dtype.size() == 2 && st.tile.cols.is_multiple_of(8);
+            ensure(
+                ok,
+                Invariant::Staging,
+                v,
+                "cp.async of a tile it cannot copy",
+            )?;
+        }
+        let ok = match st.pipelined {
+            Some(lp) => s.pipelines.get(&lp).is_some_and(|p| p.loads.contains(v)),
+            None => !s.pipelines.values().any(|p| p.loads.contains(v)),
+        };
+        ensure(
+            ok,
+            Invariant::Pipelines,
+            v,
+            "prefetched by a loop that does not list it",
+        )?;
+    }
+    for (lp, p) in &s.pipelines {
+        let ok = facts.loop_span(*lp).is_some() && p.stages >= 2;
+        ensure(ok, Invariant::Pipelines, lp, format!("{} stages", p.stages))?;
+        for v in &p.loads {
+            let ok = s.staged.get(v).is_some_and(|st| {
+                st.pipelined == Some(*lp)
+                    && st.copy == Copy::Async
+                    && facts.loop_of(*v) == Some(*lp)
+            });
+            ensure(ok, Invariant::Pipelines, v, format!("listed by loop {lp}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn buffers(s: &Schedule) -> Res {
+    for (v, st) in &s.staged {
+        let slots = st.pipelined.map_or(1, |lp| s.pipelines[&lp].stages);
+        let ok = s.buffers.get(st.buffer).is_some_and(|b| {
+            b.value == *v && b.bytes == st.tile.bytes() * slots && b.offset.is_multiple_of(16)
+        });
+        ensure(
+            ok,
+            Invariant::Buffers,
+            v,
+            format!("buffer {} does not hold it", st.buffer),
+        )?;
+    }
+    for (i, a) in s.buffers.iter().enumerate() {
+        let ok = s.staged.get(&a.value).is_some_and(|st| st.buffer == i)
+            && a.offset + a.bytes <= s.scratch_offset;
+        ensure(
+            ok,
+            Invariant::Buffers,
+            format!("buffer {}", a.value),
+            "not the staged tile's, or past the scratch region",
+        )?;
+        for b in &s.buffers[i + 1..] {
+            let live = a.live.0 <= b.live.1 && b.live.0 <= a.live.1;
+            let overlap = a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+            let ok = !(live && overlap);
+            ensure(
+                ok,
+                Invariant::Buffers,
+                format!("buffer {}", a.value),
+                format!("overlaps buffer {} while both are live", b.value),
+            )?;
+        }
+    }
+    let ok = s.scratch_offset.is_multiple_of(16)
+        && s.shared_bytes == s.scratch_offset + s.scratch_bytes
+        && s.shared_bytes <= s.target.max_shared_bytes as usize;
+    ensure(
+        ok,
+        Invariant::Buffers,
+        "shared memory",
+        format!(
+            "{} bytes, scratch {} at {}",
+            s.shared_bytes, s.scratch_bytes, s.scratch_offset
+        ),
+    )
+}
+
+fn scratch(facts: &Facts, s: &Schedule) -> Res {
+    let k = facts.kernel;
+    let ordered = s.conversions.windows(2).all(|w| w[0] < w[1]);
+    ensure(
+        ordered,
+        Invariant::Scratch,
+        "conversions",
+        "not in value order, or listed twice",
+    )?;
+    for (v, why) in &s.conversions {
+        let ok = k.ty(*v).numel() * 4 <= s.scratch_bytes;
+        ensure(
+            ok,
+            Invariant::Scratch,
+            v,
+            format!("converted ({why}) through {} bytes", s.scratch_bytes),
+        )?;
+    }
+    for (r, plan) in &s.dots {
+        let mut bytes = 0;
+        for o in [&plan.a, &plan.b] {
+            if let Operand::Smem {
+                value,
+                staged: false,
+                ..
+            } = o
+            {
+                let t = k.ty(*value);
+                let dtype = match plan.unit {
+                    DotUnit::Mma => t.dtype,
+                    DotUnit::Fma => DType::F32,
+                };
+                bytes += t.numel() * dtype.size();
+            }
+        }
+        ensure(
+            bytes <= s.scratch_bytes,
+            Invariant::Scratch,
+            r,
+            format!(
+                "operands of {bytes} bytes in {} bytes of scratch",
+                s.scratch_bytes
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn reductions(facts: &Facts, s: &Schedule) -> Res {
+    for inst in facts.insts() {
+        if let Op::Reduce { x, .. } = &inst.op {
+            let r = inst.results[0];
+            let ok = s.dist(*x).is_none() || s.reduces.contains_key(&r);
+            ensure(
+                ok,
+                Invariant::Reductions,
+                r,
+                "a reduction across threads without a plan",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn features(s: &Schedule) -> Res {
+    for f in &s.features {
+        let ok = s.target.has(*f);
+        ensure(
+            ok,
+            Invariant::Features,
+            "kernel",
+            format!("{f}, which {} lacks", s.target.name),
+        )?;
+    }
+    let used = [
+        (
+            s.dots.values().any(|d| d.unit == DotUnit::Mma),
+            Feature::MmaSync,
+        ),
+        (
+            s.dots.values().any(|d| d.unit == DotUnit::Mma),
+            Feature::Ldmatrix,
+        ),
+        (
+            s.staged.values().any(|st| st.copy == Copy::Async),
+            Feature::CpAsync,
+        ),
+    ];
+    for (uses, f) in used {
+        let ok = !uses || s.features.contains(&f);
+        ensure(
+            ok,
+            Invariant::Features,
+            "kernel",
+            format!("uses {f} without naming it"),
+        )?;
+    }
+    Ok(())
+}
+
+fn occupancy(s: &Schedule) -> Res {
+    let Some(n) = s.min_blocks_per_sm else {
+        return Ok(());
+    };
+    let t = &s.target;
+    let ok = n >= 1 && n <= t.max_blocks_per_sm && n * s.threads <= t.max_threads_per_sm;
+    ensure(
+        ok,
+        Invariant::Occupancy,
+        "block",
+        format!("{n} blocks of {} threads per SM", s.threads),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::{schedule, Layout};
+    use crate::sema::{compile_source, Overrides};
+    use crate::tir::ValueId;
+    use crate::Target;
+
+    fn kernel(source: &str) -> Kernel {
+        compile_source(source, &Overrides::new()).unwrap().remove(0)
+    }
+
+    /// `break_it` applied to the schedule of `source` on sm_80 is refused for `invariant`.
+    fn refused(source: &str, invariant: Invariant, break_it: impl Fn(&mut Schedule)) {
+        let k = kernel(source);
+        let facts = Facts::of(&k);
+        let mut s = schedule(&k, Target::lookup("sm_80").unwrap()).unwrap();
+        assert_eq!(check(&facts, &s), Ok(()));
+        break_it(&mut s);
+        let e = check(&facts, &s).expect_err("the broken schedule passes");
+        assert_eq!(e.invariant, invariant, "{e:?}");
+        let e = e.into_error(&k);
+        assert_eq!(e.broken, Some(invariant));
+        assert!(
+            e.to_string().contains(&format!("kernel `{}`", k.name)),
+            "{e}"
+        );
+    }
+
+    const MATMUL: &str = include_str!("../../../dsl-examples/matmul.tsl");
+    const SOFTMAX: &str = include_str!("../../../dsl-examples/softmax.tsl");
+
+    fn first_staged(s: &Schedule) -> ValueId {
+        *s.staged.keys().min().unwrap()
+    }
+
+    #[test]
+    fn block_and_layouts() {
+        refused(MATMUL, Invariant::Block, |s| s.threads = 128);
+        refused(MATMUL, Invariant::Block, |s| {
+            s.frame = Frame::Mma { wm: 2, wn: 2 }
+        });
+        refused(SOFTMAX, Invariant::Layouts, |s| {
+            s.layouts.pop().map(|_| ()).unwrap()
+        });
+        refused(SOFTMAX, Invariant::Layouts, |s| {
+            let tile = s
+                .layouts
+                .iter()
+                .position(|l| matches!(l, Layout::Dist(_)))
+                .unwrap();
+            s.layouts[tile] = Layout::Uniform;
+        });
+        refused(SOFTMAX, Invariant::SharedOnly, |s| {
+            let tile = s
+                .layouts
+                .iter()
+                .position(|l| matches!(l, Layout::Dist(_)))
+                .unwrap();
+            s.layouts[tile] = Layout::Shared;
+        });
+    }
+
+    #[test]
+    fn dots() {
+        refused(MATMUL, Invariant::Dots, |s| s.dots.clear());
+        refused(MATMUL, Invariant::Dots, |s| {
+            s.dots.values_mut().for_each(|d| d.k = 8);
+        });
+        refused(MATMUL, Invariant::Dots, |s| s.frame = Frame::Blocked);
+        refused(MATMUL, Invariant::Dots, |s| {
+            let (&r, plan) = s.dots.iter_mut().next().unwrap();
+            plan.a = Operand::Smem {
+                value: r,
+                trans: false,
+                staged: true,
+            };
+        });
+    }
+
+    #[test]
+    fn staging_and_pipelines() {
+        refused(MATMUL, Invariant::Pipelines, |s| {
+            let v = first_staged(s);
+            s.staged.get_mut(&v).unwrap().pipelined = None;
+        });
+        refused(MATMUL, Invariant::Pipelines, |s| {
+            s.pipelines.values_mut().for_each(|p| p.stages = 1);
+        });
+        refused(MATMUL, Invariant::Staging, |s| {
+            let v = first_staged(s);
+            s.staged.get_mut(&v).unwrap().tile.cols = 4;
+        });
+    }
+
+    #[test]
+    fn buffers_and_shared_memory() {
+        refused(MATMUL, Invariant::Buffers, |s| {
+            let at = s.buffers[0].offset;
+            s.buffers[1].offset = at;
+        });
+        refused(MATMUL, Invariant::Buffers, |s| s.buffers[0].offset += 8);
+        refused(MATMUL, Invariant::Buffers, |s| s.shared_bytes += 16);
+        refused(MATMUL, Invariant::Buffers, |s| {
+            let v = first_staged(s);
+            s.staged.get_mut(&v).unwrap().buffer = 7;
+        });
+    }
+
+    const LIGHTNING: &str = include_str!("../../../dsl-examples/lightning_attention.tsl");
+    const FLASH: &str = include_str!("../../../dsl-examples/flash_attention.tsl");
+
+    /// The kernel of `source` named `name`.
+    fn named(source: &str, name: &str) -> String {
+        let start = source.find(&format!("kernel {name}")).unwrap();
+        // Attributes before the kernel line belong to it.
+        let attrs = source[..start].rfind("\n\n").map_or(0, |i| i + 2);
+        source[attrs..].to_string()
+    }
+
+    #[test]
+    fn scratch() {
+        let fwd = named(LIGHTNING, "lightning_attention_fwd");
+        // Scratch too small for what it must hold, the region itself consistent.
+        let shrink = |s: &mut Schedule, bytes: usize| {
+            s.scratch_bytes = bytes;
+            s.shared_bytes = s.scratch_offset + bytes;
+        };
+        refused(&fwd, Invariant::Scratch, |s| shrink(s, 0));
+        refused(&fwd, Invariant::Scratch, |s| {
+            let c = s.conversions[0].clone();
+            s.conversions.push(c);
+        });
+        let dq = named(FLASH, "flash_attention_bwd_dq");
+        refused(&dq, Invariant::Scratch, |s| shrink(s, 16));
+    }
+
+    #[test]
+    fn reductions_features_and_occupancy() {
+        refused(SOFTMAX, Invariant::Reductions, |s| s.reduces.clear());
+        refused(MATMUL, Invariant::Features, |s| {
+            s.features.retain(|f| *f != Feature::CpAsync)
+        });
+        refused(MATMUL, Invariant::Features, |s| {
+            s.features.push(Feature::Wgmma)
+        });
+        refused(MATMUL, Invariant::Occupancy, |s| {
+            s.min_blocks_per_sm = Some(64)
+        });
+        refused(MATMUL, Invariant::Occupancy, |s| {
+            s.min_blocks_per_sm = Some(0)
+        });
+    }
+}

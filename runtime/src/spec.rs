@@ -1,0 +1,96 @@
+//! What each operator family needs from its package, declared once: the source it is compiled
+//! from, the variants the package is built over, every kernel the operator launches and the
+//! compile-time constants its host code assumes. The operators read their kernel names from
+//! here; `tessel demo` (and so the GPU bundle) builds the packages from here; the tests load
+//! them from here; and a CPU test builds each package and checks that every kernel and constant
+//! listed is in it — so a renamed kernel or a changed block size fails on CPU, not at launch.
+
+/// One operator family's package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorSpec {
+    /// The package's file stem: operators load `<package>.<arch>.tpkg`.
+    pub package: &'static str,
+    /// The kernels' source, relative to the repository root.
+    pub source: &'static str,
+    /// The compile-time values the package is built over, as `tessel compile --variant`
+    /// takes them: every combination is one entry per kernel.
+    pub variants: &'static [(&'static str, &'static [&'static str])],
+    /// Every kernel (PTX entry) the operators launch.
+    pub kernels: &'static [&'static str],
+    /// Constants the host code depends on, with the value it assumes: every entry of every
+    /// kernel that declares the constant must have been built with that value.
+    pub constants: &'static [(&'static str, i64)],
+}
+
+impl OperatorSpec {
+    /// The `--variant` flags that build this package (`D=64,128`, ...).
+    pub fn variant_flags(&self) -> Vec<String> {
+        self.variants
+            .iter()
+            .map(|(name, values)| format!("{name}={}", values.join(",")))
+            .collect()
+    }
+
+    /// The value the host code assumes for `name`.
+    pub fn constant(&self, name: &str) -> Option<i64> {
+        self.constants
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// FlashAttention forward and backward (runtime::attention).
+pub mod flash {
+    use super::OperatorSpec;
+
+    pub const FWD: &str = "flash_attention_fwd";
+    pub const BWD_PREPROCESS: &str = "flash_attention_bwd_preprocess";
+    pub const BWD_DKDV: &str = "flash_attention_bwd_dkdv";
+    pub const BWD_DQ: &str = "flash_attention_bwd_dq";
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "flash_attention",
+        source: "dsl-examples/flash_attention.tsl",
+        variants: &[("D", &["64", "128"]), ("CAUSAL", &["false", "true"])],
+        kernels: &[FWD, BWD_PREPROCESS, BWD_DKDV, BWD_DQ],
+        constants: &[],
+    };
+}
+
+/// Lightning Attention: forward, prefill, decode and backward (runtime::lightning).
+pub mod lightning {
+    use super::OperatorSpec;
+
+    pub const SEGMENT_STATE: &str = "lightning_attention_segment_state";
+    pub const FWD: &str = "lightning_attention_fwd";
+    pub const STATE: &str = "lightning_attention_state";
+    pub const DECODE: &str = "lightning_attention_decode";
+    pub const SEGMENT_DSTATE: &str = "lightning_attention_segment_dstate";
+    pub const BWD_DQ: &str = "lightning_attention_bwd_dq";
+    pub const BWD_DK: &str = "lightning_attention_bwd_dk";
+    pub const BWD_DV: &str = "lightning_attention_bwd_dv";
+
+    /// Tokens per block (`BLK` in the source): the host sizes segments in whole blocks.
+    pub const BLOCK: usize = 64;
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "lightning_attention",
+        source: "dsl-examples/lightning_attention.tsl",
+        variants: &[("D", &["64", "128"]), ("E", &["64", "128"])],
+        kernels: &[
+            SEGMENT_STATE,
+            FWD,
+            STATE,
+            DECODE,
+            SEGMENT_DSTATE,
+            BWD_DQ,
+            BWD_DK,
+            BWD_DV,
+        ],
+        constants: &[("BLK", BLOCK as i64)],
+    };
+}
+
+/// Every operator family's package.
+pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC];

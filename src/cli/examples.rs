@@ -1,0 +1,72 @@
+//! The example kernels' sources, built into the binary so that `tessel demo` (and the GPU
+//! bundle it fills) runs from any directory. Keyed by their path in the repository, the same
+//! path the operator specs (`tessel_runtime::spec`) name.
+
+/// (path relative to the repository root, source) of every file in dsl-examples/.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "dsl-examples/activation.tsl",
+        include_str!("../../dsl-examples/activation.tsl"),
+    ),
+    (
+        "dsl-examples/elementwise.tsl",
+        include_str!("../../dsl-examples/elementwise.tsl"),
+    ),
+    (
+        "dsl-examples/flash_attention.tsl",
+        include_str!("../../dsl-examples/flash_attention.tsl"),
+    ),
+    (
+        "dsl-examples/lightning_attention.tsl",
+        include_str!("../../dsl-examples/lightning_attention.tsl"),
+    ),
+    (
+        "dsl-examples/matmul.tsl",
+        include_str!("../../dsl-examples/matmul.tsl"),
+    ),
+    (
+        "dsl-examples/softmax.tsl",
+        include_str!("../../dsl-examples/softmax.tsl"),
+    ),
+];
+
+/// The source of the example at `path` (e.g. `dsl-examples/matmul.tsl`).
+pub fn source(path: &str) -> Result<&'static str, String> {
+    EXAMPLES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| format!("`{path}` is not one of the built-in examples"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file added to dsl-examples/ without a row here would be missing from `tessel demo`.
+    #[test]
+    fn every_example_file_is_built_in_and_current() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut on_disk: Vec<String> = std::fs::read_dir(format!("{root}/dsl-examples"))
+            .unwrap()
+            .map(|e| format!("dsl-examples/{}", e.unwrap().file_name().to_string_lossy()))
+            .filter(|p| p.ends_with(".tsl"))
+            .collect();
+        on_disk.sort();
+        let built_in: Vec<String> = EXAMPLES.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(on_disk, built_in);
+        for (path, text) in EXAMPLES {
+            assert_eq!(
+                std::fs::read_to_string(format!("{root}/{path}")).unwrap(),
+                *text
+            );
+        }
+    }
+
+    #[test]
+    fn every_operator_source_is_built_in() {
+        for spec in tessel_runtime::OPERATORS {
+            assert!(source(spec.source).is_ok(), "{}", spec.source);
+        }
+    }
+}

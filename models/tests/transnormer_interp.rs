@@ -242,3 +242,41 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() {
     };
     assert_eq!(generate(&mut f, one, &start, 12), greedy);
 }
+
+/// The constants the GPU backend launches with (Tiles::gpu(): 128-wide matmul tiles, 64-token
+/// Lightning blocks, split-K for 264 programs, 1024-wide reductions and argmax) on the
+/// head-dim-64 configuration the GPU tests use: the graph and every variant it calls are
+/// checked here, before any GPU runs them.
+#[test]
+fn the_gpu_tiling_computes_the_same_model() {
+    let (cfg, weights, _dir) = fixture::random_model(&fixture::tiny("tnl-small-h3"), 0.08, 0.6);
+    let model = Transnormer::new(cfg.clone(), Tiles::gpu());
+    let mut be = InterpBackend::new();
+    model.load(&mut be, &weights).unwrap();
+    let reference = fixture::reference_model(&cfg, &weights);
+    let v = cfg.vocab;
+    let prompts = vec![prompt(40, v), prompt(9, v)];
+    let mut s = Session::new(&model, &mut be, 2).unwrap();
+    s.prefill(&prompts, Logits::Last).unwrap();
+    let mut decoders: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let mut d = reference::Decoder::new(&reference);
+            let mut last = Vec::new();
+            for &t in p {
+                last = d.step(t as usize);
+            }
+            (d, last)
+        })
+        .collect();
+    for step in 0..2 {
+        let logits = s.logits().unwrap();
+        let next = s.next_tokens().unwrap();
+        for (b, (d, want)) in decoders.iter_mut().enumerate() {
+            let e = err(&logits[b], want);
+            assert!(e < TOL, "step {step} seq {b}: {e}");
+            *want = d.step(next[b] as usize);
+        }
+        s.step().unwrap();
+    }
+}

@@ -6,7 +6,8 @@ Here (the build machine):
     for c in 385m 1b; do ./target/release/tessel compile-model $c --arch sm_90a -o .gpu/kernels/transnormer_$c.sm_90a.tpkg; done
 On the GPU machine, from the repository root:
     python3 bench/transnormer.py [--quick] [--no-torch] [--compile]
-It writes the model directories itself (`tessel model init --random-weights`, seed 1) under /tmp.
+It writes the model directories itself (`tessel model init --random-weights`, seed 1) under /tmp,
+and a results file `tessel plot` draws (one panel per model × phase × batch).
 
 tessel's numbers are what `tessel generate` prints: prefill tokens/s (one batch-1 prompt of 2k, 8k,
 32k tokens) and decode tokens/s (batch 1, 16, 64 after a prompt of 1k … 64k tokens; every step is
@@ -53,9 +54,30 @@ def tessel_run(d, pkg, ctx, batch, new):
             "us_per_step": float(dec.group(2)) if dec else None, "log": err.strip().splitlines()[-4:]}
 
 
+def records(cfg, r):
+    """The rows `tessel plot` draws: one panel per (model, phase, batch), tokens/s against size."""
+    rec = lambda group, name, size, value: {"group": group, "name": name, "size": size,
+                                             "metric": "tokens/s", "value": value}
+    out = [rec(f"{cfg} prefill (batch 1)", "tessel", p["n"], p["tokens_per_s"])
+           for p in r["tessel"]["prefill"] if p["tokens_per_s"]]
+    out += [rec(f"{cfg} decode batch {d['batch']}", "tessel", d["context"], d["decode_tokens_per_s"])
+            for d in r["tessel"]["decode"] if d["decode_tokens_per_s"]]
+    for run in r.get("torch", []):
+        name = f"torch {run['mode']}"
+        out += [rec(f"{cfg} prefill (batch 1)", name, p["n"], p["tokens_per_s"]) for p in run.get("prefill", [])]
+        out += [rec(f"{cfg} decode batch {d['batch']}", name, d["context"], d["tokens_per_s"])
+                for d in run.get("decode", [])]
+    return out
+
+
 def main():
     commit = sh(["git", "rev-parse", "--short", "HEAD"])[0].strip()
-    out = {"date": datetime.date.today().isoformat(), "commit": commit, "models": {}}
+    try:
+        device = sh(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])[0].strip().splitlines()[0]
+    except Exception:
+        device = "unknown"
+    out = {"date": datetime.date.today().isoformat(), "commit": commit, "device": device,
+           "models": {}, "records": []}
     for cfg in ["385m", "1b"]:
         d = model_dir(cfg)
         pkg = os.path.join(KERNELS, f"transnormer_{cfg}.{ARCH}.tpkg")
@@ -88,9 +110,10 @@ def main():
                 for row in run.get("prefill", []):
                     print(f"{cfg} torch {run['mode']} prefill {row['n']}: {row['tokens_per_s']:.0f} tokens/s", flush=True)
         out["models"][cfg] = r
+        out["records"] += records(cfg, r)
     path = f"bench/results/{out['date']}-{commit}-transnormer.json"
     json.dump(out, open(path, "w"), indent=1)
-    print("wrote", path)
+    print("wrote", path, f"(plot: {TESSEL} plot {path} -o {path[:-5]}.svg)")
 
 
 if __name__ == "__main__":

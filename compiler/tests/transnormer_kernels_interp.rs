@@ -509,3 +509,72 @@ fn fused_residual_reduction_and_norm_match_float64() {
         assert!(err(out(&args[2]), &normed) < 8e-3, "norm S={s} {m}x{n}");
     }
 }
+
+#[test]
+fn mixer_qkv_partials_reduces_then_applies_silu_and_lrpe() {
+    let (sl, b, h, hd) = (3, 2, 3, 16);
+    for lrpe in [false, true] {
+        let flag = if lrpe { "true" } else { "false" };
+        let k = kernel(
+            "transnormer_mixer.tsl",
+            "mixer_qkv_partials",
+            &[("HD", "16"), ("LRPE", flag)],
+        );
+        let kd = if lrpe { 2 * hd } else { hd };
+        let parts = random(DType::F32, &[sl, b, 4 * h, hd], 2.0);
+        let theta = random(DType::F32, &[h, hd], 4.0);
+        let pos = [37.0, 5.0];
+        let mut args = vec![
+            t(parts.clone()),
+            t(theta.clone()),
+            t(HostTensor::new(DType::I32, vec![b], pos.to_vec())),
+            t(HostTensor::poisoned(DType::Bf16, vec![b, h, kd])),
+            t(HostTensor::poisoned(DType::Bf16, vec![b, h, kd])),
+            t(HostTensor::poisoned(DType::Bf16, vec![b, h, hd])),
+            t(HostTensor::poisoned(DType::Bf16, vec![b, 4 * h, hd])),
+        ];
+        interp::run(&k, &mut args).unwrap();
+        let row = |bi: usize, r: usize, j: usize| -> f64 {
+            (0..sl)
+                .map(|s| parts.data[((s * b + bi) * 4 * h + r) * hd + j])
+                .sum()
+        };
+        let (mut q, mut kk) = (vec![0.0; b * h * kd], vec![0.0; b * h * kd]);
+        let (mut v, mut u) = (vec![0.0; b * h * hd], vec![0.0; b * h * hd]);
+        for bi in 0..b {
+            for hi in 0..h {
+                for j in 0..hd {
+                    let ang = theta.data[hi * hd + j] * pos[bi];
+                    for (out, r) in [(&mut q, hi), (&mut kk, h + hi)] {
+                        let x = silu(row(bi, r, j));
+                        let base = (bi * h + hi) * kd;
+                        if lrpe {
+                            out[base + j] = x * ang.cos();
+                            out[base + hd + j] = x * ang.sin();
+                        } else {
+                            out[base + j] = x;
+                        }
+                    }
+                    v[(bi * h + hi) * hd + j] = row(bi, 2 * h + hi, j);
+                    u[(bi * h + hi) * hd + j] = row(bi, 3 * h + hi, j);
+                }
+            }
+        }
+        for (i, (name, want)) in [("q", &q), ("k", &kk), ("v", &v)].iter().enumerate() {
+            let e = err(out(&args[3 + i]), want);
+            assert!(e < 1.2e-2, "{name} lrpe={lrpe}: {e}");
+        }
+        // Rows 3H .. 4H of qkvu hold u; the others are left as they were (poisoned).
+        let got = out(&args[6]);
+        for bi in 0..b {
+            let rows = &got[(bi * 4 * h) * hd..(bi * 4 * h + 3 * h) * hd];
+            assert!(
+                rows.iter().all(|x| x.is_nan()),
+                "q/k/v rows of qkvu were written"
+            );
+            let urows = &got[(bi * 4 * h + 3 * h) * hd..(bi + 1) * 4 * h * hd];
+            let e = err(urows, &u[bi * h * hd..(bi + 1) * h * hd]);
+            assert!(e < 8e-3, "u lrpe={lrpe}: {e}");
+        }
+    }
+}

@@ -205,14 +205,42 @@ impl Transnormer {
         let (h, hd, kd) = (c.heads, c.head_dim, c.key_dim(l));
         let wq = format!("model.layers.{l}.token_mixer.qkvu_proj.weight");
         let wo = format!("model.layers.{l}.token_mixer.out_proj.weight");
-        let shape = [b, 4 * c.hidden, c.dim];
-        let label = format!("layer {l} qkvu");
-        self.linear_split(g, label, &bufs.h, &wq, &bufs.qkvu, shape, T, false);
+        // qkvu by split-K; its reduction is fused into the SiLU/LRPE kernel.
+        let [bm, bn, bk] = self.tiles.partial;
+        let n = 4 * c.hidden;
+        let sp = self.split(b, n, c.dim);
+        let part = g.transient(format!("layer {l} qkvu partials"), F, sp * b * n);
+        g.call(
+            format!("layer {l} qkvu split-K"),
+            self.k(
+                "linear",
+                "linear_partial",
+                &[("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))],
+            ),
+            vec![
+                view(&bufs.h, T, &[b, c.dim], R),
+                view(&p(&wq), T, &[n, c.dim], R),
+                view(&part, F, &[sp, b, n], W),
+            ],
+        );
         let q = g.transient(format!("layer {l} q"), T, b * h * kd);
         let k = g.transient(format!("layer {l} k"), T, b * h * kd);
         let v = g.transient(format!("layer {l} v"), T, b * h * hd);
         let o = g.transient(format!("layer {l} o"), T, b * h * hd);
-        self.mixer_qkv(g, l, &bufs.qkvu, &Names::pos(b), [&q, &k, &v], b, 1);
+        let consts = [("HD", s(hd)), ("LRPE", c.lrpe[l].to_string())];
+        g.call(
+            format!("layer {l} qkvu reduce + q k v"),
+            self.k("transnormer_mixer", "mixer_qkv_partials", &consts),
+            vec![
+                view(&part, F, &[sp, b, 4 * h, hd], R),
+                view(&p(&self.theta(l)), F, &[h, hd], R),
+                view(&p(&Names::pos(b)), I, &[b], R),
+                view(&q, T, &[b, h, kd], W),
+                view(&k, T, &[b, h, kd], W),
+                view(&v, T, &[b, h, hd], W),
+                view(&bufs.qkvu, T, &[b, 4 * h, hd], W),
+            ],
+        );
         g.call(
             format!("layer {l} lightning decode"),
             self.lightning("lightning_attention_decode", l, &[]),

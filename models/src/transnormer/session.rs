@@ -96,6 +96,18 @@ impl<'a> Session<'a> {
                 .persistent(&Names::all_logits(b, n), DType::F32, b * n * cfg.vocab)?;
         }
         let graph = self.model.prefill_graph(b, n, logits);
+        // The kernels index with 32-bit integers: a tensor of 2^31 elements or more would wrap.
+        if let Some(t) = graph
+            .transients
+            .iter()
+            .find(|t| t.numel > i32::MAX as usize)
+        {
+            return Err(ModelError::Input(format!(
+                "a prefill of {b} × {n} tokens needs `{}` of {} elements, beyond the kernels' \
+                 32-bit indexing (2^31 − 1): prefill fewer sequences at once",
+                t.name, t.numel
+            )));
+        }
         let plan = graph.plan();
         self.be.run(&graph, &plan)?;
         self.lengths = prompts.iter().map(Vec::len).collect();
@@ -200,5 +212,17 @@ mod tests {
             seed: 2,
         };
         assert_ne!(sampled, key(&m, 2), "a scalar argument changes the key");
+    }
+
+    #[test]
+    fn a_prefill_past_32_bit_indexing_is_refused_before_it_runs() {
+        let model = Transnormer::new(ModelConfig::released("385m").unwrap(), Tiles::gpu());
+        let mut be = crate::backend::InterpBackend::new();
+        let mut s = Session::new(&model, &mut be, 1).unwrap();
+        // 2^19 tokens: qkvu is 2^19 × 4096 = 2^31 elements. (No weights are loaded: nothing
+        // may run.)
+        let err = s.prefill(&[vec![7; 1 << 19]], Logits::Last).unwrap_err();
+        assert!(err.to_string().contains("32-bit indexing"), "{err}");
+        assert!(err.to_string().contains("qkvu"), "{err}");
     }
 }

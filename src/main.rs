@@ -44,6 +44,14 @@ enum Command {
     BenchDecode(cli::bench_decode::DecodeBenchArgs),
     /// Plot a benchmark results file as SVG.
     Plot(cli::plot::PlotArgs),
+    /// TransNormerLLM model directories (`model init --random-weights DIR`).
+    #[command(subcommand)]
+    Model(cli::model::ModelCommand),
+    /// Build every kernel variant a model directory's configuration needs into one package.
+    #[cfg(feature = "codegen")]
+    CompileModel(cli::compile_model::CompileModelArgs),
+    /// Generate tokens from a model directory (greedy), streaming them.
+    Generate(cli::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +71,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::BenchDecode(args) => cli::bench_decode::run(args),
         Command::Plot(args) => cli::plot::run(args),
+        Command::Model(cmd) => cli::model::run(cmd),
+        #[cfg(feature = "codegen")]
+        Command::CompileModel(args) => cli::compile_model::run(args),
+        Command::Generate(args) => cli::generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

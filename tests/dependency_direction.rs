@@ -68,3 +68,23 @@ fn package_crate_is_leaf_of_the_project() {
         );
     }
 }
+
+#[test]
+fn models_link_the_front_end_and_interpreter_but_no_backend() {
+    let deps = normal_deps("tessel-models", &[]);
+    for needed in [
+        "tessel-compiler",
+        "tessel-runtime",
+        "safetensors",
+        "memmap2",
+        "petgraph",
+    ] {
+        assert!(deps.iter().any(|d| d == needed), "{needed}: {deps:?}");
+    }
+    for banned in BACKEND {
+        assert!(
+            !deps.iter().any(|d| d == banned),
+            "tessel-models depends on {banned}"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod linear;
+pub mod transnormer;
 
 /// Shape of a (B, H, N, D) tensor, row-major.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

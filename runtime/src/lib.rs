@@ -20,7 +20,7 @@ pub use device::{Device, Graph, LoadedModule};
 pub use error::RuntimeError;
 pub use package::{Arg, LoadedPackage};
 pub use spec::{OperatorSpec, OPERATORS};
-pub use tensor::DeviceTensor;
+pub use tensor::{DeviceTensor, TensorView};
 pub use tessel_package as format;
 
 /// The CUDA driver bindings the runtime is built on, for callers that need a raw launch.

@@ -11,6 +11,8 @@ use crate::{Device, DeviceTensor, LoadedModule, RuntimeError};
 #[derive(Debug, Clone, Copy)]
 pub enum Arg<'t> {
     Tensor(&'t DeviceTensor),
+    /// Part of a tensor's memory as a tensor of its own ([`DeviceTensor::view`]).
+    View(crate::tensor::TensorView<'t>),
     Scalar(f64),
 }
 
@@ -155,6 +157,12 @@ impl LoadedPackage {
                     shape: t.shape.clone(),
                     strides: t.strides.clone(),
                     ptr: t.device_ptr(dev),
+                },
+                Arg::View(v) => ArgInfo::Tensor {
+                    dtype: v.dtype,
+                    shape: v.shape.to_vec(),
+                    strides: tessel_package::dense_strides(v.shape),
+                    ptr: v.ptr,
                 },
                 Arg::Scalar(v) => ArgInfo::Scalar(*v),
             })

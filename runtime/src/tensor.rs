@@ -15,6 +15,16 @@ pub struct DeviceTensor {
     buffer: Buffer,
 }
 
+/// A dense view into a [`DeviceTensor`]'s memory ([`DeviceTensor::view`]); it borrows the
+/// tensor, so the memory outlives every launch made with it.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'t> {
+    pub dtype: DType,
+    pub shape: &'t [usize],
+    pub(crate) ptr: u64,
+    _tensor: std::marker::PhantomData<&'t DeviceTensor>,
+}
+
 /// Bit pattern of one element of `dtype` holding `x` (rounded to nearest even for 16-bit floats).
 fn encode(dtype: DType, x: f64, out: &mut Vec<u8>) {
     match dtype {
@@ -115,6 +125,50 @@ impl DeviceTensor {
         dev.stream()
             .memcpy_htod(&bytes, &mut view)
             .map_err(RuntimeError::driver("host to device copy"))
+    }
+
+    /// Overwrites the contents with `bytes`, already in the tensor's element type (little-endian):
+    /// weights read from a checkpoint go up without a round trip through f64.
+    pub fn write_bytes(&mut self, dev: &Device, bytes: &[u8]) -> Result<(), RuntimeError> {
+        if bytes.len() != self.bytes() {
+            return Err(RuntimeError::HostLength {
+                want: self.bytes(),
+                got: bytes.len(),
+            });
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut view = self.buffer.slice_mut().slice_mut(0..bytes.len());
+        dev.stream()
+            .memcpy_htod(bytes, &mut view)
+            .map_err(RuntimeError::driver("host to device copy"))
+    }
+
+    /// Part of this tensor's memory seen as a dense tensor of `dtype` and `shape`, starting
+    /// `byte_offset` bytes in: how a memory plan places many intermediates in one allocation.
+    /// Refused unless it lies inside the buffer and is aligned for `dtype`.
+    pub fn view<'t>(
+        &'t self,
+        dev: &Device,
+        byte_offset: usize,
+        dtype: DType,
+        shape: &'t [usize],
+    ) -> Result<TensorView<'t>, RuntimeError> {
+        let numel: usize = shape.iter().product();
+        let end = byte_offset + numel * dtype.size();
+        if end > self.bytes() || !byte_offset.is_multiple_of(dtype.size()) {
+            return Err(RuntimeError::HostLength {
+                want: self.bytes(),
+                got: end,
+            });
+        }
+        Ok(TensorView {
+            dtype,
+            shape,
+            ptr: self.device_ptr(dev) + byte_offset as u64,
+            _tensor: std::marker::PhantomData,
+        })
     }
 
     /// The contents as f64, after the stream's pending work.

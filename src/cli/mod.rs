@@ -5,13 +5,17 @@ pub mod bench_decode;
 #[cfg(feature = "codegen")]
 pub mod compile;
 #[cfg(feature = "codegen")]
+pub mod compile_model;
+#[cfg(feature = "codegen")]
 pub mod demo;
 pub mod devices;
 #[cfg(feature = "codegen")]
 pub mod examples;
+pub mod generate;
 pub mod inputs;
 pub mod inspect;
 pub mod lang;
+pub mod model;
 pub mod plot;
 pub mod run;
 pub mod targets;

@@ -1,3 +1,18 @@
-//! TransNormerLLM. For now: its decay schedule, which kernels, tests and the model share.
+//! TransNormerLLM (ALGORITHMS.md §2): configuration and weights in the released Hugging Face
+//! layout, the decay schedule, random-weight model directories, and the model as graphs of
+//! tessel kernel calls (prefill and decode) run by a [`crate::backend::Backend`].
 
+pub mod config;
 pub mod decay;
+pub mod init;
+pub mod model;
+pub mod model_graphs;
+pub mod session;
+pub mod weights;
+
+#[cfg(test)]
+mod weights_tests;
+
+pub use model::{Choice, Tiles, Transnormer};
+pub use model_graphs::Logits;
+pub use session::Session;

@@ -1,0 +1,438 @@
+//! The two graphs of a model: prefill (b prompts of n tokens, left-padded) and a decode step.
+
+use super::model::Choice;
+use super::model::*;
+use crate::backend::Backend;
+use crate::graph::{Buf, CallArg, Graph, KernelRef};
+use crate::ModelError;
+
+/// What a prefill ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position of each sequence (what generation needs), into `logits.b{b}`,
+    /// and its argmax into `next.b{b}`.
+    Last,
+    /// Every position, into `logits.{b}x{n}` (tests and scoring).
+    All,
+}
+
+/// The intermediates one layer of a step uses.
+struct LayerBufs {
+    x: Buf,
+    h: Buf,
+    qkvu: Buf,
+    y: Buf,
+    g: Buf,
+}
+
+impl Transnormer {
+    fn embed(&self, g: &mut Graph, tokens: &str, x: &Buf, m: usize) {
+        let c = &self.cfg;
+        let scale = if c.scale_embedding {
+            (c.dim as f64).sqrt()
+        } else {
+            1.0
+        };
+        g.call(
+            "embedding",
+            self.k("embedding", "embedding", &[("BD", s(pow2(c.dim)))]),
+            vec![
+                view(&p(tokens), I, &[m], R),
+                view(&p("model.embed_tokens.weight"), T, &[c.vocab, c.dim], R),
+                view(x, F, &[m, c.dim], W),
+                CallArg::Scalar(scale),
+            ],
+        );
+    }
+
+    /// Layer l's intermediates: its own, so that the plan can place each by its lifetime; the
+    /// residual stream x is one buffer through the whole step.
+    fn layer_bufs(&self, g: &mut Graph, x: &Buf, l: usize, m: usize) -> LayerBufs {
+        let c = &self.cfg;
+        LayerBufs {
+            x: x.clone(),
+            h: g.transient(format!("layer {l} normed"), T, m * c.dim),
+            qkvu: g.transient(format!("layer {l} qkvu"), T, m * 4 * c.hidden),
+            y: g.transient(format!("layer {l} gated attention"), T, m * c.hidden),
+            g: g.transient(format!("layer {l} sglu gate"), T, m * c.glu),
+        }
+    }
+
+    /// The channel mixer: x ← x + ((h W1ᵀ) ⊙ (h W2ᵀ)) W3ᵀ, h = SRMSNorm(x).
+    /// `next_norm`: decoding, where the norm before this mixer was fused into the previous
+    /// reduction, and this mixer's residual reduction writes the next norm's output there.
+    fn channel_mixer(
+        &self,
+        g: &mut Graph,
+        l: usize,
+        bufs: &LayerBufs,
+        m: usize,
+        next_norm: Option<&Buf>,
+    ) {
+        let decode = next_norm.is_some();
+        let c = &self.cfg;
+        let w = |n: &str| format!("model.layers.{l}.channel_mixer.{n}.weight");
+        if !decode {
+            self.srmsnorm(g, format!("layer {l} channel norm"), &bufs.x, &bufs.h, m);
+        }
+        let (w1, w2) = (w("l1"), w("l2"));
+        let ins = || {
+            vec![
+                view(&bufs.h, T, &[m, c.dim], R),
+                view(&p(&w1), T, &[c.glu, c.dim], R),
+                view(&p(&w2), T, &[c.glu, c.dim], R),
+            ]
+        };
+        if decode {
+            let [bm, bn, bk] = self.tiles.partial;
+            let sp = self.split(m, c.glu, c.dim);
+            let p1 = g.transient(format!("layer {l} sglu partials 1"), F, sp * m * c.glu);
+            let p2 = g.transient(format!("layer {l} sglu partials 2"), F, sp * m * c.glu);
+            let mut args = ins();
+            args.push(view(&p1, F, &[sp, m, c.glu], W));
+            args.push(view(&p2, F, &[sp, m, c.glu], W));
+            let tiles = [("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))];
+            g.call(
+                format!("layer {l} sglu split-K"),
+                self.k("sglu", "sglu_partial", &tiles),
+                args,
+            );
+            g.call(
+                format!("layer {l} sglu reduce"),
+                self.k("sglu", "sglu_reduce", &[("BN", s(self.tiles.reduce))]),
+                vec![
+                    view(&p1, F, &[sp, m, c.glu], R),
+                    view(&p2, F, &[sp, m, c.glu], R),
+                    view(&bufs.g, T, &[m, c.glu], W),
+                ],
+            );
+        } else {
+            let [bm, bn, bk] = self.tiles.linear;
+            let tiles = [("BM", s(bm)), ("BN", s(bn / 2)), ("BK", s(bk))];
+            let mut args = ins();
+            args.push(view(&bufs.g, T, &[m, c.glu], W));
+            g.call(
+                format!("layer {l} sglu"),
+                self.k("sglu", "sglu", &tiles),
+                args,
+            );
+        }
+        let shape = [m, c.dim, c.glu];
+        let label = format!("layer {l} l3 + residual");
+        if let Some(h) = next_norm {
+            self.linear_split_norm(g, label, &bufs.g, &w("l3"), &bufs.x, h, shape);
+        } else {
+            self.linear(g, label, &bufs.g, &w("l3"), &bufs.x, shape, F, true);
+        }
+    }
+
+    /// The token mixer of a prefill: Lightning over the (left-padded) prompts; the final state
+    /// of each (sequence, head) goes to the persistent decode state.
+    fn token_mixer_prefill(&self, g: &mut Graph, l: usize, bufs: &LayerBufs, b: usize, n: usize) {
+        let c = &self.cfg;
+        let m = b * n;
+        let (h, hd, kd) = (c.heads, c.head_dim, c.key_dim(l));
+        let wq = format!("model.layers.{l}.token_mixer.qkvu_proj.weight");
+        let wo = format!("model.layers.{l}.token_mixer.out_proj.weight");
+        self.srmsnorm(g, format!("layer {l} token norm"), &bufs.x, &bufs.h, m);
+        let shape = [m, 4 * c.hidden, c.dim];
+        self.linear(
+            g,
+            format!("layer {l} qkvu"),
+            &bufs.h,
+            &wq,
+            &bufs.qkvu,
+            shape,
+            T,
+            false,
+        );
+        let q = g.transient(format!("layer {l} q"), T, b * h * n * kd);
+        let k = g.transient(format!("layer {l} k"), T, b * h * n * kd);
+        let v = g.transient(format!("layer {l} v"), T, b * h * n * hd);
+        let o = g.transient(format!("layer {l} o"), T, b * h * n * hd);
+        self.mixer_qkv(g, l, &bufs.qkvu, &Names::pos0(b, n), [&q, &k, &v], b, n);
+        let segs = (self.tiles.lightning_segments)(b * h * hd.div_ceil(64), n);
+        let seg = g.transient(
+            format!("layer {l} segment states"),
+            F,
+            b * h * segs * kd * hd,
+        );
+        let slope = p(&Names::slope(l));
+        let seg_shape = [b, h, segs, kd, hd];
+        g.call(
+            format!("layer {l} lightning segment states"),
+            self.lightning("lightning_attention_segment_state", l, &[]),
+            vec![
+                view(&k, T, &[b, h, n, kd], R),
+                view(&v, T, &[b, h, n, hd], R),
+                view(&slope, F, &[h], R),
+                view(&seg, F, &seg_shape, W),
+            ],
+        );
+        g.call(
+            format!("layer {l} lightning"),
+            self.lightning("lightning_attention_fwd", l, &[]),
+            vec![
+                view(&q, T, &[b, h, n, kd], R),
+                view(&k, T, &[b, h, n, kd], R),
+                view(&v, T, &[b, h, n, hd], R),
+                view(&slope, F, &[h], R),
+                view(&seg, F, &seg_shape, R),
+                view(&o, T, &[b, h, n, hd], W),
+            ],
+        );
+        g.call(
+            format!("layer {l} lightning final state"),
+            self.lightning("lightning_attention_state", l, &[]),
+            vec![
+                view(&k, T, &[b, h, n, kd], R),
+                view(&slope, F, &[h], R),
+                view(&seg, F, &seg_shape, R),
+                view(&p(&Names::state(l, b)), F, &[b, h, kd, hd], W),
+            ],
+        );
+        self.mixer_gate(g, l, &o, &bufs.qkvu, &bufs.y, b, n);
+        let shape = [m, c.dim, c.hidden];
+        let label = format!("layer {l} out_proj + residual");
+        self.linear(g, label, &bufs.y, &wo, &bufs.x, shape, F, true);
+    }
+
+    /// The token mixer of one decode step: the robust recurrence on the persistent state.
+    /// bufs.h already holds SRMSNorm(x) (the previous reduction wrote it); the out_proj
+    /// reduction writes the channel mixer's norm into it again.
+    fn token_mixer_decode(&self, g: &mut Graph, l: usize, bufs: &LayerBufs, b: usize) {
+        let c = &self.cfg;
+        let (h, hd, kd) = (c.heads, c.head_dim, c.key_dim(l));
+        let wq = format!("model.layers.{l}.token_mixer.qkvu_proj.weight");
+        let wo = format!("model.layers.{l}.token_mixer.out_proj.weight");
+        // qkvu by split-K; its reduction is fused into the SiLU/LRPE kernel.
+        let [bm, bn, bk] = self.tiles.partial;
+        let n = 4 * c.hidden;
+        let sp = self.split(b, n, c.dim);
+        let part = g.transient(format!("layer {l} qkvu partials"), F, sp * b * n);
+        g.call(
+            format!("layer {l} qkvu split-K"),
+            self.k(
+                "linear",
+                "linear_partial",
+                &[("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))],
+            ),
+            vec![
+                view(&bufs.h, T, &[b, c.dim], R),
+                view(&p(&wq), T, &[n, c.dim], R),
+                view(&part, F, &[sp, b, n], W),
+            ],
+        );
+        let q = g.transient(format!("layer {l} q"), T, b * h * kd);
+        let k = g.transient(format!("layer {l} k"), T, b * h * kd);
+        let v = g.transient(format!("layer {l} v"), T, b * h * hd);
+        let o = g.transient(format!("layer {l} o"), T, b * h * hd);
+        let consts = [("HD", s(hd)), ("LRPE", c.lrpe[l].to_string())];
+        g.call(
+            format!("layer {l} qkvu reduce + q k v"),
+            self.k("transnormer_mixer", "mixer_qkv_partials", &consts),
+            vec![
+                view(&part, F, &[sp, b, 4 * h, hd], R),
+                view(&p(&self.theta(l)), F, &[h, hd], R),
+                view(&p(&Names::pos(b)), I, &[b], R),
+                view(&q, T, &[b, h, kd], W),
+                view(&k, T, &[b, h, kd], W),
+                view(&v, T, &[b, h, hd], W),
+                view(&bufs.qkvu, T, &[b, 4 * h, hd], W),
+            ],
+        );
+        g.call(
+            format!("layer {l} lightning decode"),
+            self.lightning("lightning_attention_decode", l, &[]),
+            vec![
+                view(&q, T, &[b, h, kd], R),
+                view(&k, T, &[b, h, kd], R),
+                view(&v, T, &[b, h, hd], R),
+                view(&p(&Names::slope(l)), F, &[h], R),
+                view(&p(&Names::state(l, b)), F, &[b, h, kd, hd], RW),
+                view(&o, T, &[b, h, hd], W),
+            ],
+        );
+        self.mixer_gate(g, l, &o, &bufs.qkvu, &bufs.y, b, 1);
+        let shape = [b, c.dim, c.hidden];
+        let label = format!("layer {l} out_proj + residual");
+        self.linear_split_norm(g, label, &bufs.y, &wo, &bufs.x, &bufs.h, shape);
+    }
+
+    /// The next tokens from `logits.b{b}` into `next.b{b}`; sampling keys its draws on the
+    /// positions in `pos` (+ `offset`): the token just consumed.
+    fn choose(&self, g: &mut Graph, b: usize, pos: &str, offset: usize) {
+        let logits = view(&p(&Names::logits(b)), F, &[b, self.cfg.vocab], R);
+        let next = view(&p(&Names::next(b)), I, &[b], W);
+        let bv = ("BV", s(self.tiles.argmax));
+        match self.choice {
+            Choice::Greedy => g.call(
+                "argmax",
+                self.k("sampling", "argmax", &[bv]),
+                vec![logits, next],
+            ),
+            Choice::Sample {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            } => g.call(
+                "sample",
+                self.k("sampling", "sample", &[bv]),
+                vec![
+                    logits,
+                    view(&p(pos), I, &[b], R),
+                    next,
+                    CallArg::Scalar(temperature),
+                    CallArg::Scalar(top_k as f64),
+                    CallArg::Scalar(top_p),
+                    // The kernel's seed is an i32: the bits of the u32, reinterpreted.
+                    CallArg::Scalar(seed as i32 as f64),
+                    CallArg::Scalar(offset as f64),
+                ],
+            ),
+        }
+    }
+
+    /// Creates the persistent buffers a batch of `b` needs (states, tokens, positions, logits).
+    pub fn batch_buffers(&self, be: &mut dyn Backend, b: usize) -> Result<(), ModelError> {
+        let c = &self.cfg;
+        for l in 0..c.layers {
+            be.persistent(
+                &Names::state(l, b),
+                F,
+                b * c.heads * c.key_dim(l) * c.head_dim,
+            )?;
+        }
+        be.persistent(&Names::next(b), I, b)?;
+        be.persistent(&Names::pos(b), I, b)?;
+        be.persistent(&Names::logits(b), F, b * c.vocab)
+    }
+
+    /// The prefill of b prompts of n tokens (`prompt.{b}x{n}`, left-padded, with row 0 of
+    /// sequence i at position `pos0.{b}x{n}`[i] ≤ 0).
+    pub fn prefill_graph(&self, b: usize, n: usize, logits: Logits) -> Graph {
+        let c = &self.cfg;
+        let m = b * n;
+        let mut g = Graph::default();
+        let x = g.transient("x (residual)", F, m * c.dim);
+        self.embed(&mut g, &Names::prompt(b, n), &x, m);
+        for l in 0..c.layers {
+            let bufs = self.layer_bufs(&mut g, &x, l, m);
+            self.token_mixer_prefill(&mut g, l, &bufs, b, n);
+            self.channel_mixer(&mut g, l, &bufs, m, None);
+        }
+        match logits {
+            Logits::Last => {
+                let hl = g.transient("final norm (last positions)", T, b * c.dim);
+                g.call(
+                    "final norm",
+                    self.k("srmsnorm", "srmsnorm_last", &[("BD", s(pow2(c.dim)))]),
+                    vec![view(&x, F, &[b, n, c.dim], R), view(&hl, T, &[b, c.dim], W)],
+                );
+                let out = p(&Names::logits(b));
+                let shape = [b, c.vocab, c.dim];
+                self.linear(
+                    &mut g,
+                    "lm_head".into(),
+                    &hl,
+                    "lm_head.weight",
+                    &out,
+                    shape,
+                    F,
+                    false,
+                );
+                self.choose(&mut g, b, &Names::pos0(b, n), n - 1);
+            }
+            Logits::All => {
+                let h = g.transient("final norm", T, m * c.dim);
+                self.srmsnorm(&mut g, "final norm".into(), &x, &h, m);
+                let out = p(&Names::all_logits(b, n));
+                let shape = [m, c.vocab, c.dim];
+                self.linear(
+                    &mut g,
+                    "lm_head".into(),
+                    &h,
+                    "lm_head.weight",
+                    &out,
+                    shape,
+                    F,
+                    false,
+                );
+            }
+        }
+        g
+    }
+
+    /// One decode step of b sequences: consumes `next.b{b}` at positions `pos.b{b}`, advances
+    /// the states and positions, writes `logits.b{b}` and the greedy choice into `next.b{b}`.
+    /// Nothing in it depends on the host between steps, so it can be captured and replayed.
+    pub fn decode_graph(&self, b: usize) -> Graph {
+        let c = &self.cfg;
+        let mut g = Graph::default();
+        let x = g.transient("x (residual)", F, b * c.dim);
+        self.embed(&mut g, &Names::next(b), &x, b);
+        let bufs: Vec<LayerBufs> = (0..c.layers)
+            .map(|l| self.layer_bufs(&mut g, &x, l, b))
+            .collect();
+        let h = g.transient("final norm", T, b * c.dim);
+        // Only the first norm runs alone: every later one is fused into the residual
+        // reduction before it.
+        self.srmsnorm(&mut g, "layer 0 token norm".into(), &x, &bufs[0].h, b);
+        for l in 0..c.layers {
+            self.token_mixer_decode(&mut g, l, &bufs[l], b);
+            let next = bufs.get(l + 1).map_or(&h, |n| &n.h);
+            self.channel_mixer(&mut g, l, &bufs[l], b, Some(next));
+        }
+        let out = p(&Names::logits(b));
+        let shape = [b, c.vocab, c.dim];
+        self.linear_split(
+            &mut g,
+            "lm_head".into(),
+            &h,
+            "lm_head.weight",
+            &out,
+            shape,
+            F,
+            false,
+        );
+        self.choose(&mut g, b, &Names::pos(b), 0);
+        g.call(
+            "advance positions",
+            self.k("sampling", "positions_advance", &[]),
+            vec![view(&p(&Names::pos(b)), I, &[b], RW)],
+        );
+        g
+    }
+}
+
+impl Transnormer {
+    /// Every kernel variant the model's graphs call (prefill with either ending, decode), in
+    /// order: what `tessel compile-model` builds. Batch and sequence sizes, split and segment
+    /// counts are run-time shape symbols, so one graph of each kind names them all.
+    /// Both ways of choosing tokens are included, so one package serves greedy and sampling.
+    pub fn kernels(&self) -> Vec<KernelRef> {
+        let mut greedy = self.clone();
+        greedy.choice = Choice::Greedy;
+        let mut sampling = self.clone();
+        sampling.choice = Choice::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        };
+        let graphs = [
+            greedy.prefill_graph(1, 1, Logits::Last),
+            greedy.prefill_graph(1, 1, Logits::All),
+            greedy.decode_graph(1),
+            sampling.prefill_graph(1, 1, Logits::Last),
+        ];
+        let mut set: Vec<KernelRef> = graphs
+            .iter()
+            .flat_map(|g| g.graph.node_weights().map(|c| c.kernel.clone()))
+            .collect();
+        set.sort();
+        set.dedup();
+        set
+    }
+}

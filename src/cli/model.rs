@@ -1,0 +1,151 @@
+//! `tessel model init`: a TransNormerLLM directory in the released layout with random weights.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use tessel_models::transnormer::config::ModelConfig;
+use tessel_models::transnormer::init::{write_random, InitOptions};
+use tessel_models::transnormer::weights::Stored;
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Write config.json and seeded random weights (safetensors, released tensor names).
+    Init(InitArgs),
+    /// Print the prefill and decode graphs' calls and memory plans for a configuration.
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// A model directory, a config.json, or a released shape (385m, 1b, ...).
+    pub config: String,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Prompt length of the prefill.
+    #[arg(long, default_value_t = 2048)]
+    pub tokens: usize,
+    /// List every call of the decode step.
+    #[arg(long)]
+    pub calls: bool,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// A config.json, or a released shape: 385m, 1b, 7b, tnl2-3b, tnl3-15b.
+    #[arg(long)]
+    pub config: String,
+    /// The directory to write.
+    #[arg(long, value_name = "DIR")]
+    pub random_weights: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Storage type: bf16, f16 or f32.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// Number of safetensors shards (more than 1 writes model.safetensors.index.json).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Standard deviation of the weights (the released init: 0.02).
+    #[arg(long, default_value_t = 0.02)]
+    pub std: f64,
+}
+
+pub fn run(cmd: ModelCommand) -> super::CliResult {
+    match cmd {
+        ModelCommand::Init(args) => init(args),
+        ModelCommand::Plan(args) => plan(args),
+    }
+}
+
+fn config(what: &str) -> Result<ModelConfig, Box<dyn std::error::Error>> {
+    if let Some(c) = ModelConfig::released(what) {
+        return Ok(c);
+    }
+    let p = Path::new(what);
+    Ok(ModelConfig::read(&if p.is_dir() {
+        p.join("config.json")
+    } else {
+        p.to_path_buf()
+    })?)
+}
+
+fn plan(args: PlanArgs) -> super::CliResult {
+    use tessel_models::transnormer::{Logits, Tiles, Transnormer};
+    let cfg = config(&args.config)?;
+    let weights: usize = tessel_models::transnormer::weights::expected(&cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() * 2)
+        .sum();
+    let state: usize = (0..cfg.layers)
+        .map(|l| args.batch * cfg.heads * cfg.key_dim(l) * cfg.head_dim * 4)
+        .sum();
+    let model = Transnormer::new(cfg, Tiles::gpu());
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    println!(
+        "weights (bf16): {:.1} MiB; decode state: {:.2} MiB",
+        mib(weights),
+        mib(state)
+    );
+    let (b, n) = (args.batch, args.tokens);
+    for (what, g) in [
+        (
+            format!("prefill {b}×{n}"),
+            model.prefill_graph(b, n, Logits::Last),
+        ),
+        (format!("decode {b}"), model.decode_graph(b)),
+    ] {
+        let p = g.plan();
+        println!(
+            "{what}: {} calls, {} intermediates; arena {:.2} MiB (peak of live intermediates), \
+             {:.2} MiB without reuse",
+            g.len(),
+            g.transients.len(),
+            mib(p.arena_bytes),
+            mib(p.unshared_bytes)
+        );
+        if args.calls && what.starts_with("decode") {
+            for node in &p.order {
+                let c = &g.graph[*node];
+                println!("  {:<32} {}", c.label, c.kernel.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn init(args: InitArgs) -> super::CliResult {
+    let cfg = match ModelConfig::released(&args.config) {
+        Some(c) => c,
+        None => ModelConfig::read(Path::new(&args.config))?,
+    };
+    let dtype = match args.dtype.as_str() {
+        "bf16" => Stored::Bf16,
+        "f16" => Stored::F16,
+        "f32" => Stored::F32,
+        d => return Err(format!("--dtype {d}: expected bf16, f16 or f32").into()),
+    };
+    if args.shards == 0 {
+        return Err("--shards must be at least 1".into());
+    }
+    let opts = InitOptions {
+        seed: args.seed,
+        std: args.std,
+        head_std: None,
+        dtype,
+        shards: args.shards,
+    };
+    write_random(&cfg, &args.random_weights, &opts)?;
+    eprintln!(
+        "wrote {} ({} layers, D = {}, H = {}, F = {}, vocab {}; {} shard(s) of {})",
+        args.random_weights.display(),
+        cfg.layers,
+        cfg.dim,
+        cfg.heads,
+        cfg.glu,
+        cfg.vocab,
+        args.shards,
+        args.dtype
+    );
+    Ok(())
+}

@@ -148,9 +148,71 @@ pub fn variant_name(kernel: &crate::tir::Kernel, variants: &Variants) -> String 
 /// (e.g. D = 128 tiles beyond sm_80's shared memory), each with the reason.
 pub struct SourcePackage {
     pub package: PackageBuilder,
-    pub skipped: Vec<(String, crate::sched::SchedError)>,
+    /// Entries left out, with why: a combination of variant values the scheduler cannot place
+    /// on this target, or one that makes a kernel of the file invalid (a tile too large for
+    /// its block) while other combinations build it.
+    pub skipped: Vec<(String, String)>,
     /// Each entry's compile time per stage, in package order (`tessel compile --timings`).
     pub timings: Vec<(String, Vec<(&'static str, std::time::Duration)>)>,
+}
+
+/// Every kernel of `source` at every combination of variant values, each entry once. Without
+/// variants any diagnostic is the error. With them, a combination that makes one kernel invalid
+/// (`BN = 1024` gives another kernel of the file a tile too large for a block) leaves that
+/// entry out, listed with its first diagnostic — unless no combination builds the kernel at
+/// all, which is the user's error.
+fn elaborate_variants(
+    source: &str,
+    file_name: &str,
+    combos: &[Overrides],
+    variants: &Variants,
+) -> Result<(Vec<(String, crate::tir::Kernel)>, Vec<(String, String)>), CompileError> {
+    let render = |d: &[crate::diag::Diagnostic]| {
+        CompileError::Source(crate::diag::render_all(d, file_name, source))
+    };
+    let mut jobs: Vec<(String, crate::tir::Kernel)> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut failures: Vec<(String, crate::diag::Diagnostic)> = Vec::new();
+    for overrides in combos {
+        let kernels = match sema::compile_source(source, overrides) {
+            Ok(k) => k,
+            Err(d) if variants.is_empty() => return Err(render(&d)),
+            Err(d) => {
+                let file = crate::syntax::parse(source).map_err(|e| render(&[e]))?;
+                let mut ok = Vec::new();
+                for k in &file.kernels {
+                    match sema::elaborate_kernel(k, overrides) {
+                        Ok(t) => ok.push(t),
+                        Err(diag) => {
+                            let at: Vec<String> = variants
+                                .iter()
+                                .filter_map(|(n, _)| overrides.get(n).map(|v| format!("{n}={v}")))
+                                .collect();
+                            failures.push((format!("{}[{}]", k.name, at.join(",")), diag));
+                        }
+                    }
+                }
+                if ok.is_empty() && failures.is_empty() {
+                    return Err(render(&d));
+                }
+                ok
+            }
+        };
+        for kernel in kernels {
+            let name = variant_name(&kernel, variants);
+            if !jobs.iter().any(|(n, _)| *n == name) {
+                jobs.push((name, kernel));
+            }
+        }
+    }
+    for (entry, diag) in failures {
+        let kernel = entry.split('[').next().unwrap_or(&entry);
+        if !jobs.iter().any(|(_, k)| k.name == kernel) {
+            return Err(render(&[diag]));
+        }
+        skipped.push((entry, diag.message.clone()));
+    }
+    Ok((jobs, skipped))
 }
 
 /// One package holding every kernel of `source` for every combination of `variants` (with
@@ -207,17 +269,7 @@ pub fn source_package_with(
             .collect();
     }
     // The front end is cheap and its errors are the user's: run it first, in order.
-    let mut jobs: Vec<(String, crate::tir::Kernel)> = Vec::new();
-    for overrides in &combos {
-        let kernels = sema::compile_source(source, overrides)
-            .map_err(|d| CompileError::Source(crate::diag::render_all(&d, file_name, source)))?;
-        for kernel in kernels {
-            let name = variant_name(&kernel, variants);
-            if !jobs.iter().any(|(n, _)| *n == name) {
-                jobs.push((name, kernel));
-            }
-        }
-    }
+    let (jobs, mut skipped) = elaborate_variants(source, file_name, &combos, variants)?;
     let done = std::sync::atomic::AtomicUsize::new(0);
     let compile = |(name, kernel): &(String, crate::tir::Kernel)| {
         let r = crate::driver::compile_kernel_with(kernel, target, options);
@@ -245,14 +297,13 @@ pub fn source_package_with(
         }
     });
     let mut b = PackageBuilder::new(target.name, &target.ptx.to_string());
-    let mut skipped = Vec::new();
     let mut timings = Vec::new();
     for ((name, kernel), compiled) in jobs.iter().zip(results) {
         let compiled = match compiled {
             Ok(c) => c,
             // A variant the target cannot hold is left out; a broken schedule is a bug.
             Err(CompileError::Schedule(e)) if !variants.is_empty() && e.broken.is_none() => {
-                skipped.push((name.clone(), e));
+                skipped.push((name.clone(), e.reason));
                 continue;
             }
             Err(e) => return Err(e),

@@ -84,17 +84,22 @@ pub fn compile(k: &KernelRef) -> Result<Kernel, ModelError> {
                 .ok_or_else(|| bad(format!("constant {n} = {v}")))
         })
         .collect::<Result<_, _>>()?;
-    let kernels = sema::compile_source(text, &overrides).map_err(|d| {
+    // Only this kernel is elaborated: the file's other kernels may not hold at these constants
+    // (a BN that suits a reduction gives a matrix kernel a tile too large for one block).
+    let render = |d: &[tessel_compiler::diag::Diagnostic]| {
         bad(tessel_compiler::diag::render_all(
-            &d,
+            d,
             &format!("{}.tsl", k.source),
             text,
         ))
-    })?;
-    kernels
-        .into_iter()
-        .find(|x| x.name == k.name)
-        .ok_or_else(|| bad("not in its source".into()))
+    };
+    let file = tessel_compiler::syntax::parse(text).map_err(|d| render(&[d]))?;
+    let ast = file
+        .kernels
+        .iter()
+        .find(|x| x.name.name == k.name)
+        .ok_or_else(|| bad("not in its source".into()))?;
+    sema::elaborate_kernel(ast, &overrides).map_err(|d| render(&[d]))
 }
 
 /// The CPU backend: the Tile IR interpreter over host bytes.

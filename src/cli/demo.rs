@@ -175,7 +175,7 @@ pub fn run(args: DemoArgs) -> super::CliResult {
             let package = built.package;
             let per_kernel = start.elapsed().as_secs_f64() / package.len().max(1) as f64;
             for (name, why) in &built.skipped {
-                println!("{name:<46} {:<7} not built: {}", target.name, why.reason);
+                println!("{name:<46} {:<7} not built: {why}", target.name);
             }
             package.write(&args.out_dir.join(format!("{name}.{}.tpkg", target.name)))?;
             for (entry, ptx) in package.kernels() {

@@ -13,6 +13,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/elementwise.tsl"),
     ),
     (
+        "dsl-examples/embedding.tsl",
+        include_str!("../../dsl-examples/embedding.tsl"),
+    ),
+    (
         "dsl-examples/flash_attention.tsl",
         include_str!("../../dsl-examples/flash_attention.tsl"),
     ),
@@ -21,12 +25,32 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/lightning_attention.tsl"),
     ),
     (
+        "dsl-examples/linear.tsl",
+        include_str!("../../dsl-examples/linear.tsl"),
+    ),
+    (
         "dsl-examples/matmul.tsl",
         include_str!("../../dsl-examples/matmul.tsl"),
     ),
     (
+        "dsl-examples/sampling.tsl",
+        include_str!("../../dsl-examples/sampling.tsl"),
+    ),
+    (
+        "dsl-examples/sglu.tsl",
+        include_str!("../../dsl-examples/sglu.tsl"),
+    ),
+    (
         "dsl-examples/softmax.tsl",
         include_str!("../../dsl-examples/softmax.tsl"),
+    ),
+    (
+        "dsl-examples/srmsnorm.tsl",
+        include_str!("../../dsl-examples/srmsnorm.tsl"),
+    ),
+    (
+        "dsl-examples/transnormer_mixer.tsl",
+        include_str!("../../dsl-examples/transnormer_mixer.tsl"),
     ),
 ];
 

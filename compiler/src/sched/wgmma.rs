@@ -208,6 +208,7 @@ impl Dist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sched::SmemTile;
 
     /// The ISA's table, element by element: register i of thread t (of the whole block) holds
     /// this (row, column) of the block's 16·warps × n output.
@@ -247,6 +248,65 @@ mod tests {
             // The block's frame layout places every register the same way, in the same order,
             // so the epilogue, conversions and reductions of mma tiles carry over unchanged.
             assert!(d.same_placement(&Dist::mma(16 * warps, n, warps, 1)));
+        }
+    }
+
+    /// Where the staging pass puts element (row, col) of a panelled tile at 1024-aligned `base`
+    /// (as `lower::shared::tile_offset` computes it): its panel, 128-byte rows, chunk ^ row % 8.
+    fn staged_at(t: &SmemTile, base: usize, row: usize, col: usize) -> usize {
+        let (p, within) = (col / t.panel, col % t.panel);
+        let chunk = (within / 8) ^ (row % 8);
+        base + p * t.rows * t.panel * 2 + row * t.panel * 2 + chunk * 16 + (within % 8) * 2
+    }
+
+    /// The 128-byte swizzle as the hardware applies it to a shared address: bits 4..7 (the
+    /// 16-byte chunk) XOR bits 7..10 (the row within a 1024-byte atom).
+    fn swizzle128(addr: usize) -> usize {
+        addr ^ (((addr >> 7) & 7) << 4)
+    }
+
+    /// The address wgmma reads for element (mn, k) of one m64nNk16 operand through `d` at start
+    /// address `start`: the canonical layouts of the 128-byte swizzle (CUTLASS's GMMA notes),
+    /// in 16-byte units: K-major ((8,m),(8,2)):((8,SBO),(1,·)) and N-major
+    /// ((8,n),(8,k)):((1,LBO),(8,SBO)), 8 16-bit elements per unit.
+    fn wgmma_reads(d: &Desc, start: usize, mn: usize, k: usize) -> usize {
+        let linear = match d.major {
+            Major::K => (mn % 8) * 128 + (mn / 8) * d.sbo + k * 2,
+            Major::MN => (mn % 64) * 2 + (mn / 64) * d.lbo + (k % 8) * 128 + (k / 8) * d.sbo,
+        };
+        swizzle128(start + linear)
+    }
+
+    #[test]
+    fn descriptors_read_what_the_staging_wrote() {
+        for (m, n, k) in [(128, 256, 64), (64, 64, 128), (128, 128, 64), (64, 192, 64)] {
+            let p = WgmmaPlan::new(m, n, k);
+            let ta = SmemTile::panelled(m, k, DType::Bf16, PANEL);
+            let tb = SmemTile::panelled(k, n, DType::Bf16, PANEL);
+            let (a0, b0) = (3 * ATOM_BYTES, 40 * ATOM_BYTES);
+            for g in 0..p.groups {
+                for kk in 0..p.k_steps {
+                    // The lowering's start addresses (lower/wgmma.rs).
+                    let k0 = 16 * kk;
+                    let a_start =
+                        a0 + g * 64 * PANEL * 2 + (k0 / PANEL) * p.a_panel_bytes + (k0 % PANEL) * 2;
+                    let b_start = b0 + k0 * PANEL * 2;
+                    for i in 0..16 {
+                        for r in 0..64 {
+                            let want = staged_at(&ta, a0, 64 * g + r, k0 + i);
+                            assert_eq!(
+                                wgmma_reads(&p.a, a_start, r, i),
+                                want,
+                                "A {m}x{k} g{g} k{kk}"
+                            );
+                        }
+                        for c in 0..n {
+                            let want = staged_at(&tb, b0, k0 + i, c);
+                            assert_eq!(wgmma_reads(&p.b, b_start, c, i), want, "B {k}x{n} k{kk}");
+                        }
+                    }
+                }
+            }
         }
     }
 

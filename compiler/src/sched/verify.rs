@@ -29,7 +29,7 @@
 //!   each converted value (4 bytes an element) and each dot's operands stored there.
 //! - **Reductions**: every reduction of a register tile has a plan.
 //! - **Features**: every feature is in the target's table, and the features name what the dots
-//!   and copies use (mma.sync and ldmatrix, cp.async).
+//!   and copies use (wgmma; mma.sync and ldmatrix; cp.async).
 //! - **Occupancy**: `min_blocks_per_sm`, when set, is at least 1 and within the target's limits.
 
 use std::fmt;

@@ -51,7 +51,7 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source (built into the binary: `super::examples`), each with
 /// its -D values and the suffix of its output names. Every kernel of a file is built.
-const DSL_FILES: [(&str, Defines, &str); 9] = [
+const DSL_FILES: [(&str, Defines, &str); 11] = [
     ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
     ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
     ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
@@ -59,6 +59,13 @@ const DSL_FILES: [(&str, Defines, &str); 9] = [
     ("dsl-examples/matmul.tsl", &[], ""),
     // 128-column tiles: on sm_90a, wgmma.m64n128k16 (tests/filetests/sched/hopper_matmul.tsl).
     ("dsl-examples/matmul.tsl", &[("BN", "128")], "_bn128"),
+    // Narrower K (and N) blocks: the 64- and 32-byte swizzles (tests/filetests/sched/hopper_*).
+    ("dsl-examples/matmul.tsl", &[("BK", "32")], "_bk32"),
+    (
+        "dsl-examples/matmul.tsl",
+        &[("BK", "16"), ("BN", "32")],
+        "_bk16",
+    ),
     ("dsl-examples/softmax.tsl", &[], ""),
     ("dsl-examples/flash_attention.tsl", &[], ""),
     ("dsl-examples/lightning_attention.tsl", &[], ""),

@@ -3,7 +3,8 @@
 //! Both operands are read by the tensor cores straight from their staged panels through matrix
 //! descriptors (the layout, strides and swizzle the schedule planned, [`crate::sched::wgmma`]);
 //! the lowering adds only the start address: the slot's, moved to the warpgroup's 64 rows of A
-//! and, per K step, 32 bytes along A's rows (or to its next panel) and 16 rows down B's panels.
+//! and, per K step, 32 bytes along A's panel rows (or to its next panel) and 16 rows down B's
+//! panels.
 //! A descriptor's start field is the address >> 4, and shared addresses stay below 2^18, so a
 //! step is an add on the descriptor itself. The accumulators stay in registers across the batch,
 //! tied in and out of each instruction; the batch is fenced, committed and waited as planned.
@@ -13,7 +14,7 @@ use super::emit::{Arith, Cast, Ty, Value};
 use super::entry::Lower;
 use super::ptx_templates as ptx;
 use super::{err, R};
-use crate::sched::wgmma::{Desc, Major, WgmmaPlan, PANEL};
+use crate::sched::wgmma::{Desc, Major, WgmmaPlan};
 use crate::sched::DotPlan;
 use crate::tir::DType;
 
@@ -35,12 +36,12 @@ impl Lower<'_> {
             DType::F16 => "f16",
             _ => "bf16",
         };
-        // This warpgroup's 64 rows start 64 rows (of 128 bytes) into every panel of A.
+        // This warpgroup's 64 rows start 64 panel rows into every panel of A.
         let warp = self.warp.clone();
         let rows = self.hoisted(|me| {
             let four = me.e.i32(4);
             let g = me.e.arith(Arith::DivUI, &warp, &four);
-            let bytes = me.e.i32((64 * PANEL * a.tile.dtype.size()) as i64);
+            let bytes = me.e.i32((64 * w.a_row) as i64);
             me.e.muli(&g, &bytes)
         });
         let a_at = self.e.addi(&a.base, &rows);
@@ -48,11 +49,12 @@ impl Lower<'_> {
         let db = self.descriptor(&w.b, &b.base)?;
         let op = ptx::wgmma_m64nk16(w.n, dtype, w.b.major == Major::MN);
         let es = a.tile.dtype.size();
+        let a_panel = w.a_row / es;
         self.e.inline_asm(&ptx::wgmma_fence(), &[])?;
         for kk in 0..w.k_steps {
             let k0 = 16 * kk;
-            let a_step = (k0 / PANEL) * w.a_panel_bytes + (k0 % PANEL) * es;
-            let b_step = k0 * PANEL * es;
+            let a_step = (k0 / a_panel) * w.a_panel_bytes + (k0 % a_panel) * es;
+            let b_step = k0 * w.b_row;
             let ak = self.e.add_const(&da, (a_step >> 4) as i64);
             let bk = self.e.add_const(&db, (b_step >> 4) as i64);
             let mut ins: Vec<&Value> = vec![&ak, &bk];

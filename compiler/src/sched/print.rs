@@ -91,10 +91,14 @@ fn stage(f: &mut fmt::Formatter<'_>, v: ValueId, st: &Staging) -> fmt::Result {
         st.tile.cols,
         st.tile.dtype,
         match (st.tile.swizzle, st.tile.is_panelled() || st.async_reads) {
-            (true, true) => format!(
-                " in {}-column panels, 128-byte swizzle (xor chunk with row mod 8)",
-                st.tile.panel
-            ),
+            (true, true) => {
+                let (p, m) = st.tile.swizzle_params();
+                format!(
+                    " in {}-column panels, {}-byte swizzle (xor chunk with row/{p} mod {m})",
+                    st.tile.panel,
+                    st.tile.panel * st.tile.dtype.size()
+                )
+            }
             (true, false) => {
                 let (p, m) = st.tile.swizzle_params();
                 format!(" swizzled (xor chunk with row/{p} mod {m})")
@@ -135,8 +139,8 @@ fn dot(f: &mut fmt::Formatter<'_>, v: ValueId, d: &DotPlan) -> fmt::Result {
     let unit = match d.unit {
         DotUnit::Wgmma(w) => format!(
             "wgmma.m64n{}k16 ({} warpgroups, {} per batch: fence, commit, wait {}; \
-             A K-major SBO {}, B N-major LBO {} SBO {}, 128-byte swizzle)",
-            w.n, w.groups, w.k_steps, w.wait, w.a.sbo, w.b.lbo, w.b.sbo
+             A K-major {}-byte swizzle SBO {}, B N-major {}-byte swizzle LBO {} SBO {})",
+            w.n, w.groups, w.k_steps, w.wait, w.a_row, w.a.sbo, w.b_row, w.b.lbo, w.b.sbo
         ),
         DotUnit::Mma => "mma.sync.m16n8k16".into(),
         DotUnit::Fma => "fma".into(),

@@ -50,8 +50,8 @@ impl SmemTile {
         SmemTile::panelled(rows, cols, dtype, cols)
     }
 
-    /// A tile stored in panels of `panel` columns (wgmma's 128-byte-swizzled operand layout when
-    /// a panel row is 128 bytes).
+    /// A tile stored in panels of `panel` columns (wgmma's swizzled operand layout when a panel
+    /// row is 32, 64 or 128 bytes).
     pub fn panelled(rows: usize, cols: usize, dtype: DType, panel: usize) -> Self {
         let panel = panel.min(cols);
         let swizzle = dtype.size() == 2 && panel.is_multiple_of(8);

@@ -4,7 +4,7 @@
 //! allocation and pipelining passes).
 //!
 //! A staged tile is stored as the strategy says: row-major, 16-bit tiles XOR-swizzled by 16-byte
-//! chunk ([`super::SmemTile::new`]), or for wgmma in 64-column panels of the 128-byte swizzle
+//! chunk ([`super::SmemTile::new`]), or for wgmma in panels of up to 64 columns (its swizzles)
 //! ([`super::wgmma`]), whose generic-proxy writers fence before wgmma reads them; the strategy
 //! picks the copy: `cp.async` where the tile and the load allow
 //! (zero fill past the tensor's edge, no mask, the tensor's innermost dimension along the rows),

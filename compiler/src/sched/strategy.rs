@@ -2,7 +2,7 @@
 //! kernel from the target table (or forced by `--strategy`), printed in the schedule, and asked by
 //! every pass that would otherwise test target features itself.
 //!
-//! There are three: `Hopper` (wgmma.mma_async with both operands in 128-byte-swizzled shared
+//! There are three: `Hopper` (wgmma.mma_async with both operands in swizzled shared
 //! tiles, cp.async copies: sm_90a, for a kernel whose every dot qualifies, [`super::wgmma`]),
 //! `Ampere` (mma.sync.m16n8k16 with ldmatrix operands and cp.async copies: every target in the
 //! table) and `Simt` (no matrix unit: dots as FMAs over shared memory, element copies). Hopper is
@@ -130,7 +130,7 @@ impl Strategy {
     }
 
     /// The shared tile a staged dot operand of `rows × cols` is stored in: wgmma reads 64-column
-    /// panels in the 128-byte swizzle its descriptors name, the others row-major tiles.
+    /// panels in the swizzle its descriptors name, the others row-major tiles.
     pub fn staged_tile(self, rows: usize, cols: usize, dtype: DType) -> SmemTile {
         match self {
             Strategy::Hopper => SmemTile::panelled(rows, cols, dtype, PANEL),
@@ -172,7 +172,7 @@ impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Strategy::Hopper => f.write_str(
-                "hopper (wgmma.mma_async m64nNk16 from 128-byte-swizzled shared tiles, cp.async)",
+                "hopper (wgmma.mma_async m64nNk16 from swizzled shared tiles, cp.async)",
             ),
             Strategy::Ampere => f.write_str("ampere (mma.sync.m16n8k16, ldmatrix, cp.async)"),
             Strategy::Simt => f.write_str("simt (fma dots, element copies)"),

@@ -12,8 +12,9 @@
 //! - **Dots**: exactly the dots have plans; a plan's m, n, k are its types' extents; an mma dot
 //!   has 16-bit operands of one type, k a multiple of 16, and an output the mma frame tiles; a
 //!   staged operand is staged; a register operand is the A of an mma dot in a `wm × 1` frame.
-//! - **Wgmma**: a wgmma dot has both operands staged, untransposed, in 64-column panels of the
-//!   128-byte swizzle whose buffers (and slots) start on 1024-byte atoms and whose writers fence
+//! - **Wgmma**: a wgmma dot has both operands staged, untransposed, in panels of up to 64 columns
+//!   whose rows are a swizzle mode's width, whose buffers start on 1024-byte atoms (and slots on
+//!   their own atoms) and whose writers fence
 //!   the async proxy; its output is in the m64nNk16 accumulator layout over the whole block
 //!   ([`Dist::wgmma`]) in a `num_warps × 1` frame of whole warpgroups, 64 rows each; its plan's
 //!   descriptors are those of its tiles; and every batch is committed and waited to 0 before
@@ -35,7 +36,7 @@
 use std::fmt;
 
 use super::layout::Dist;
-use super::wgmma::{WgmmaPlan, ATOM_BYTES, PANEL};
+use super::wgmma::{panel, Swizzle, WgmmaPlan, ATOM_BYTES};
 use super::{Copy, DotPlan, DotUnit, Frame, Layout, Operand, SchedError, Schedule};
 use crate::tir::facts::Facts;
 use crate::tir::{DType, Kernel, Op, ValueId};
@@ -306,8 +307,10 @@ fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> Res {
                 trans: false,
                 staged: true,
             } => s.staged.get(value).is_some_and(|st| {
-                let slot_aligned = st.tile.bytes().is_multiple_of(ATOM_BYTES);
-                st.tile.panel == PANEL
+                let atom = 8 * st.tile.panel * st.tile.dtype.size();
+                let slot_aligned = st.tile.bytes().is_multiple_of(atom);
+                st.tile.panel == panel(st.tile.cols)
+                    && Swizzle::of_row(st.tile.panel * 2) != Swizzle::None
                     && st.tile.swizzle
                     && st.tile.dtype.size() == 2
                     && st.async_reads
@@ -322,7 +325,7 @@ fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> Res {
             ok,
             Invariant::Wgmma,
             r,
-            format!("operand {o:?} is not a fenced 128-byte-swizzled panel tile on an atom"),
+            format!("operand {o:?} is not a fenced swizzled panel tile on an atom"),
         )?;
     }
     Ok(())
@@ -649,7 +652,7 @@ mod tests {
         refused_on_hopper(|s| wgmma_plan(s).b.lbo = 4096);
         // Not whole warpgroups, or not 64 rows each.
         refused_on_hopper(|s| wgmma_plan(s).groups = 1);
-        // An operand tile not in 128-byte panels, or not fenced for the async proxy.
+        // An operand tile not in swizzled panels, or not fenced for the async proxy.
         // (B, 64x256: unpanelled, its rows are 512 bytes; A's 64 columns are one panel anyway.)
         refused_on_hopper(|s| {
             let v = *s.staged.keys().max().unwrap();

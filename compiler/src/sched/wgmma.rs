@@ -2,29 +2,43 @@
 //! memory, and the matrix descriptors that name them.
 //!
 //! One warpgroup (4 consecutive warps) issues `m64nNk16` on its own 64 rows of the output, so a
-//! dot qualifies when its rows are exactly 64 per warpgroup, N is a multiple of 64 up to 256 (the
-//! B tile is stored as 64-column panels, below), K a multiple of 64, both operands 16-bit loads
-//! of one type staged from global memory, A stored M×K and B stored K×N. The accumulator
+//! dot qualifies when its rows are exactly 64 per warpgroup, N is 16, 32 or a multiple of 64 up to
+//! 256 and K is 16, 32 or a multiple of 64 (so that a panel row, below, is 32, 64 or 128 bytes: a
+//! swizzle mode), both operands 16-bit loads of one type staged from global memory, A stored M×K
+//! and B stored K×N. The accumulator
 //! fragment of `m64nN` gives warp w of a warpgroup rows 16w..16w+15 with the per-8-column
 //! pattern of mma.sync's accumulator, so the block's output is in `Dist::mma(m, n, warps, 1)`
 //! (checked against the PTX ISA's table in [`Dist::wgmma`]'s test).
 //!
-//! Operand tiles are stored in 64-element (128-byte) panels: a panel holds 64 columns of every
-//! row, 128 bytes per row, its 16-byte chunks XOR-swizzled by row % 8 — the 128-byte swizzle the
-//! descriptor names (each 8-row group is one 1024-byte swizzle atom, so panels and slots sit at
-//! 1024-byte boundaries). A (M×K) is then K-major: 8-row groups 1024 bytes apart (the stride
-//! byte offset), a K step of 16 moving the start 32 bytes within the row (or to the next panel).
-//! B (K×N) is N-major (the instruction's transpose-B): 64-column panels `rows · 128` bytes apart
-//! (the leading byte offset), 8-row groups of K 1024 bytes apart (the stride byte offset).
+//! Operand tiles are stored in panels of up to 64 columns: a panel holds its columns of every row,
+//! `row` = 32, 64 or 128 bytes per row, its 16-byte chunks XOR-swizzled as the staging pass always
+//! does (chunk ^ (row / (8 / chunks)) % chunks): exactly the hardware's 32-, 64- or 128-byte
+//! swizzle of the absolute address once the tile sits on a 1024-byte boundary (each 8-row group is
+//! one swizzle atom of `8 · row` bytes). A (M×K) is then K-major: 8-row groups `8 · row` bytes
+//! apart (the stride byte offset), a K step of 16 moving the start 32 bytes along the row (or to
+//! the next panel). B (K×N) is N-major (the instruction's transpose-B): panels `K · row` bytes
+//! apart (the leading byte offset), 8-row groups of K `8 · row` bytes apart (the stride byte
+//! offset).
 
 use super::layout::Dist;
 use crate::tir::facts::Facts;
 use crate::tir::{DType, Op, ValueId};
 
-/// Columns (16-bit elements) per operand panel: one 128-byte swizzle row.
+/// Columns (16-bit elements) per operand panel at most: one 128-byte swizzle row.
 pub const PANEL: usize = 64;
-/// Bytes of one swizzle atom (8 rows of 128 bytes): operand panels start at multiples of it.
+/// Bytes of the largest swizzle atom (8 rows of 128 bytes): operand tiles start at multiples of it.
 pub const ATOM_BYTES: usize = 1024;
+
+/// The panel width of a 16-bit operand tile of `cols` columns.
+pub fn panel(cols: usize) -> usize {
+    cols.min(PANEL)
+}
+
+/// Whether a 16-bit extent gives panel rows of a swizzle mode's width (16, 32, or a multiple of 64
+/// elements).
+fn swizzles(extent: usize) -> bool {
+    matches!(extent, 16 | 32) || (extent >= PANEL && extent.is_multiple_of(PANEL))
+}
 
 /// Which of the operand's two dimensions is contiguous in its panels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +57,16 @@ pub enum Swizzle {
 }
 
 impl Swizzle {
+    /// The mode whose swizzle row is `bytes` wide.
+    pub fn of_row(bytes: usize) -> Swizzle {
+        match bytes {
+            128 => Swizzle::B128,
+            64 => Swizzle::B64,
+            32 => Swizzle::B32,
+            _ => Swizzle::None,
+        }
+    }
+
     pub fn bits(self) -> u64 {
         match self {
             Swizzle::None => 0,
@@ -99,12 +123,17 @@ pub struct WgmmaPlan {
     pub wait: usize,
     pub a: Desc,
     pub b: Desc,
+    /// Bytes per panel row of A and of B (the swizzle width).
+    pub a_row: usize,
+    pub b_row: usize,
     /// Bytes from one A panel to the next (K-major A wider than 64).
     pub a_panel_bytes: usize,
 }
 
 impl WgmmaPlan {
+    /// The plan of an `m × n × k` dot of 16-bit operands.
     pub fn new(m: usize, n: usize, k: usize) -> WgmmaPlan {
+        let (a_row, b_row) = (panel(k) * 2, panel(n) * 2);
         WgmmaPlan {
             n,
             groups: m / 64,
@@ -113,16 +142,18 @@ impl WgmmaPlan {
             a: Desc {
                 major: Major::K,
                 lbo: 16,
-                sbo: ATOM_BYTES,
-                swizzle: Swizzle::B128,
+                sbo: 8 * a_row,
+                swizzle: Swizzle::of_row(a_row),
             },
             b: Desc {
                 major: Major::MN,
-                lbo: k * PANEL * 2,
-                sbo: ATOM_BYTES,
-                swizzle: Swizzle::B128,
+                lbo: k * b_row,
+                sbo: 8 * b_row,
+                swizzle: Swizzle::of_row(b_row),
             },
-            a_panel_bytes: m * PANEL * 2,
+            a_row,
+            b_row,
+            a_panel_bytes: m * a_row,
         }
     }
 }
@@ -168,11 +199,13 @@ pub fn qualifies(
                 "{m} rows are not 64 per warpgroup of {warps} warps"
             ));
         }
-        if !n.is_multiple_of(PANEL) || n > 256 {
-            return why(format!("N = {n} is not a multiple of {PANEL} up to 256"));
+        if !swizzles(n) || n > 256 {
+            return why(format!(
+                "N = {n} is not 16, 32 or a multiple of {PANEL} up to 256"
+            ));
         }
-        if !kk.is_multiple_of(PANEL) {
-            return why(format!("K = {kk} is not a multiple of {PANEL}"));
+        if !swizzles(kk) {
+            return why(format!("K = {kk} is not 16, 32 or a multiple of {PANEL}"));
         }
         let staged =
             |v: ValueId, trans: bool| !trans && matches!(facts.def(v), Some(Op::Load { .. }));
@@ -252,34 +285,54 @@ mod tests {
     }
 
     /// Where the staging pass puts element (row, col) of a panelled tile at 1024-aligned `base`
-    /// (as `lower::shared::tile_offset` computes it): its panel, 128-byte rows, chunk ^ row % 8.
+    /// (as `lower::shared::tile_offset` computes it): its panel, then its row, chunks swizzled.
     fn staged_at(t: &SmemTile, base: usize, row: usize, col: usize) -> usize {
         let (p, within) = (col / t.panel, col % t.panel);
-        let chunk = (within / 8) ^ (row % 8);
+        let (per_phase, phases) = t.swizzle_params();
+        let chunk = (within / 8) ^ ((row / per_phase) % phases);
         base + p * t.rows * t.panel * 2 + row * t.panel * 2 + chunk * 16 + (within % 8) * 2
     }
 
-    /// The 128-byte swizzle as the hardware applies it to a shared address: bits 4..7 (the
-    /// 16-byte chunk) XOR bits 7..10 (the row within a 1024-byte atom).
-    fn swizzle128(addr: usize) -> usize {
-        addr ^ (((addr >> 7) & 7) << 4)
+    /// The swizzle of mode `s` as the hardware applies it to a shared address: the 16-byte chunk
+    /// bits (from bit 4) XOR the bits from bit 7, 3, 2 or 1 of them for 128, 64 or 32 bytes.
+    fn swizzled(s: Swizzle, addr: usize) -> usize {
+        let bits = match s {
+            Swizzle::B128 => 3,
+            Swizzle::B64 => 2,
+            Swizzle::B32 => 1,
+            Swizzle::None => 0,
+        };
+        addr ^ (((addr >> 7) & ((1 << bits) - 1)) << 4)
     }
 
     /// The address wgmma reads for element (mn, k) of one m64nNk16 operand through `d` at start
-    /// address `start`: the canonical layouts of the 128-byte swizzle (CUTLASS's GMMA notes),
-    /// in 16-byte units: K-major ((8,m),(8,2)):((8,SBO),(1,·)) and N-major
-    /// ((8,n),(8,k)):((1,LBO),(8,SBO)), 8 16-bit elements per unit.
-    fn wgmma_reads(d: &Desc, start: usize, mn: usize, k: usize) -> usize {
+    /// address `start`, rows of `row` bytes: the canonical swizzled layouts (CUTLASS's GMMA
+    /// notes), in 16-byte units with W = row / 16: K-major ((8,m),(W,·)):((W,SBO),(1,·)) and
+    /// N-major ((W,n),(8,k)):((1,LBO),(W,SBO)), 8 16-bit elements per unit.
+    fn wgmma_reads(d: &Desc, row: usize, start: usize, mn: usize, k: usize) -> usize {
+        let per_row = row / 2;
         let linear = match d.major {
-            Major::K => (mn % 8) * 128 + (mn / 8) * d.sbo + k * 2,
-            Major::MN => (mn % 64) * 2 + (mn / 64) * d.lbo + (k % 8) * 128 + (k / 8) * d.sbo,
+            Major::K => (mn % 8) * row + (mn / 8) * d.sbo + k * 2,
+            Major::MN => {
+                (mn % per_row) * 2 + (mn / per_row) * d.lbo + (k % 8) * row + (k / 8) * d.sbo
+            }
         };
-        swizzle128(start + linear)
+        swizzled(d.swizzle, start + linear)
     }
 
     #[test]
     fn descriptors_read_what_the_staging_wrote() {
-        for (m, n, k) in [(128, 256, 64), (64, 64, 128), (128, 128, 64), (64, 192, 64)] {
+        let shapes = [
+            (128, 256, 64),
+            (64, 64, 128),
+            (128, 128, 64),
+            (64, 192, 64),
+            (64, 32, 32),
+            (128, 16, 16),
+            (64, 256, 16),
+            (64, 64, 32),
+        ];
+        for (m, n, k) in shapes {
             let p = WgmmaPlan::new(m, n, k);
             let ta = SmemTile::panelled(m, k, DType::Bf16, PANEL);
             let tb = SmemTile::panelled(k, n, DType::Bf16, PANEL);
@@ -288,21 +341,22 @@ mod tests {
                 for kk in 0..p.k_steps {
                     // The lowering's start addresses (lower/wgmma.rs).
                     let k0 = 16 * kk;
-                    let a_start =
-                        a0 + g * 64 * PANEL * 2 + (k0 / PANEL) * p.a_panel_bytes + (k0 % PANEL) * 2;
-                    let b_start = b0 + k0 * PANEL * 2;
+                    let a_panel = p.a_row / 2;
+                    let a_start = a0
+                        + g * 64 * p.a_row
+                        + (k0 / a_panel) * p.a_panel_bytes
+                        + (k0 % a_panel) * 2;
+                    let b_start = b0 + k0 * p.b_row;
                     for i in 0..16 {
                         for r in 0..64 {
                             let want = staged_at(&ta, a0, 64 * g + r, k0 + i);
-                            assert_eq!(
-                                wgmma_reads(&p.a, a_start, r, i),
-                                want,
-                                "A {m}x{k} g{g} k{kk}"
-                            );
+                            let got = wgmma_reads(&p.a, p.a_row, a_start, r, i);
+                            assert_eq!(got, want, "A {m}x{k} g{g} k{kk}");
                         }
                         for c in 0..n {
                             let want = staged_at(&tb, b0, k0 + i, c);
-                            assert_eq!(wgmma_reads(&p.b, b_start, c, i), want, "B {k}x{n} k{kk}");
+                            let got = wgmma_reads(&p.b, p.b_row, b_start, c, i);
+                            assert_eq!(got, want, "B {k}x{n} k{kk}");
                         }
                     }
                 }
@@ -341,7 +395,12 @@ mod tests {
         assert_eq!(b, 0x4000_0040_0200_0000);
         // The start field keeps 14 bits of addr >> 4: the whole 227 KB of shared memory.
         assert_eq!(Desc::start_bits(227 * 1024), (227 * 1024) >> 4);
-        assert_eq!(Swizzle::B64.bits(), 2);
-        assert_eq!(Swizzle::B32.bits(), 3);
+        // Narrower tiles: 32-column rows are the 64-byte swizzle (mode 2), 16-column the 32-byte
+        // (mode 3), their 8-row groups 512 and 256 bytes apart.
+        let p = WgmmaPlan::new(64, 16, 32);
+        assert_eq!((p.a.swizzle.bits(), p.a.sbo), (2, 512));
+        assert_eq!((p.b.swizzle.bits(), p.b.sbo, p.b.lbo), (3, 256, 32 * 32));
+        assert_eq!(p.a.encode(0) >> 62, 2);
+        assert_eq!(p.b.encode(0) >> 62, 3);
     }
 }

@@ -1,5 +1,6 @@
 //! Every kernel of every example compiles for every target, ptxas accepts it, and its PTX really
-//! contains the instructions its schedule chose: mma.sync and ldmatrix for tensor-core dots,
+//! contains the instructions its schedule chose: wgmma with its fences, commit and wait for Hopper
+//! dots, mma.sync and ldmatrix for Ampere tensor-core dots,
 //! cp.async with commit/wait groups for staged tiles, shuffles for cross-lane reductions. The
 //! schedule is not trusted: the PTX is counted.
 
@@ -59,6 +60,27 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
                     );
                 } else {
                     assert_eq!(mma, 0, "{what}: mma.sync without a dot scheduled on it");
+                }
+                let wgmma_dots = s
+                    .dots
+                    .values()
+                    .filter(|d| matches!(d.unit, DotUnit::Wgmma(_)))
+                    .count();
+                let wgmma = count(ptx, "wgmma.mma_async.sync.aligned.m64n");
+                assert_eq!(
+                    wgmma_dots > 0,
+                    wgmma > 0,
+                    "{what}: {wgmma_dots} dots on wgmma, {wgmma} wgmma in PTX"
+                );
+                if wgmma_dots > 0 {
+                    for want in [
+                        "wgmma.fence.sync.aligned",
+                        "wgmma.commit_group.sync.aligned",
+                        "wgmma.wait_group.sync.aligned 0",
+                        "fence.proxy.async.shared::cta",
+                    ] {
+                        assert!(count(ptx, want) > 0, "{what}: wgmma without `{want}`");
+                    }
                 }
                 let smem_operands = s
                     .dots

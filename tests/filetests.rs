@@ -9,6 +9,7 @@
 //!   `// define: NAME=VALUE`               a compile-time value, as `-D` on the command line
 //!   `// test: sched arch=sm_90a`          the schedule the compiler chose (or why it cannot)
 //!   `// test: ptx arch=sm_80`             the PTX, after ptxas has accepted it
+//!   `// test: sched arch=sm_90a strategy=ampere`  either, the strategy forced (`--strategy`)
 //!   `// run: package=P kernel=K shape=A=1,B=2 [scalar=s=0.5] [range=x=0:1]`
 //!                                         a GPU check: scripts/gpu-run-tests runs `tessel run`
 //!                                         on package P (as `tessel demo` builds it) with these
@@ -82,6 +83,18 @@ fn header(text: &str) -> Header {
 
 mod common {
     include!("support/ptxas.rs");
+}
+
+/// The schedule options a stage names (`strategy=`).
+fn options(args: &[(String, String)]) -> tessel_compiler::sched::SchedOptions {
+    let strategy = args
+        .iter()
+        .find(|(k, _)| k == "strategy")
+        .map(|(_, v)| tessel_compiler::sched::Strategy::parse(v).expect("a known strategy"));
+    tessel_compiler::sched::SchedOptions {
+        strategy,
+        ..Default::default()
+    }
 }
 
 fn arch(args: &[(String, String)]) -> tessel_compiler::Target {
@@ -197,8 +210,8 @@ fn run_stage(
             .collect(),
         "sched" | "ptx" => kernels
             .iter()
-            .map(
-                |k| match tessel_compiler::driver::compile_kernel(k, arch(args)) {
+            .map(|k| {
+                match tessel_compiler::driver::compile_kernel_with(k, arch(args), &options(args)) {
                     Ok(c) if stage == "sched" => c.schedule.to_string(),
                     Ok(c) => {
                         common::Ptxas::find()
@@ -207,8 +220,8 @@ fn run_stage(
                         c.ptx
                     }
                     Err(e) => format!("error: {e}\n"),
-                },
-            )
+                }
+            })
             .collect(),
         other => panic!("{name}: unknown stage `{other}`"),
     }

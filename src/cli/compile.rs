@@ -46,8 +46,9 @@ pub struct CompileArgs {
     /// Blocks that must fit on one SM at once (caps registers), overriding `@occupancy`.
     #[arg(long)]
     pub occupancy: Option<u32>,
-    /// The code-generation strategy, overriding the target's own: ampere (mma.sync, ldmatrix,
-    /// cp.async) or simt (FMA dots, element copies).
+    /// The code-generation strategy, overriding the target's own: hopper (wgmma; sm_90a, kernels
+    /// whose dots it carries), ampere (mma.sync, ldmatrix, cp.async) or simt (FMA dots, element
+    /// copies).
     #[arg(long, value_parser = parse_strategy)]
     pub strategy: Option<Strategy>,
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.

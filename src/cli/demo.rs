@@ -55,12 +55,21 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source (built into the binary: `super::examples`), each with
 /// its -D values and the suffix of its output names. Every kernel of a file is built.
-const DSL_FILES: [(&str, Defines, &str); 8] = [
+const DSL_FILES: [(&str, Defines, &str); 11] = [
     ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
     ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
     ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
     ("dsl-examples/activation.tsl", &[], ""),
     ("dsl-examples/matmul.tsl", &[], ""),
+    // 128-column tiles: on sm_90a, wgmma.m64n128k16 (tests/filetests/sched/hopper_matmul.tsl).
+    ("dsl-examples/matmul.tsl", &[("BN", "128")], "_bn128"),
+    // Narrower K (and N) blocks: the 64- and 32-byte swizzles (tests/filetests/sched/hopper_*).
+    ("dsl-examples/matmul.tsl", &[("BK", "32")], "_bk32"),
+    (
+        "dsl-examples/matmul.tsl",
+        &[("BK", "16"), ("BN", "32")],
+        "_bk16",
+    ),
     ("dsl-examples/softmax.tsl", &[], ""),
     ("dsl-examples/flash_attention.tsl", &[], ""),
     ("dsl-examples/lightning_attention.tsl", &[], ""),
@@ -99,7 +108,7 @@ fn row(
         },
     };
     println!(
-        "{:<46} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7.1}ms",
+        "{:<46} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7.1}ms",
         name,
         arch,
         stats.version.clone().unwrap_or_default(),
@@ -107,6 +116,7 @@ fn row(
         report.registers,
         report.spills,
         stats.count("fma.rn"),
+        stats.count("wgmma.mma_async"),
         stats.count("mma.sync"),
         stats.count("ldmatrix"),
         stats.count("cp.async"),
@@ -118,7 +128,7 @@ fn row(
 pub fn run(args: DemoArgs) -> super::CliResult {
     std::fs::create_dir_all(&args.out_dir)?;
     println!(
-        "{:<46} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
+        "{:<46} {:<7} {:>5} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
         "kernel",
         "arch",
         "ptx",
@@ -126,6 +136,7 @@ pub fn run(args: DemoArgs) -> super::CliResult {
         "regs",
         "spill",
         "fma",
+        "wgmma",
         "mma",
         "ldmat",
         "cpasy",

@@ -1,10 +1,11 @@
 //! `dot`: gathering the operands where the schedule's unit reads them, then one unit's product.
 //!
-//! Both units read operands from shared memory (the matrix unit through `ldmatrix`, FMAs element
-//! by element), except an mma A operand already in the accumulator layout, which is repacked in
+//! Every unit reads operands from shared memory (wgmma through descriptors, mma.sync through
+//! `ldmatrix`, FMAs element by element), except an mma A operand already in the accumulator layout, which is repacked in
 //! registers. Operands not staged from global memory are written to scratch first, between two
 //! barriers, so the product never reads a half-written tile. The accumulator lives in the
-//! result's layout throughout: `mma` for the matrix unit, any layout for FMAs.
+//! result's layout throughout: `mma` for the matrix units (wgmma's accumulator places its registers
+//! the same way), any layout for FMAs.
 
 use super::emit::Value;
 use super::entry::Lower;
@@ -44,6 +45,7 @@ impl Lower<'_> {
         };
         let operands = self.dot_operands([&plan.a, &plan.b])?;
         match plan.unit {
+            DotUnit::Wgmma(w) => self.wgmma(&plan, &w, &mut c, &operands)?,
             DotUnit::Mma => self.mma(&plan, od, &mut c, &operands)?,
             DotUnit::Fma => c = self.fma_dot(&plan, od, c, &operands)?,
         }

@@ -80,6 +80,7 @@ pub fn build_text(k: &Kernel, s: &Schedule) -> R<String> {
     Ok(l.e.finish(&KernelDecl {
         name: &k.name,
         shared: (s.shared_bytes > 0).then_some(SMEM),
+        shared_align: s.strategy.shared_align(),
         max_threads: s.threads,
         min_blocks_per_sm: s.min_blocks_per_sm,
     }))

@@ -4,7 +4,8 @@
 //! prologue issues the first `stages - 1` iterations' copies, one `cp.async` group per
 //! iteration; each iteration waits for its own group, passes one barrier (so the slot the previous
 //! iteration read is free), issues the copy `stages - 1` iterations ahead into that slot, and
-//! computes. Only the scalar ops the copies' start indices depend on are lowered ahead, with the
+//! computes (when wgmma reads the slots, each thread fences its copies into the async proxy
+//! between the wait and the barrier). Only the scalar ops the copies' start indices depend on are lowered ahead, with the
 //! induction variable bound to the later iteration.
 
 use std::collections::HashSet;
@@ -123,6 +124,9 @@ impl Lower<'_> {
         [lo, hi, step]: [&Value; 3],
     ) -> R<()> {
         self.wait(p.stages - 2)?;
+        if p.loads.iter().any(|l| self.s.staged[l].async_reads) {
+            self.fence_proxy_async()?;
+        }
         self.barrier()?;
         let d = self.e.arith(Arith::SubI, iv, lo);
         let j = self.e.arith(Arith::DivSI, &d, step);

@@ -12,7 +12,7 @@ use super::emit::Ty;
 #[derive(Clone, Debug)]
 pub(super) struct Template {
     pub asm: String,
-    pub constraints: &'static str,
+    pub constraints: String,
     pub operands: usize,
     pub results: usize,
     /// The type of every result (unused without results).
@@ -21,10 +21,10 @@ pub(super) struct Template {
     pub side_effects: bool,
 }
 
-fn effect(asm: impl Into<String>, constraints: &'static str, operands: usize) -> Template {
+fn effect(asm: impl Into<String>, constraints: &str, operands: usize) -> Template {
     Template {
         asm: asm.into(),
-        constraints,
+        constraints: constraints.into(),
         operands,
         results: 0,
         result: Ty::I32,
@@ -59,7 +59,7 @@ pub(super) fn ldmatrix_x4(trans: bool) -> Template {
     let t = if trans { ".trans" } else { "" };
     Template {
         asm: format!("ldmatrix.sync.aligned.m8n8.x4{t}.shared.b16 {{$0,$1,$2,$3}}, [$4];"),
-        constraints: "=r,=r,=r,=r,r",
+        constraints: "=r,=r,=r,=r,r".into(),
         operands: 1,
         results: 4,
         result: Ty::I32,
@@ -75,7 +75,7 @@ pub(super) fn mma_m16n8k16(dtype: &str) -> Template {
             "mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32 {{$0,$1,$2,$3}}, \
              {{$4,$5,$6,$7}}, {{$8,$9}}, {{$10,$11,$12,$13}};"
         ),
-        constraints: "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f",
+        constraints: "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f".into(),
         operands: 10,
         results: 4,
         result: Ty::F32,
@@ -87,10 +87,57 @@ pub(super) fn mma_m16n8k16(dtype: &str) -> Template {
 pub(super) fn shfl_bfly() -> Template {
     Template {
         asm: "shfl.sync.bfly.b32 $0, $1, $2, 0x1f, 0xffffffff;".into(),
-        constraints: "=r,r,r",
+        constraints: "=r,r,r".into(),
         operands: 2,
         results: 1,
         result: Ty::I32,
+        side_effects: true,
+    }
+}
+
+/// Makes this thread's generic-proxy shared-memory writes visible to the async proxy (wgmma).
+pub(super) fn fence_proxy_async() -> Template {
+    effect("fence.proxy.async.shared::cta;", "", 0)
+}
+
+/// Orders register accesses before the wgmma that follow (their accumulators, written since).
+pub(super) fn wgmma_fence() -> Template {
+    effect("wgmma.fence.sync.aligned;", "", 0)
+}
+
+/// Closes the batch of wgmma issued since the last commit.
+pub(super) fn wgmma_commit() -> Template {
+    effect("wgmma.commit_group.sync.aligned;", "", 0)
+}
+
+/// Waits until at most `pending` committed wgmma batches are in flight.
+pub(super) fn wgmma_wait(pending: usize) -> Template {
+    effect(format!("wgmma.wait_group.sync.aligned {pending};"), "", 0)
+}
+
+/// D += A·B on one warpgroup's m64nNk16 tile, f32 accumulators (N/2 per thread, tied in and
+/// out), A and B by descriptor; `trans_b` when B is stored N-major. Operands: the A and B
+/// descriptors, then the accumulators; results: the accumulators. Its reads of shared memory
+/// and of the accumulators continue after it issues, so it must not move across fences, waits
+/// or barriers.
+pub(super) fn wgmma_m64nk16(n: usize, dtype: &str, trans_b: bool) -> Template {
+    let regs = n / 2;
+    let d: Vec<String> = (0..regs).map(|i| format!("${i}")).collect();
+    let mut constraints: Vec<String> = vec!["=f".into(); regs];
+    constraints.extend(["l".to_string(), "l".to_string()]);
+    constraints.extend((0..regs).map(|i| i.to_string()));
+    Template {
+        asm: format!(
+            "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype} {{{}}}, ${}, ${}, 1, 1, 1, 0, {};",
+            d.join(","),
+            regs,
+            regs + 1,
+            u8::from(trans_b)
+        ),
+        constraints: constraints.join(","),
+        operands: 2 + regs,
+        results: regs,
+        result: Ty::F32,
         side_effects: true,
     }
 }

@@ -16,7 +16,9 @@ use super::{err, R};
 use crate::sched::{Copy, Dist, SmemTile};
 use crate::tir::{DType, Op, ValueId};
 
-/// Byte offset of element (row, col) of `tile` whose slot starts at byte `base`.
+/// Byte offset of element (row, col) of `tile` whose slot starts at byte `base`: in its panel
+/// (the whole tile when unpanelled), rows of `panel` elements with swizzled 16-byte chunks, the
+/// panels one after another.
 pub(super) fn tile_offset(
     e: &mut Emitter,
     tile: &SmemTile,
@@ -25,7 +27,18 @@ pub(super) fn tile_offset(
     col: &Value,
 ) -> Value {
     let es = tile.dtype.size() as i64;
-    let rb = e.i32(tile.cols as i64 * es);
+    let (col, panel_off) = if tile.is_panelled() {
+        let sh = e.i32(tile.panel.trailing_zeros() as i64);
+        let p = e.arith(Arith::ShRUI, col, &sh);
+        let pb = e.i32((tile.rows * tile.panel) as i64 * es);
+        let off = e.muli(&p, &pb);
+        let mk = e.i32(tile.panel as i64 - 1);
+        (e.andi(col, &mk), Some(off))
+    } else {
+        (col.clone(), None)
+    };
+    let col = &col;
+    let rb = e.i32(tile.panel as i64 * es);
     let ro = e.muli(row, &rb);
     let co = if tile.swizzle {
         let (pp, mp) = tile.swizzle_params();
@@ -47,7 +60,10 @@ pub(super) fn tile_offset(
         let esv = e.i32(es);
         e.muli(col, &esv)
     };
-    let o = e.addi(&ro, &co);
+    let mut o = e.addi(&ro, &co);
+    if let Some(p) = panel_off {
+        o = e.addi(&o, &p);
+    }
     e.addi(base, &o)
 }
 
@@ -84,7 +100,14 @@ impl Lower<'_> {
         Ok(())
     }
 
-    fn shared_base(&self) -> R<(Value, Value)> {
+    /// Orders this thread's generic-proxy writes to shared memory (cp.async, st.shared) before
+    /// async-proxy reads (wgmma) that a following barrier releases.
+    pub fn fence_proxy_async(&mut self) -> R<()> {
+        self.e.inline_asm(&ptx::fence_proxy_async(), &[])?;
+        Ok(())
+    }
+
+    pub(super) fn shared_base(&self) -> R<(Value, Value)> {
         self.smem
             .clone()
             .ok_or_else(|| err("shared memory used, but the schedule reserves none"))
@@ -179,6 +202,9 @@ impl Lower<'_> {
         if st.copy == Copy::Async {
             self.commit()?;
             self.wait(0)?;
+        }
+        if st.async_reads {
+            self.fence_proxy_async()?;
         }
         self.barrier()?;
         self.smem_at.insert(r, base);

@@ -5,8 +5,9 @@
 //! Positions are program order with loop bodies inline ([`Facts`]); a buffer lives from
 //! its definition to its last use, stretched to the end of every loop that re-reads it, or over
 //! its whole loop when a pipeline prefetches into it. Buffers whose live ranges overlap interfere
-//! (edges of a petgraph graph); each is placed, largest first, at the lowest 16-byte-aligned
-//! offset clear of the buffers it interferes with that are already placed.
+//! (edges of a petgraph graph); each is placed, largest first, at the lowest offset of the
+//! strategy's alignment (16 bytes, or 1024 for wgmma's swizzle atoms) clear of the buffers it
+//! interferes with that are already placed.
 
 use petgraph::graph::{NodeIndex, UnGraph};
 
@@ -19,6 +20,8 @@ use crate::tir::ValueId;
 pub struct BufferUse {
     pub value: ValueId,
     pub bytes: usize,
+    /// The offset's alignment: the strategy's (a wgmma swizzle atom, or 16 bytes).
+    pub align: usize,
     /// Pipelined: live for the whole of this loop (named by its induction variable).
     pub whole_loop: Option<ValueId>,
 }
@@ -43,6 +46,7 @@ pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
             BufferUse {
                 value: *v,
                 bytes: st.tile.bytes() * st.pipelined.map_or(1, |_| stages),
+                align: cx.strategy.shared_align(),
                 whole_loop: st.pipelined,
             }
         })
@@ -122,7 +126,7 @@ fn allocate(facts: &Facts, uses: &[BufferUse]) -> (Vec<Buffer>, usize) {
             if at + uses[i].bytes <= s {
                 break;
             }
-            at = at.max(e.div_ceil(16) * 16);
+            at = at.max(e.div_ceil(uses[i].align) * uses[i].align);
         }
         offsets[i] = Some(at);
     }

@@ -4,7 +4,8 @@
 //! Writes `num_warps`, `threads`, `frame`, `min_blocks_per_sm`.
 //!
 //! A kernel with a dot gets an mma frame: `@warps` when it tiles every dot's output (refused when
-//! it does not), else `num_warps × 1` when rows are reduced (so a row never crosses warps), else the
+//! it does not), else the strategy's own when it fixes one (Hopper: `num_warps × 1`, each warp
+//! on 16 rows of a wgmma accumulator), else `num_warps × 1` when rows are reduced (so a row never crosses warps), else the
 //! split with the squarest warp tile. A kernel without a dot gets a blocked frame, and a `@warps`
 //! there has nothing to tile: refused.
 
@@ -48,6 +49,9 @@ fn frame(
     }
     if dots.is_empty() {
         return Ok(Frame::Blocked);
+    }
+    if let Some(f) = cx.strategy.frame(warps) {
+        return Ok(f);
     }
     if row_reductions && valid(warps, 1) {
         return Ok(Frame::Mma { wm: warps, wn: 1 });

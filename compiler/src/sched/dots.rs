@@ -34,7 +34,7 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
         let framed = matches!(s.frame, Frame::Mma { wm, wn }
             if m.is_multiple_of(16 * wm) && n.is_multiple_of(16 * wn));
         let unit = if framed {
-            cx.strategy.dot_unit(ta.dtype, tb.dtype, kk)
+            cx.strategy.dot_unit(ta.dtype, tb.dtype, [m, n, kk])
         } else {
             DotUnit::Fma
         };

@@ -12,6 +12,9 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
     if cx.facts.kernel.types.iter().any(|t| t.dtype == DType::Bf16) {
         features.push(Feature::Bf16);
     }
+    if s.dots.values().any(|d| matches!(d.unit, DotUnit::Wgmma(_))) {
+        features.push(Feature::Wgmma);
+    }
     if s.dots.values().any(|d| d.unit == DotUnit::Mma) {
         features.push(Feature::MmaSync);
         features.push(Feature::Ldmatrix);

@@ -27,6 +27,7 @@ mod staging;
 pub mod strategy;
 mod supported;
 pub mod verify;
+pub mod wgmma;
 
 pub use alloc::{Buffer, BufferUse};
 pub use hints::{HintError, Hints, SchedOptions};
@@ -69,14 +70,19 @@ pub fn schedule_with(
     let hint_error = |e: HintError| SchedError::new(kernel, format!("`{}`", e.name), e.reason);
     let hints = Hints::of(kernel, options).map_err(hint_error)?;
     hints.check_target(&target).map_err(hint_error)?;
-    let strategy = Strategy::choose(&target, hints.strategy).map_err(hint_error)?;
+    let facts = Facts::of(kernel);
+    let warps = hints.num_warps(&target) as usize;
+    let hopper = wgmma::qualifies(&facts, warps, hints.warps.map(|w| w.value));
+    let (strategy, declined) =
+        Strategy::choose(&target, hints.strategy, hopper).map_err(hint_error)?;
     let cx = Ctx {
-        facts: Facts::of(kernel),
+        facts,
         target,
         hints,
         strategy,
     };
     let mut s = Schedule::empty(kernel, target, strategy);
+    s.declined = declined;
     // The passes in order, each with the part of the schedule it writes.
     supported::run(&cx)?; // refuses what cannot be lowered yet
     block::run(&cx, &mut s)?; // num_warps, threads, frame, min_blocks_per_sm

@@ -8,7 +8,10 @@ use crate::tir::ValueId;
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "schedule {} for {}", self.kernel, self.target.name)?;
-        writeln!(f, "  strategy: {}", self.strategy)?;
+        match &self.declined {
+            Some(why) => writeln!(f, "  strategy: {}; not hopper: {why}", self.strategy)?,
+            None => writeln!(f, "  strategy: {}", self.strategy)?,
+        }
         write!(
             f,
             "  block: {} warps, {} threads",
@@ -87,21 +90,33 @@ fn stage(f: &mut fmt::Formatter<'_>, v: ValueId, st: &Staging) -> fmt::Result {
         st.tile.rows,
         st.tile.cols,
         st.tile.dtype,
-        if st.tile.swizzle {
-            let (p, m) = st.tile.swizzle_params();
-            format!(" swizzled (xor chunk with row/{p} mod {m})")
-        } else {
-            String::new()
+        match (st.tile.swizzle, st.tile.is_panelled() || st.async_reads) {
+            (true, true) => {
+                let (p, m) = st.tile.swizzle_params();
+                format!(
+                    " in {}-column panels, {}-byte swizzle (xor chunk with row/{p} mod {m})",
+                    st.tile.panel,
+                    st.tile.panel * st.tile.dtype.size()
+                )
+            }
+            (true, false) => {
+                let (p, m) = st.tile.swizzle_params();
+                format!(" swizzled (xor chunk with row/{p} mod {m})")
+            }
+            (false, _) => String::new(),
         },
         match st.copy {
             Copy::Async => "cp.async 16B",
             Copy::Sync => "element copies",
         }
     )?;
-    match st.pipelined {
-        Some(l) => writeln!(f, ", prefetched by loop {l}"),
-        None => writeln!(f),
+    if let Some(l) = st.pipelined {
+        write!(f, ", prefetched by loop {l}")?;
     }
+    if st.async_reads {
+        write!(f, ", writers fence.proxy.async before the barrier")?;
+    }
+    writeln!(f)
 }
 
 fn dot(f: &mut fmt::Formatter<'_>, v: ValueId, d: &DotPlan) -> fmt::Result {
@@ -121,16 +136,21 @@ fn dot(f: &mut fmt::Formatter<'_>, v: ValueId, d: &DotPlan) -> fmt::Result {
         ),
         Operand::RegA { value } => format!("{value} from registers"),
     };
+    let unit = match d.unit {
+        DotUnit::Wgmma(w) => format!(
+            "wgmma.m64n{}k16 ({} warpgroups, {} per batch: fence, commit, wait {}; \
+             A K-major {}-byte swizzle SBO {}, B N-major {}-byte swizzle LBO {} SBO {})",
+            w.n, w.groups, w.k_steps, w.wait, w.a_row, w.a.sbo, w.b_row, w.b.lbo, w.b.sbo
+        ),
+        DotUnit::Mma => "mma.sync.m16n8k16".into(),
+        DotUnit::Fma => "fma".into(),
+    };
     writeln!(
         f,
-        "  dot {v}: {}x{}x{} on {}; A {}; B {}",
+        "  dot {v}: {}x{}x{} on {unit}; A {}; B {}",
         d.m,
         d.n,
         d.k,
-        match d.unit {
-            DotUnit::Mma => "mma.sync.m16n8k16",
-            DotUnit::Fma => "fma",
-        },
         op(&d.a),
         op(&d.b)
     )

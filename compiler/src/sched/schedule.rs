@@ -6,6 +6,7 @@ use super::alloc::Buffer;
 use super::layout::Dist;
 use super::strategy::Strategy;
 use super::verify::Invariant;
+use super::wgmma::WgmmaPlan;
 use crate::tir::{DType, Kernel, ValueId};
 use crate::{Feature, Target};
 
@@ -39,17 +40,32 @@ pub struct SmemTile {
     pub cols: usize,
     pub dtype: DType,
     pub swizzle: bool,
+    /// Columns per panel: the tile is stored as `cols / panel` column panels one after another,
+    /// each `rows × panel` row-major and swizzled on its own (`cols` itself when unpanelled).
+    pub panel: usize,
 }
 
 impl SmemTile {
     pub fn new(rows: usize, cols: usize, dtype: DType) -> Self {
-        let swizzle = dtype.size() == 2 && cols.is_multiple_of(8);
+        SmemTile::panelled(rows, cols, dtype, cols)
+    }
+
+    /// A tile stored in panels of `panel` columns (wgmma's swizzled operand layout when a panel
+    /// row is 32, 64 or 128 bytes).
+    pub fn panelled(rows: usize, cols: usize, dtype: DType, panel: usize) -> Self {
+        let panel = panel.min(cols);
+        let swizzle = dtype.size() == 2 && panel.is_multiple_of(8);
         SmemTile {
             rows,
             cols,
             dtype,
             swizzle,
+            panel,
         }
+    }
+
+    pub fn is_panelled(&self) -> bool {
+        self.panel < self.cols
     }
 
     pub fn bytes(&self) -> usize {
@@ -58,7 +74,7 @@ impl SmemTile {
 
     /// (rows per phase, phases): row r XORs its chunk index with (r / per_phase) % phases.
     pub fn swizzle_params(&self) -> (usize, usize) {
-        let chunks = self.cols / 8;
+        let chunks = self.panel / 8;
         ((8 / chunks).max(1), chunks.min(8))
     }
 }
@@ -77,6 +93,9 @@ pub enum Copy {
 pub struct Staging {
     pub tile: SmemTile,
     pub copy: Copy,
+    /// Read by the async proxy (wgmma): every thread that writes the tile fences
+    /// (`fence.proxy.async.shared::cta`) before the barrier that precedes the reads.
+    pub async_reads: bool,
     /// The buffer (one slot per pipeline stage).
     pub buffer: usize,
     /// The loop that prefetches it, when pipelined.
@@ -99,6 +118,8 @@ pub enum Operand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DotUnit {
+    /// wgmma.mma_async.m64nNk16 with f32 accumulation, both operands through descriptors.
+    Wgmma(WgmmaPlan),
     /// mma.sync.m16n8k16 with f32 accumulation.
     Mma,
     /// FMAs over operands in shared memory (for operand types the matrix unit does not take).
@@ -135,6 +156,8 @@ pub struct Schedule {
     pub kernel: String,
     pub target: Target,
     pub strategy: Strategy,
+    /// Why Hopper was passed over on a target that has it.
+    pub declined: Option<String>,
     pub num_warps: u32,
     pub threads: u32,
     pub frame: Frame,
@@ -188,6 +211,7 @@ impl Schedule {
             kernel: k.name.clone(),
             target,
             strategy,
+            declined: None,
             num_warps: 0,
             threads: 0,
             frame: Frame::Blocked,

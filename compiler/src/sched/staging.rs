@@ -3,12 +3,14 @@
 //! Writes `staged` (each with its tile and copy; `buffer` and `pipelined` are left to the
 //! allocation and pipelining passes).
 //!
-//! A staged tile is stored row-major, 16-bit tiles XOR-swizzled by 16-byte chunk
-//! ([`SmemTile::new`]); the strategy picks the copy: `cp.async` where the tile and the load allow
+//! A staged tile is stored as the strategy says: row-major, 16-bit tiles XOR-swizzled by 16-byte
+//! chunk ([`super::SmemTile::new`]), or for wgmma in panels of up to 64 columns (its swizzles)
+//! ([`super::wgmma`]), whose generic-proxy writers fence before wgmma reads them; the strategy
+//! picks the copy: `cp.async` where the tile and the load allow
 //! (zero fill past the tensor's edge, no mask, the tensor's innermost dimension along the rows),
 //! element copies otherwise.
 
-use super::{Ctx, Operand, Schedule, SmemTile, Staging};
+use super::{Ctx, Operand, Schedule, Staging};
 use crate::tir::{Op, ValueId};
 
 pub fn run(cx: &Ctx, s: &mut Schedule) {
@@ -23,12 +25,13 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
             continue;
         };
         let t = cx.facts.kernel.ty(v);
-        let tile = SmemTile::new(t.shape[0], t.shape[1], t.dtype);
+        let tile = cx.strategy.staged_tile(t.shape[0], t.shape[1], t.dtype);
         let inner_is_range = extents.last().is_some_and(|e| e.is_some());
         let zero_filled = *fill == 0.0 && mask.is_none() && inner_is_range;
         let staging = Staging {
             tile,
             copy: cx.strategy.copy(&tile, zero_filled),
+            async_reads: cx.strategy.async_proxy_reads(),
             buffer: usize::MAX,
             pipelined: None,
         };

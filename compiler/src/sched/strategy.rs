@@ -2,30 +2,36 @@
 //! kernel from the target table (or forced by `--strategy`), printed in the schedule, and asked by
 //! every pass that would otherwise test target features itself.
 //!
-//! Today there are two: `Ampere` (mma.sync.m16n8k16 with ldmatrix operands and cp.async copies:
-//! every target in the table) and `Simt` (no matrix unit: dots as FMAs over shared memory, element
-//! copies). A Hopper strategy (wgmma, TMA, mbarrier) is one more variant answering the same
-//! questions, and the passes stay as they are.
+//! There are three: `Hopper` (wgmma.mma_async with both operands in swizzled shared
+//! tiles, cp.async copies: sm_90a, for a kernel whose every dot qualifies, [`super::wgmma`]),
+//! `Ampere` (mma.sync.m16n8k16 with ldmatrix operands and cp.async copies: every target in the
+//! table) and `Simt` (no matrix unit: dots as FMAs over shared memory, element copies). Hopper is
+//! chosen per kernel, the others per target; a kernel Hopper cannot carry stays on Ampere, and the
+//! schedule says why.
 
 use std::fmt;
 
 use super::hints::HintError;
-use super::{Copy, DotUnit, SmemTile};
+use super::wgmma::{WgmmaPlan, ATOM_BYTES, PANEL};
+use super::{Copy, DotUnit, Frame, SmemTile};
 use crate::tir::DType;
 use crate::{Feature, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
+    Hopper,
     Ampere,
     Simt,
 }
 
 impl Strategy {
-    /// In order of preference: a target gets the first whose features it has.
-    pub const ALL: [Strategy; 2] = [Strategy::Ampere, Strategy::Simt];
+    /// In order of preference: a kernel gets the first whose features its target has (Hopper
+    /// only when the kernel qualifies).
+    pub const ALL: [Strategy; 3] = [Strategy::Hopper, Strategy::Ampere, Strategy::Simt];
 
     pub fn name(self) -> &'static str {
         match self {
+            Strategy::Hopper => "hopper",
             Strategy::Ampere => "ampere",
             Strategy::Simt => "simt",
         }
@@ -38,22 +44,33 @@ impl Strategy {
     /// The target features the strategy's instructions need.
     pub fn needs(self) -> &'static [Feature] {
         match self {
+            Strategy::Hopper => &[Feature::Wgmma, Feature::CpAsync],
             Strategy::Ampere => &[Feature::MmaSync, Feature::Ldmatrix, Feature::CpAsync],
             Strategy::Simt => &[],
         }
     }
 
-    /// The strategy for `target`: `forced` if the target has what it needs, else the first the
-    /// target supports.
-    pub fn choose(target: &Target, forced: Option<Strategy>) -> Result<Strategy, HintError> {
+    /// The strategy for a kernel on `target`: `forced` if the target has what it needs (and,
+    /// for Hopper, the kernel qualifies), else the first the target supports, Hopper only when
+    /// `hopper` (the kernel's qualification: its dots all fit, `Ok(false)` when it has none) is
+    /// `Ok(true)`. With the choice comes why Hopper was passed over on a target that has it,
+    /// for the schedule's strategy line.
+    pub fn choose(
+        target: &Target,
+        forced: Option<Strategy>,
+        hopper: Result<bool, String>,
+    ) -> Result<(Strategy, Option<String>), HintError> {
         let fits = |s: Strategy| s.needs().iter().all(|f| target.has(*f));
+        let refuse = |s: Strategy, reason: String| HintError {
+            name: "--strategy".into(),
+            reason: format!("{} {reason}", s.name()),
+            label: "strategy the target cannot run",
+        };
         match forced {
-            Some(s) if fits(s) => Ok(s),
-            Some(s) => Err(HintError {
-                name: "--strategy".into(),
-                reason: format!(
-                    "{} needs {}, which {} does not have",
-                    s.name(),
+            Some(s) if !fits(s) => Err(refuse(
+                s,
+                format!(
+                    "needs {}, which {} does not have",
                     s.needs()
                         .iter()
                         .filter(|f| !target.has(**f))
@@ -62,23 +79,78 @@ impl Strategy {
                         .join(", "),
                     target.name
                 ),
-                label: "strategy the target cannot run",
-            }),
-            None => Ok(Strategy::ALL
-                .into_iter()
-                .find(|s| fits(*s))
-                .unwrap_or(Strategy::Simt)),
+            )),
+            Some(Strategy::Hopper) => match hopper {
+                Ok(true) => Ok((Strategy::Hopper, None)),
+                Ok(false) => Err(refuse(
+                    Strategy::Hopper,
+                    "runs dots, and the kernel has none".into(),
+                )),
+                Err(why) => Err(refuse(
+                    Strategy::Hopper,
+                    format!("cannot carry the kernel: {why}"),
+                )),
+            },
+            Some(s) => Ok((s, None)),
+            None => {
+                let declined = match (&hopper, fits(Strategy::Hopper)) {
+                    (Ok(true), true) => return Ok((Strategy::Hopper, None)),
+                    (Err(why), true) => Some(why.clone()),
+                    _ => None,
+                };
+                let s = Strategy::ALL[1..]
+                    .iter()
+                    .copied()
+                    .find(|s| fits(*s))
+                    .unwrap_or(Strategy::Simt);
+                Ok((s, declined))
+            }
         }
     }
 
-    /// The unit for a dot whose operands are `a` and `b` with inner extent `k`, when the block's
-    /// frame tiles its output (a dot the frame does not tile runs on FMAs whatever the strategy).
-    pub fn dot_unit(self, a: DType, b: DType, k: usize) -> DotUnit {
+    /// The frame the strategy's dots need, if it fixes one: a wgmma accumulator gives each warp
+    /// 16 consecutive rows of the whole width.
+    pub fn frame(self, warps: usize) -> Option<Frame> {
+        match self {
+            Strategy::Hopper => Some(Frame::Mma { wm: warps, wn: 1 }),
+            Strategy::Ampere | Strategy::Simt => None,
+        }
+    }
+
+    /// The unit for an `m × n × k` dot whose operands are `a` and `b`, when the block's frame
+    /// tiles its output (a dot the frame does not tile runs on FMAs whatever the strategy).
+    pub fn dot_unit(self, a: DType, b: DType, [m, n, k]: [usize; 3]) -> DotUnit {
         let sixteen = matches!(a, DType::Bf16 | DType::F16);
         match self {
+            // Every dot of a Hopper kernel qualified before the strategy was chosen.
+            Strategy::Hopper => DotUnit::Wgmma(WgmmaPlan::new(m, n, k)),
             Strategy::Ampere if sixteen && a == b && k.is_multiple_of(16) => DotUnit::Mma,
             Strategy::Ampere | Strategy::Simt => DotUnit::Fma,
         }
+    }
+
+    /// The shared tile a staged dot operand of `rows × cols` is stored in: wgmma reads 64-column
+    /// panels in the swizzle its descriptors name, the others row-major tiles.
+    pub fn staged_tile(self, rows: usize, cols: usize, dtype: DType) -> SmemTile {
+        match self {
+            Strategy::Hopper => SmemTile::panelled(rows, cols, dtype, PANEL),
+            Strategy::Ampere | Strategy::Simt => SmemTile::new(rows, cols, dtype),
+        }
+    }
+
+    /// The alignment of staged buffers and of the shared array: a swizzle atom for wgmma (its
+    /// descriptors carry no base offset), 16 bytes for 16-byte copies otherwise.
+    pub fn shared_align(self) -> usize {
+        match self {
+            Strategy::Hopper => ATOM_BYTES,
+            Strategy::Ampere | Strategy::Simt => 16,
+        }
+    }
+
+    /// Whether staged tiles are read by the async proxy (wgmma), so that the threads that wrote
+    /// them through the generic proxy (cp.async, st.shared) fence before the barrier.
+    pub fn async_proxy_reads(self) -> bool {
+        matches!(self, Strategy::Hopper)
     }
 
     /// How a staged load of `tile` is copied; `zero_filled` when the load reads whole rows of its
@@ -86,12 +158,12 @@ impl Strategy {
     /// edge may write zeros.
     pub fn copy(self, tile: &SmemTile, zero_filled: bool) -> Copy {
         match self {
-            Strategy::Ampere
+            Strategy::Hopper | Strategy::Ampere
                 if tile.dtype.size() == 2 && zero_filled && tile.cols.is_multiple_of(8) =>
             {
                 Copy::Async
             }
-            Strategy::Ampere | Strategy::Simt => Copy::Sync,
+            Strategy::Hopper | Strategy::Ampere | Strategy::Simt => Copy::Sync,
         }
     }
 }
@@ -99,6 +171,9 @@ impl Strategy {
 impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Strategy::Hopper => f.write_str(
+                "hopper (wgmma.mma_async m64nNk16 from swizzled shared tiles, cp.async)",
+            ),
             Strategy::Ampere => f.write_str("ampere (mma.sync.m16n8k16, ldmatrix, cp.async)"),
             Strategy::Simt => f.write_str("simt (fma dots, element copies)"),
         }
@@ -111,19 +186,55 @@ mod tests {
 
     #[test]
     fn every_target_runs_ampere_and_may_be_forced_to_simt() {
+        let no = || Err("dot %3: f32 × f32 operands".to_string());
         for t in crate::target::TARGETS {
-            assert_eq!(Strategy::choose(t, None), Ok(Strategy::Ampere));
+            let (s, declined) = Strategy::choose(t, None, no()).unwrap();
+            assert_eq!(s, Strategy::Ampere);
+            // Only a target that could run Hopper says why it did not.
+            assert_eq!(declined.is_some(), t.has(Feature::Wgmma), "{}", t.name);
+            // A kernel without dots has nothing to say about wgmma.
             assert_eq!(
-                Strategy::choose(t, Some(Strategy::Simt)),
-                Ok(Strategy::Simt)
+                Strategy::choose(t, None, Ok(false)),
+                Ok((Strategy::Ampere, None))
+            );
+            assert_eq!(
+                Strategy::choose(t, Some(Strategy::Simt), Ok(true)),
+                Ok((Strategy::Simt, None))
             );
         }
         let tile = SmemTile::new(64, 64, DType::Bf16);
         assert_eq!(Strategy::Simt.copy(&tile, true), Copy::Sync);
         assert_eq!(Strategy::Ampere.copy(&tile, true), Copy::Async);
         assert_eq!(
-            Strategy::Simt.dot_unit(DType::Bf16, DType::Bf16, 64),
+            Strategy::Simt.dot_unit(DType::Bf16, DType::Bf16, [64, 64, 64]),
             DotUnit::Fma
         );
+    }
+
+    #[test]
+    fn hopper_is_chosen_per_kernel_on_sm_90a_only() {
+        let [sm80, sm90, sm90a] = ["sm_80", "sm_90", "sm_90a"].map(|n| Target::lookup(n).unwrap());
+        assert_eq!(
+            Strategy::choose(&sm90a, None, Ok(true)),
+            Ok((Strategy::Hopper, None))
+        );
+        for t in [sm80, sm90] {
+            assert_eq!(
+                Strategy::choose(&t, None, Ok(true)),
+                Ok((Strategy::Ampere, None))
+            );
+            assert!(Strategy::choose(&t, Some(Strategy::Hopper), Ok(true)).is_err());
+        }
+        // A hint forces either way; forcing Hopper on a kernel it cannot carry is refused.
+        assert_eq!(
+            Strategy::choose(&sm90a, Some(Strategy::Ampere), Ok(true)),
+            Ok((Strategy::Ampere, None))
+        );
+        assert!(Strategy::choose(&sm90a, Some(Strategy::Hopper), Ok(false)).is_err());
+        let e = Strategy::choose(&sm90a, Some(Strategy::Hopper), Err("dot %3: f32".into()));
+        assert!(e.unwrap_err().reason.contains("dot %3: f32"));
+        assert_eq!(Strategy::parse("hopper"), Some(Strategy::Hopper));
+        assert_eq!(Strategy::Hopper.shared_align(), 1024);
+        assert_eq!(Strategy::Ampere.shared_align(), 16);
     }
 }

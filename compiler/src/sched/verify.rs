@@ -12,6 +12,13 @@
 //! - **Dots**: exactly the dots have plans; a plan's m, n, k are its types' extents; an mma dot
 //!   has 16-bit operands of one type, k a multiple of 16, and an output the mma frame tiles; a
 //!   staged operand is staged; a register operand is the A of an mma dot in a `wm × 1` frame.
+//! - **Wgmma**: a wgmma dot has both operands staged, untransposed, in panels of up to 64 columns
+//!   whose rows are a swizzle mode's width, whose buffers start on 1024-byte atoms (and slots on
+//!   their own atoms) and whose writers fence
+//!   the async proxy; its output is in the m64nNk16 accumulator layout over the whole block
+//!   ([`Dist::wgmma`]) in a `num_warps × 1` frame of whole warpgroups, 64 rows each; its plan's
+//!   descriptors are those of its tiles; and every batch is committed and waited to 0 before
+//!   the accumulators are read.
 //! - **Staging**: a staged value is a 2-D load whose tile has its shape and dtype; a `cp.async`
 //!   copy moves a 16-bit tile with rows of a multiple of 8 elements.
 //! - **Pipelines**: a pipeline belongs to a loop (named by its induction variable), has 2 stages
@@ -23,14 +30,16 @@
 //!   each converted value (4 bytes an element) and each dot's operands stored there.
 //! - **Reductions**: every reduction of a register tile has a plan.
 //! - **Features**: every feature is in the target's table, and the features name what the dots
-//!   and copies use (mma.sync and ldmatrix, cp.async).
+//!   and copies use (wgmma; mma.sync and ldmatrix; cp.async).
 //! - **Occupancy**: `min_blocks_per_sm`, when set, is at least 1 and within the target's limits.
 
 use std::fmt;
 
-use super::{Copy, DotUnit, Frame, Layout, Operand, SchedError, Schedule};
+use super::layout::Dist;
+use super::wgmma::{panel, Swizzle, WgmmaPlan, ATOM_BYTES};
+use super::{Copy, DotPlan, DotUnit, Frame, Layout, Operand, SchedError, Schedule};
 use crate::tir::facts::Facts;
-use crate::tir::{DType, Kernel, Op};
+use crate::tir::{DType, Kernel, Op, ValueId};
 use crate::Feature;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +48,7 @@ pub enum Invariant {
     Layouts,
     SharedOnly,
     Dots,
+    Wgmma,
     Staging,
     Pipelines,
     Buffers,
@@ -55,6 +65,7 @@ impl fmt::Display for Invariant {
             Invariant::Layouts => "layouts",
             Invariant::SharedOnly => "shared-only values",
             Invariant::Dots => "dots",
+            Invariant::Wgmma => "wgmma",
             Invariant::Staging => "staging",
             Invariant::Pipelines => "pipelines",
             Invariant::Buffers => "buffers",
@@ -220,6 +231,9 @@ fn dots(facts: &Facts, s: &Schedule) -> Res {
                 "on mma.sync, which cannot take its shape or types",
             )?;
         }
+        if let DotUnit::Wgmma(w) = plan.unit {
+            wgmma(s, r, plan, &w)?;
+        }
         for (o, is_a) in [(&plan.a, true), (&plan.b, false)] {
             let ok = match o {
                 Operand::Smem {
@@ -246,6 +260,75 @@ fn dots(facts: &Facts, s: &Schedule) -> Res {
         "kernel",
         format!("{count} dots, {} plans", s.dots.len()),
     )
+}
+
+fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> Res {
+    let warps = s.num_warps as usize;
+    let ok = warps.is_multiple_of(4)
+        && s.frame == (Frame::Mma { wm: warps, wn: 1 })
+        && plan.m == 64 * w.groups
+        && plan.m == 16 * warps
+        && w.n == plan.n
+        && w.k_steps * 16 == plan.k;
+    ensure(
+        ok,
+        Invariant::Wgmma,
+        r,
+        format!(
+            "{w:?} cannot carry {}x{}x{} on {warps} warps",
+            plan.m, plan.n, plan.k
+        ),
+    )?;
+    let ok = *w == WgmmaPlan::new(plan.m, plan.n, plan.k);
+    ensure(
+        ok,
+        Invariant::Wgmma,
+        r,
+        "descriptors not those of its tiles",
+    )?;
+    ensure(
+        w.wait == 0,
+        Invariant::Wgmma,
+        r,
+        format!("accumulators read with {} batches in flight", w.wait),
+    )?;
+    let acc = Dist::wgmma(plan.n, warps);
+    let ok = s.dist(r).is_some_and(|d| d.same_placement(&acc));
+    ensure(
+        ok,
+        Invariant::Wgmma,
+        r,
+        "output not in the wgmma accumulator layout",
+    )?;
+    for o in [&plan.a, &plan.b] {
+        let ok = match o {
+            Operand::Smem {
+                value,
+                trans: false,
+                staged: true,
+            } => s.staged.get(value).is_some_and(|st| {
+                let atom = 8 * st.tile.panel * st.tile.dtype.size();
+                let slot_aligned = st.tile.bytes().is_multiple_of(atom);
+                st.tile.panel == panel(st.tile.cols)
+                    && Swizzle::of_row(st.tile.panel * 2) != Swizzle::None
+                    && st.tile.swizzle
+                    && st.tile.dtype.size() == 2
+                    && st.async_reads
+                    && slot_aligned
+                    && s.buffers
+                        .get(st.buffer)
+                        .is_some_and(|b| b.offset.is_multiple_of(ATOM_BYTES))
+            }),
+            _ => false,
+        };
+        ensure(
+            ok,
+            Invariant::Wgmma,
+            r,
+            format!("operand {o:?} is not a fenced swizzled panel tile on an atom"),
+        )?;
+    }
+    Ok(())
 }
 
 fn staging(facts: &Facts, s: &Schedule) -> Res {
@@ -373,7 +456,7 @@ fn scratch(facts: &Facts, s: &Schedule) -> Res {
             {
                 let t = k.ty(*value);
                 let dtype = match plan.unit {
-                    DotUnit::Mma => t.dtype,
+                    DotUnit::Wgmma(_) | DotUnit::Mma => t.dtype,
                     DotUnit::Fma => DType::F32,
                 };
                 bytes += t.numel() * dtype.size();
@@ -420,6 +503,10 @@ fn features(s: &Schedule) -> Res {
     }
     let used = [
         (
+            s.dots.values().any(|d| matches!(d.unit, DotUnit::Wgmma(_))),
+            Feature::Wgmma,
+        ),
+        (
             s.dots.values().any(|d| d.unit == DotUnit::Mma),
             Feature::MmaSync,
         ),
@@ -461,7 +548,7 @@ fn occupancy(s: &Schedule) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sched::{schedule, Layout};
+    use crate::sched::{schedule, Layout, SmemTile};
     use crate::sema::{compile_source, Overrides};
     use crate::tir::ValueId;
     use crate::Target;
@@ -535,6 +622,58 @@ mod tests {
                 trans: false,
                 staged: true,
             };
+        });
+    }
+
+    /// `break_it` applied to matmul's Hopper schedule on sm_90a is refused for the wgmma rule.
+    fn refused_on_hopper(break_it: impl Fn(&mut Schedule)) {
+        let k = kernel(MATMUL);
+        let facts = Facts::of(&k);
+        let mut s = schedule(&k, Target::lookup("sm_90a").unwrap()).unwrap();
+        assert_eq!(s.strategy, crate::sched::Strategy::Hopper);
+        assert_eq!(check(&facts, &s), Ok(()));
+        break_it(&mut s);
+        let e = check(&facts, &s).expect_err("the broken schedule passes");
+        assert_eq!(e.invariant, Invariant::Wgmma, "{e:?}");
+    }
+
+    fn wgmma_plan(s: &mut Schedule) -> &mut WgmmaPlan {
+        match &mut s.dots.values_mut().next().unwrap().unit {
+            DotUnit::Wgmma(w) => w,
+            u => panic!("{u:?}"),
+        }
+    }
+
+    #[test]
+    fn wgmma() {
+        // Accumulators read with a batch still in flight.
+        refused_on_hopper(|s| wgmma_plan(s).wait = 1);
+        // A descriptor that is not its tile's.
+        refused_on_hopper(|s| wgmma_plan(s).b.lbo = 4096);
+        // Not whole warpgroups, or not 64 rows each.
+        refused_on_hopper(|s| wgmma_plan(s).groups = 1);
+        // An operand tile not in swizzled panels, or not fenced for the async proxy.
+        // (B, 64x256: unpanelled, its rows are 512 bytes; A's 64 columns are one panel anyway.)
+        refused_on_hopper(|s| {
+            let v = *s.staged.keys().max().unwrap();
+            let t = &mut s.staged.get_mut(&v).unwrap().tile;
+            *t = SmemTile::new(t.rows, t.cols, t.dtype);
+        });
+        refused_on_hopper(|s| {
+            let v = first_staged(s);
+            s.staged.get_mut(&v).unwrap().async_reads = false;
+        });
+        // A buffer off a 1024-byte swizzle atom.
+        refused_on_hopper(|s| {
+            let v = first_staged(s);
+            let b = s.staged[&v].buffer;
+            s.buffers[b].offset += 512;
+        });
+        // An output layout that is not the accumulator's.
+        refused_on_hopper(|s| {
+            let r = *s.dots.keys().next().unwrap();
+            let d = Dist::mma(128, 256, 2, 4);
+            s.layouts[r.0 as usize] = Layout::Dist(d);
         });
     }
 

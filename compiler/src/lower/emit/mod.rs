@@ -39,6 +39,8 @@ pub(super) struct KernelDecl<'a> {
     pub name: &'a str,
     /// The dynamic shared-memory array, if the kernel uses shared memory.
     pub shared: Option<&'a str>,
+    /// Its alignment in bytes.
+    pub shared_align: usize,
     pub max_threads: u32,
     pub min_blocks_per_sm: Option<u32>,
 }
@@ -522,8 +524,9 @@ impl Emitter {
         let mut out = String::from("module {\n");
         if let Some(smem) = k.shared {
             out.push_str(&format!(
-                "  llvm.mlir.global external @{smem}() {{addr_space = 3 : i32, alignment = 16 : \
-                 i64}} : !llvm.array<0 x i8>\n"
+                "  llvm.mlir.global external @{smem}() {{addr_space = 3 : i32, alignment = {} : \
+                 i64}} : !llvm.array<0 x i8>\n",
+                k.shared_align
             ));
         }
         let params: Vec<String> = self
@@ -570,6 +573,7 @@ mod tests {
         KernelDecl {
             name: "k",
             shared,
+            shared_align: 16,
             max_threads: 128,
             min_blocks_per_sm: None,
         }

@@ -1,0 +1,406 @@
+//! The Hopper dot: which dots `wgmma.mma_async` carries, how its operand tiles sit in shared
+//! memory, and the matrix descriptors that name them.
+//!
+//! One warpgroup (4 consecutive warps) issues `m64nNk16` on its own 64 rows of the output, so a
+//! dot qualifies when its rows are exactly 64 per warpgroup, N is 16, 32 or a multiple of 64 up to
+//! 256 and K is 16, 32 or a multiple of 64 (so that a panel row, below, is 32, 64 or 128 bytes: a
+//! swizzle mode), both operands 16-bit loads of one type staged from global memory, A stored M×K
+//! and B stored K×N. The accumulator
+//! fragment of `m64nN` gives warp w of a warpgroup rows 16w..16w+15 with the per-8-column
+//! pattern of mma.sync's accumulator, so the block's output is in `Dist::mma(m, n, warps, 1)`
+//! (checked against the PTX ISA's table in [`Dist::wgmma`]'s test).
+//!
+//! Operand tiles are stored in panels of up to 64 columns: a panel holds its columns of every row,
+//! `row` = 32, 64 or 128 bytes per row, its 16-byte chunks XOR-swizzled as the staging pass always
+//! does (chunk ^ (row / (8 / chunks)) % chunks): exactly the hardware's 32-, 64- or 128-byte
+//! swizzle of the absolute address once the tile sits on a 1024-byte boundary (each 8-row group is
+//! one swizzle atom of `8 · row` bytes). A (M×K) is then K-major: 8-row groups `8 · row` bytes
+//! apart (the stride byte offset), a K step of 16 moving the start 32 bytes along the row (or to
+//! the next panel). B (K×N) is N-major (the instruction's transpose-B): panels `K · row` bytes
+//! apart (the leading byte offset), 8-row groups of K `8 · row` bytes apart (the stride byte
+//! offset).
+
+use super::layout::Dist;
+use crate::tir::facts::Facts;
+use crate::tir::{DType, Op, ValueId};
+
+/// Columns (16-bit elements) per operand panel at most: one 128-byte swizzle row.
+pub const PANEL: usize = 64;
+/// Bytes of the largest swizzle atom (8 rows of 128 bytes): operand tiles start at multiples of it.
+pub const ATOM_BYTES: usize = 1024;
+
+/// The panel width of a 16-bit operand tile of `cols` columns.
+pub fn panel(cols: usize) -> usize {
+    cols.min(PANEL)
+}
+
+/// Whether a 16-bit extent gives panel rows of a swizzle mode's width (16, 32, or a multiple of 64
+/// elements).
+fn swizzles(extent: usize) -> bool {
+    matches!(extent, 16 | 32) || (extent >= PANEL && extent.is_multiple_of(PANEL))
+}
+
+/// Which of the operand's two dimensions is contiguous in its panels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Major {
+    K,
+    MN,
+}
+
+/// The swizzle modes of a matrix descriptor (bits 62–63).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swizzle {
+    None,
+    B128,
+    B64,
+    B32,
+}
+
+impl Swizzle {
+    /// The mode whose swizzle row is `bytes` wide.
+    pub fn of_row(bytes: usize) -> Swizzle {
+        match bytes {
+            128 => Swizzle::B128,
+            64 => Swizzle::B64,
+            32 => Swizzle::B32,
+            _ => Swizzle::None,
+        }
+    }
+
+    pub fn bits(self) -> u64 {
+        match self {
+            Swizzle::None => 0,
+            Swizzle::B128 => 1,
+            Swizzle::B64 => 2,
+            Swizzle::B32 => 3,
+        }
+    }
+}
+
+/// A matrix descriptor without its start address (which the lowering adds per slot and step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    pub major: Major,
+    /// Leading byte offset: K-major swizzled layouts ignore it (1 by convention); N-major, the
+    /// distance between 64-column panels.
+    pub lbo: usize,
+    /// Stride byte offset: the distance between 8-row groups.
+    pub sbo: usize,
+    pub swizzle: Swizzle,
+}
+
+impl Desc {
+    /// The descriptor's 64 bits for an operand starting at shared address `addr` (absolute,
+    /// bytes): start, LBO and SBO each >> 4 in 14 bits, base offset 0 (atoms are aligned).
+    pub fn encode(&self, addr: u32) -> u64 {
+        self.constant_bits() | Desc::start_bits(addr)
+    }
+
+    /// Everything but the start address.
+    pub fn constant_bits(&self) -> u64 {
+        let f = |bytes: usize| ((bytes as u64) >> 4) & 0x3fff;
+        (f(self.lbo) << 16) | (f(self.sbo) << 32) | (self.swizzle.bits() << 62)
+    }
+
+    /// The start-address field for shared address `addr`.
+    pub fn start_bits(addr: u32) -> u64 {
+        ((addr as u64) >> 4) & 0x3fff
+    }
+}
+
+/// What the lowering of one wgmma dot follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgmmaPlan {
+    /// The instruction's N (its M is 64, its K 16).
+    pub n: usize,
+    /// Warpgroups, each on its own 64 rows.
+    pub groups: usize,
+    /// Instructions per dot, one per 16 of K, issued as one batch between `wgmma.fence` and
+    /// `wgmma.commit_group`.
+    pub k_steps: usize,
+    /// Batches left in flight by the `wgmma.wait_group` after this dot's commit: 0, so the
+    /// accumulators are complete before anything reads them.
+    pub wait: usize,
+    pub a: Desc,
+    pub b: Desc,
+    /// Bytes per panel row of A and of B (the swizzle width).
+    pub a_row: usize,
+    pub b_row: usize,
+    /// Bytes from one A panel to the next (K-major A wider than 64).
+    pub a_panel_bytes: usize,
+}
+
+impl WgmmaPlan {
+    /// The plan of an `m × n × k` dot of 16-bit operands.
+    pub fn new(m: usize, n: usize, k: usize) -> WgmmaPlan {
+        let (a_row, b_row) = (panel(k) * 2, panel(n) * 2);
+        WgmmaPlan {
+            n,
+            groups: m / 64,
+            k_steps: k / 16,
+            wait: 0,
+            a: Desc {
+                major: Major::K,
+                lbo: 16,
+                sbo: 8 * a_row,
+                swizzle: Swizzle::of_row(a_row),
+            },
+            b: Desc {
+                major: Major::MN,
+                lbo: k * b_row,
+                sbo: 8 * b_row,
+                swizzle: Swizzle::of_row(b_row),
+            },
+            a_row,
+            b_row,
+            a_panel_bytes: m * a_row,
+        }
+    }
+}
+
+/// Whether every dot of `facts`' kernel can run on wgmma with `warps` warps (`Ok(false)`: the
+/// kernel has none), or why one cannot (`@warps` must then force `warps × 1`).
+pub fn qualifies(
+    facts: &Facts,
+    warps: usize,
+    forced_frame: Option<(usize, usize)>,
+) -> Result<bool, String> {
+    let k = facts.kernel;
+    if !facts.insts().any(|i| matches!(i.op, Op::Dot { .. })) {
+        return Ok(false);
+    }
+    if !warps.is_multiple_of(4) {
+        return Err(format!("{warps} warps are not whole warpgroups"));
+    }
+    if forced_frame.is_some_and(|f| f != (warps, 1)) {
+        return Err("`@warps` asks for a frame other than one warp per 16 rows".into());
+    }
+    for inst in facts.insts() {
+        let Op::Dot {
+            a,
+            b,
+            trans_a,
+            trans_b,
+            ..
+        } = &inst.op
+        else {
+            continue;
+        };
+        let r = inst.results[0];
+        let [m, n] = [k.ty(r).shape[0], k.ty(r).shape[1]];
+        let (ta, tb) = (k.ty(*a), k.ty(*b));
+        let kk = ta.shape[1];
+        let why = |s: String| Err(format!("dot {r}: {s}"));
+        if !matches!(ta.dtype, DType::Bf16 | DType::F16) || ta.dtype != tb.dtype {
+            return why(format!("{} × {} operands", ta.dtype, tb.dtype));
+        }
+        if m != 16 * warps {
+            return why(format!(
+                "{m} rows are not 64 per warpgroup of {warps} warps"
+            ));
+        }
+        if !swizzles(n) || n > 256 {
+            return why(format!(
+                "N = {n} is not 16, 32 or a multiple of {PANEL} up to 256"
+            ));
+        }
+        if !swizzles(kk) {
+            return why(format!("K = {kk} is not 16, 32 or a multiple of {PANEL}"));
+        }
+        let staged =
+            |v: ValueId, trans: bool| !trans && matches!(facts.def(v), Some(Op::Load { .. }));
+        if !staged(*a, *trans_a) || !staged(*b, *trans_b) {
+            return why("an operand is not an untransposed load staged from global memory".into());
+        }
+    }
+    Ok(true)
+}
+
+impl Dist {
+    /// The accumulator of `m64nNk16` over `warps` warps (`warps / 4` warpgroups on consecutive
+    /// 64-row blocks), built from the PTX ISA's fragment table ("Register fragment layout for
+    /// the accumulator matrix D", wgmma .m64nNk16): thread t of a warpgroup holds
+    /// d[i] at row 16·(t / 32) + (t % 32) / 4 + 8·((i / 2) % 2) and column 8·(i / 4) + 2·(t % 4)
+    /// + i % 2, for i < N/2.
+    pub fn wgmma(n: usize, warps: usize) -> Dist {
+        let lane = [[0, 2], [0, 4], [1, 0], [2, 0], [4, 0]];
+        let warp = (0..warps.trailing_zeros()).map(|b| [16 << b, 0]).collect();
+        let regs = (0..n / 2)
+            .map(|i| [8 * ((i / 2) % 2), 8 * (i / 4) + i % 2])
+            .collect();
+        Dist {
+            shape: [16 * warps, n],
+            lane,
+            warp,
+            regs,
+            kind: super::DistKind::Mma { wm: warps, wn: 1 },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::SmemTile;
+
+    /// The ISA's table, element by element: register i of thread t (of the whole block) holds
+    /// this (row, column) of the block's 16·warps × n output.
+    fn isa_fragment(t: usize, i: usize) -> [usize; 2] {
+        let (group, t) = (t / 128, t % 128);
+        let row = 64 * group + 16 * (t / 32) + (t % 32) / 4 + 8 * ((i / 2) % 2);
+        let col = 8 * (i / 4) + 2 * (t % 4) + i % 2;
+        [row, col]
+    }
+
+    fn placed(d: &Dist, t: usize, i: usize) -> [usize; 2] {
+        let (lane, warp) = (t % 32, t / 32);
+        let mut at = d.regs[i];
+        for (b, c) in d.lane.iter().enumerate() {
+            if lane >> b & 1 == 1 {
+                at = [at[0] + c[0], at[1] + c[1]];
+            }
+        }
+        for (b, c) in d.warp.iter().enumerate() {
+            if warp >> b & 1 == 1 {
+                at = [at[0] + c[0], at[1] + c[1]];
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn the_accumulator_layout_is_the_isa_fragment_table() {
+        for (n, warps) in [(8, 4), (64, 4), (256, 4), (128, 8), (256, 8), (64, 16)] {
+            let d = Dist::wgmma(n, warps);
+            assert_eq!(d.regs.len(), n / 2);
+            for t in 0..32 * warps {
+                for i in 0..n / 2 {
+                    assert_eq!(placed(&d, t, i), isa_fragment(t, i), "n{n} t{t} d[{i}]");
+                }
+            }
+            // The block's frame layout places every register the same way, in the same order,
+            // so the epilogue, conversions and reductions of mma tiles carry over unchanged.
+            assert!(d.same_placement(&Dist::mma(16 * warps, n, warps, 1)));
+        }
+    }
+
+    /// Where the staging pass puts element (row, col) of a panelled tile at 1024-aligned `base`
+    /// (as `lower::shared::tile_offset` computes it): its panel, then its row, chunks swizzled.
+    fn staged_at(t: &SmemTile, base: usize, row: usize, col: usize) -> usize {
+        let (p, within) = (col / t.panel, col % t.panel);
+        let (per_phase, phases) = t.swizzle_params();
+        let chunk = (within / 8) ^ ((row / per_phase) % phases);
+        base + p * t.rows * t.panel * 2 + row * t.panel * 2 + chunk * 16 + (within % 8) * 2
+    }
+
+    /// The swizzle of mode `s` as the hardware applies it to a shared address: the 16-byte chunk
+    /// bits (from bit 4) XOR the bits from bit 7, 3, 2 or 1 of them for 128, 64 or 32 bytes.
+    fn swizzled(s: Swizzle, addr: usize) -> usize {
+        let bits = match s {
+            Swizzle::B128 => 3,
+            Swizzle::B64 => 2,
+            Swizzle::B32 => 1,
+            Swizzle::None => 0,
+        };
+        addr ^ (((addr >> 7) & ((1 << bits) - 1)) << 4)
+    }
+
+    /// The address wgmma reads for element (mn, k) of one m64nNk16 operand through `d` at start
+    /// address `start`, rows of `row` bytes: the canonical swizzled layouts (CUTLASS's GMMA
+    /// notes), in 16-byte units with W = row / 16: K-major ((8,m),(W,·)):((W,SBO),(1,·)) and
+    /// N-major ((W,n),(8,k)):((1,LBO),(W,SBO)), 8 16-bit elements per unit.
+    fn wgmma_reads(d: &Desc, row: usize, start: usize, mn: usize, k: usize) -> usize {
+        let per_row = row / 2;
+        let linear = match d.major {
+            Major::K => (mn % 8) * row + (mn / 8) * d.sbo + k * 2,
+            Major::MN => {
+                (mn % per_row) * 2 + (mn / per_row) * d.lbo + (k % 8) * row + (k / 8) * d.sbo
+            }
+        };
+        swizzled(d.swizzle, start + linear)
+    }
+
+    #[test]
+    fn descriptors_read_what_the_staging_wrote() {
+        let shapes = [
+            (128, 256, 64),
+            (64, 64, 128),
+            (128, 128, 64),
+            (64, 192, 64),
+            (64, 32, 32),
+            (128, 16, 16),
+            (64, 256, 16),
+            (64, 64, 32),
+        ];
+        for (m, n, k) in shapes {
+            let p = WgmmaPlan::new(m, n, k);
+            let ta = SmemTile::panelled(m, k, DType::Bf16, PANEL);
+            let tb = SmemTile::panelled(k, n, DType::Bf16, PANEL);
+            let (a0, b0) = (3 * ATOM_BYTES, 40 * ATOM_BYTES);
+            for g in 0..p.groups {
+                for kk in 0..p.k_steps {
+                    // The lowering's start addresses (lower/wgmma.rs).
+                    let k0 = 16 * kk;
+                    let a_panel = p.a_row / 2;
+                    let a_start = a0
+                        + g * 64 * p.a_row
+                        + (k0 / a_panel) * p.a_panel_bytes
+                        + (k0 % a_panel) * 2;
+                    let b_start = b0 + k0 * p.b_row;
+                    for i in 0..16 {
+                        for r in 0..64 {
+                            let want = staged_at(&ta, a0, 64 * g + r, k0 + i);
+                            let got = wgmma_reads(&p.a, p.a_row, a_start, r, i);
+                            assert_eq!(got, want, "A {m}x{k} g{g} k{kk}");
+                        }
+                        for c in 0..n {
+                            let want = staged_at(&tb, b0, k0 + i, c);
+                            let got = wgmma_reads(&p.b, p.b_row, b_start, c, i);
+                            assert_eq!(got, want, "B {k}x{n} k{kk}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn descriptors_encode_field_by_field() {
+        let p = WgmmaPlan::new(128, 256, 64);
+        assert_eq!((p.groups, p.k_steps, p.wait), (2, 4, 0));
+        // A: K-major, LBO 16 (ignored), SBO 1024, 128-byte swizzle, at 0x1_2400.
+        let a = p.a.encode(0x1_2400);
+        assert_eq!(
+            a & 0x3fff,
+            0x1_2400 >> 4,
+            "start address >> 4 in bits 0..14"
+        );
+        assert_eq!(a >> 14 & 0x3, 0, "bits 14..16 reserved");
+        assert_eq!(a >> 16 & 0x3fff, 1, "LBO 16 >> 4 in bits 16..30");
+        assert_eq!(a >> 30 & 0x3, 0);
+        assert_eq!(a >> 32 & 0x3fff, 64, "SBO 1024 >> 4 in bits 32..46");
+        assert_eq!(a >> 46 & 0x7, 0);
+        assert_eq!(
+            a >> 49 & 0x7,
+            0,
+            "base offset 0: atoms are 1024-byte aligned"
+        );
+        assert_eq!(a >> 52 & 0x3ff, 0);
+        assert_eq!(a >> 62, 1, "128-byte swizzle is mode 1");
+        assert_eq!(a, 0x4000_0040_0001_1240);
+        // B: N-major 64x256 in four 64x64 panels of 8192 bytes: LBO 8192, SBO 1024.
+        let b = p.b.encode(0);
+        assert_eq!(b >> 16 & 0x3fff, 8192 >> 4);
+        assert_eq!(b >> 32 & 0x3fff, 64);
+        assert_eq!(b, 0x4000_0040_0200_0000);
+        // The start field keeps 14 bits of addr >> 4: the whole 227 KB of shared memory.
+        assert_eq!(Desc::start_bits(227 * 1024), (227 * 1024) >> 4);
+        // Narrower tiles: 32-column rows are the 64-byte swizzle (mode 2), 16-column the 32-byte
+        // (mode 3), their 8-row groups 512 and 256 bytes apart.
+        let p = WgmmaPlan::new(64, 16, 32);
+        assert_eq!((p.a.swizzle.bits(), p.a.sbo), (2, 512));
+        assert_eq!((p.b.swizzle.bits(), p.b.sbo, p.b.lbo), (3, 256, 32 * 32));
+        assert_eq!(p.a.encode(0) >> 62, 2);
+        assert_eq!(p.b.encode(0) >> 62, 3);
+    }
+}

@@ -156,6 +156,9 @@ pub struct SourcePackage {
     pub timings: Vec<(String, Vec<(&'static str, std::time::Duration)>)>,
 }
 
+/// One entry to compile: its name in the package and its specialised kernel.
+type Job = (String, crate::tir::Kernel);
+
 /// Every kernel of `source` at every combination of variant values, each entry once. Without
 /// variants any diagnostic is the error. With them, a combination that makes one kernel invalid
 /// (`BN = 1024` gives another kernel of the file a tile too large for a block) leaves that
@@ -166,11 +169,11 @@ fn elaborate_variants(
     file_name: &str,
     combos: &[Overrides],
     variants: &Variants,
-) -> Result<(Vec<(String, crate::tir::Kernel)>, Vec<(String, String)>), CompileError> {
+) -> Result<(Vec<Job>, Vec<(String, String)>), CompileError> {
     let render = |d: &[crate::diag::Diagnostic]| {
         CompileError::Source(crate::diag::render_all(d, file_name, source))
     };
-    let mut jobs: Vec<(String, crate::tir::Kernel)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     let mut skipped = Vec::new();
     let mut failures: Vec<(String, crate::diag::Diagnostic)> = Vec::new();
     for overrides in combos {

@@ -132,7 +132,7 @@ impl Elaborator<'_> {
                 shape,
                 mask,
             };
-            self.store_into(slice, tensor.span, &a.positional[1])
+            self.store_into(slice, tensor.span, a.positional[1])
         }
     }
 

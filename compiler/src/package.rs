@@ -151,13 +151,15 @@ pub struct SourcePackage {
     /// Entries left out, with why: a combination of variant values the scheduler cannot place
     /// on this target, or one that makes a kernel of the file invalid (a tile too large for
     /// its block) while other combinations build it.
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<Skipped>,
     /// Each entry's compile time per stage, in package order (`tessel compile --timings`).
     pub timings: Vec<(String, Vec<(&'static str, std::time::Duration)>)>,
 }
 
 /// One entry to compile: its name in the package and its specialised kernel.
 type Job = (String, crate::tir::Kernel);
+/// An entry left out of a variant build, and why.
+type Skipped = (String, String);
 
 /// Every kernel of `source` at every combination of variant values, each entry once. Without
 /// variants any diagnostic is the error. With them, a combination that makes one kernel invalid
@@ -169,7 +171,7 @@ fn elaborate_variants(
     file_name: &str,
     combos: &[Overrides],
     variants: &Variants,
-) -> Result<(Vec<Job>, Vec<(String, String)>), CompileError> {
+) -> Result<(Vec<Job>, Vec<Skipped>), CompileError> {
     let render = |d: &[crate::diag::Diagnostic]| {
         CompileError::Source(crate::diag::render_all(d, file_name, source))
     };

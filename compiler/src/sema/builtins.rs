@@ -16,6 +16,8 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("max", "max(a, b) or max(x, axis = k)"),
     ("min", "min(a, b)"),
     ("sum", "sum(x, axis = k)"),
+    ("cumsum", "cumsum(x, axis = k)"),
+    ("cumprod", "cumprod(x, axis = k)"),
     ("where", "where(cond, a, b)"),
     ("dot", "dot(a, b, acc?, trans_a = false, trans_b = false)"),
     ("trans", "trans(x)"),
@@ -51,13 +53,13 @@ fn function_names() -> Vec<String> {
 }
 
 /// A call's arguments, split into positional and named, checked against what the function takes.
-struct Args<'e> {
-    positional: Vec<&'e ast::Arg>,
+pub(super) struct Args<'e> {
+    pub(super) positional: Vec<&'e ast::Arg>,
     named: Vec<&'e ast::Arg>,
 }
 
 impl<'e> Args<'e> {
-    fn new(
+    pub(super) fn new(
         func: &ast::Ident,
         args: &'e [ast::Arg],
         allowed_named: &[&str],
@@ -127,7 +129,7 @@ impl<'e> Args<'e> {
         Ok(Self { positional, named })
     }
 
-    fn named(&self, name: &str) -> Option<&'e ast::Arg> {
+    pub(super) fn named(&self, name: &str) -> Option<&'e ast::Arg> {
         self.named
             .iter()
             .copied()
@@ -170,7 +172,7 @@ impl Elaborator<'_> {
         Ok(v as usize)
     }
 
-    fn tile(&mut self, e: &ast::Expr) -> Res<ValueId> {
+    pub(super) fn tile(&mut self, e: &ast::Expr) -> Res<ValueId> {
         let v = self.expr(e)?;
         self.materialize(v, None, e.span)
     }
@@ -199,7 +201,7 @@ impl Elaborator<'_> {
         Ok(x)
     }
 
-    fn axis(&mut self, e: &ast::Expr, rank: usize, extra: usize) -> Res<usize> {
+    pub(super) fn axis(&mut self, e: &ast::Expr, rank: usize, extra: usize) -> Res<usize> {
         let a = self.const_int(e, "an axis")?;
         if a < 0 || a as usize >= rank + extra {
             return Err(err(
@@ -311,6 +313,7 @@ impl Elaborator<'_> {
                 let op = unary_function(name).expect("matched by the arm's guard");
                 Ok(Val::Tile(self.emit(Op::Unary { op, x }, t)))
             }
+            "cumsum" | "cumprod" => self.scan(func, args, span),
             "sum" | "max" | "min" => {
                 let reduce = args
                     .iter()

@@ -8,6 +8,7 @@
 mod builtins;
 mod elaborate;
 mod hints;
+mod scan;
 
 use std::collections::HashMap;
 

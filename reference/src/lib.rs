@@ -6,6 +6,7 @@
 //! value says how to index them.
 
 pub mod attention;
+pub mod gla;
 pub mod linear;
 
 /// Shape of a (B, H, N, D) tensor, row-major.

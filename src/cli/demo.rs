@@ -51,7 +51,7 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source (built into the binary: `super::examples`), each with
 /// its -D values and the suffix of its output names. Every kernel of a file is built.
-const DSL_FILES: [(&str, Defines, &str); 8] = [
+const DSL_FILES: [(&str, Defines, &str); 10] = [
     ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
     ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
     ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
@@ -60,6 +60,12 @@ const DSL_FILES: [(&str, Defines, &str); 8] = [
     ("dsl-examples/softmax.tsl", &[], ""),
     ("dsl-examples/flash_attention.tsl", &[], ""),
     ("dsl-examples/lightning_attention.tsl", &[], ""),
+    ("dsl-examples/gla.tsl", &[], ""),
+    (
+        "dsl-examples/gla.tsl",
+        &[("D", "128"), ("E", "128")],
+        "_128",
+    ),
 ];
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.

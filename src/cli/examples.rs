@@ -17,6 +17,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/flash_attention.tsl"),
     ),
     (
+        "dsl-examples/gla.tsl",
+        include_str!("../../dsl-examples/gla.tsl"),
+    ),
+    (
         "dsl-examples/lightning_attention.tsl",
         include_str!("../../dsl-examples/lightning_attention.tsl"),
     ),

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod device;
 pub mod error;
+pub mod gla;
 pub mod lightning;
 pub mod memory;
 mod operand;

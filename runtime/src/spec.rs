@@ -92,5 +92,26 @@ pub mod lightning {
     };
 }
 
+/// Gated linear attention: chunked forward with initial and final state, and decode
+/// (runtime::gla).
+pub mod gla {
+    use super::OperatorSpec;
+
+    pub const FWD_STATE: &str = "gla_fwd_state";
+    pub const FWD_O: &str = "gla_fwd_o";
+    pub const DECODE: &str = "gla_decode";
+
+    /// Tokens per chunk (`BT` in the source): the host sizes the chunk-state tensor by it.
+    pub const CHUNK: usize = 64;
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "gla",
+        source: "dsl-examples/gla.tsl",
+        variants: &[("D", &["64", "128"]), ("E", &["64", "128"])],
+        kernels: &[FWD_STATE, FWD_O, DECODE],
+        constants: &[("BT", CHUNK as i64)],
+    };
+}
+
 /// Every operator family's package.
-pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC];
+pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC, gla::SPEC];

@@ -3,7 +3,9 @@
 //! forward (output and final state, from a random initial state or none) on ragged lengths
 //! N ∈ {1, 63, 64, 150, 1000, 4099}, (D, E) ∈ {(64, 64), (128, 128), (64, 128)}, fla's gates
 //! (log σ / 16) and fast-forgetting ones; prefill then decode equals the recurrence over the whole
-//! sequence; and operands the kernels cannot take are refused before launch.
+//! sequence; the gradients (dq, dk, dv, dg, dh0, with and without a final-state gradient) against
+//! the reference's backward (itself checked against finite differences); and operands the
+//! kernels cannot take are refused before launch.
 //!
 //! With TESSEL_DUMP_DIR set, the forward cases of the first package (inputs, tessel's O and final
 //! state, the float64 references) are written there as .npy files with cases.json, for
@@ -11,7 +13,7 @@
 
 use tessel_reference::gla::{self as reference, Problem};
 use tessel_runtime::format::DType;
-use tessel_runtime::gla::{gla_decode, gla_forward};
+use tessel_runtime::gla::{gla_backward, gla_decode, gla_forward};
 use tessel_runtime::{device, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 include!("support/packages.rs");
@@ -246,5 +248,65 @@ fn operands_the_kernels_cannot_take_are_refused_before_launch() {
     refused(
         gla_forward(&dev, &pkg, q, v, v, g, Some(h0), None).map(drop),
         "differ in shape",
+    );
+}
+
+#[test]
+fn gla_backward_matches_the_float64_gradients() {
+    let Some(dev) = open() else { return };
+    let mut failures = Vec::new();
+    println!(
+        "{:<7} {:>5} {:>4} {:>4} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "arch", "N", "D", "E", "dht", "dq", "dk", "dv", "dg", "dh0"
+    );
+    for arch in archs_for(&dev) {
+        let pkg = package(&dev, arch);
+        for (d, e) in [(64, 64), (128, 128), (64, 128)] {
+            for (n, with_dht) in [(1, true), (63, false), (150, true), (1000, true)] {
+                let p = Problem::new(2, n, 2, d, e);
+                let x = inputs(&dev, &p, 0.5);
+                let [q, k, v, g, h0] = &x.dev;
+                let [hq, hk, hv, hg, hh] = &x.host;
+                let (d_o, hdo) = upload(&dev, DType::Bf16, &[2, n, 2, e], &randn(p.v_len()));
+                let (dht, hdht) = upload(&dev, DType::F32, &[2, 2, d, e], &randn(p.state_len()));
+                let zero = vec![0.0; p.state_len()];
+                let scale = 1.0 / (d as f64).sqrt();
+                let fwd = gla_forward(&dev, &pkg, q, k, v, g, Some(h0), None).unwrap();
+                let dht_dev = with_dht.then_some(&dht);
+                let grads = gla_backward(
+                    &dev,
+                    &pkg,
+                    [q, k, v, g],
+                    Some(h0),
+                    &fwd.final_state,
+                    &d_o,
+                    dht_dev,
+                    None,
+                )
+                .unwrap();
+                let want_dht = if with_dht { &hdht } else { &zero };
+                let want = reference::backward(&p, hq, hk, hv, hg, hh, scale, &hdo, want_dht);
+                let got = [&grads.dq, &grads.dk, &grads.dv, &grads.dg, &grads.dh0]
+                    .map(|t| t.to_f64(&dev).unwrap());
+                let errs: Vec<f64> = got
+                    .iter()
+                    .zip([&want.dq, &want.dk, &want.dv, &want.dg, &want.dh0])
+                    .map(|(g, w)| scaled_err(g, w))
+                    .collect();
+                println!(
+                    "{arch:<7} {n:>5} {d:>4} {e:>4} {with_dht:>4} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e}",
+                    errs[0], errs[1], errs[2], errs[3], errs[4]
+                );
+                // bf16 inputs and dq, dk, dv; f32 states, dg and dh0.
+                if !errs.iter().all(|e| *e < 1e-2) {
+                    failures.push(format!("{arch} N={n} D={d} E={e} dht={with_dht}: {errs:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "over tolerance:\n{}",
+        failures.join("\n")
     );
 }

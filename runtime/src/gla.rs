@@ -6,7 +6,9 @@
 //! forget gates g (≤ 0) are (B, N, H, D), v and o (B, N, H, E); states are f32 (B, H, D, E). q, k
 //! and v share a dtype (the package's T, bf16); g is f32. The forward writes the state before
 //! every 64-token chunk (f32, (B, H, ⌈N/64⌉, D, E)) in one pass over the chunks, then computes
-//! every chunk's output in parallel from it, and returns the final state for decoding.
+//! every chunk's output in parallel from it, and returns the final state for decoding. The
+//! backward (dq, dk, dv, dg, dh0, given dO and optionally the final state's gradient) runs the
+//! recurrence forwards and then backwards, one program per (sequence, head).
 
 use tessel_package::DType;
 
@@ -16,6 +18,7 @@ use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 const OP_FWD: &str = "gla_forward";
 const OP_DECODE: &str = spec::DECODE;
+const OP_BWD: &str = "gla_backward";
 
 /// The forward's outputs.
 #[derive(Debug)]
@@ -159,4 +162,81 @@ pub fn gla_decode(
     ];
     pkg.launch(dev, step, &args)?;
     Ok(o)
+}
+
+/// Gradients of [`gla_forward`]'s inputs.
+#[derive(Debug)]
+pub struct GlaGrads {
+    pub dq: DeviceTensor,
+    pub dk: DeviceTensor,
+    pub dv: DeviceTensor,
+    /// f32, like g.
+    pub dg: DeviceTensor,
+    /// f32 (B, H, D, E).
+    pub dh0: DeviceTensor,
+}
+
+/// A zero f32 state, for an initial state or a final-state gradient the caller leaves out.
+fn zero_state(dev: &Device, shape: &[usize]) -> Result<DeviceTensor, RuntimeError> {
+    let data = vec![0.0; shape.iter().product()];
+    DeviceTensor::from_f64(dev, DType::F32, shape, &data)
+}
+
+/// The gradients given dO (like v) and `dht`, the gradient of the final state (`None`: zero).
+/// `final_state` is the forward's (its [`GlaOutput::final_state`]); `h0` and `scale` as there.
+#[allow(clippy::too_many_arguments)]
+pub fn gla_backward(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    [q, k, v, g]: [&DeviceTensor; 4],
+    h0: Option<&DeviceTensor>,
+    final_state: &DeviceTensor,
+    d_o: &DeviceTensor,
+    dht: Option<&DeviceTensor>,
+    scale: Option<f64>,
+) -> Result<GlaGrads, RuntimeError> {
+    let dims = check(OP_BWD, [q, k, v, g], 2)?;
+    let [b, h] = [q.shape[0], q.shape[2]];
+    let st = [b, h, dims.d, dims.e];
+    expect(OP_BWD, "d_o", d_o, &v.shape, dims.dtype)?;
+    expect(OP_BWD, "final_state", final_state, &st, DType::F32)?;
+    let (zero_h0, zero_dht);
+    let h0 = match h0 {
+        Some(t) => {
+            expect(OP_BWD, "h0", t, &st, DType::F32)?;
+            t
+        }
+        None => {
+            zero_h0 = zero_state(dev, &st)?;
+            &zero_h0
+        }
+    };
+    let dht = match dht {
+        Some(t) => {
+            expect(OP_BWD, "dht", t, &st, DType::F32)?;
+            t
+        }
+        None => {
+            zero_dht = zero_state(dev, &st)?;
+            &zero_dht
+        }
+    };
+    let dq_kernel = entry(pkg, spec::BWD_DQ, &dims)?;
+    let dkv_kernel = entry(pkg, spec::BWD_DKV, &dims)?;
+    let grads = GlaGrads {
+        dq: DeviceTensor::empty(dev, dims.dtype, &q.shape)?,
+        dk: DeviceTensor::empty(dev, dims.dtype, &k.shape)?,
+        dv: DeviceTensor::empty(dev, dims.dtype, &v.shape)?,
+        dg: DeviceTensor::empty(dev, DType::F32, &g.shape)?,
+        dh0: DeviceTensor::empty(dev, DType::F32, &st)?,
+    };
+    let qdq = DeviceTensor::empty(dev, DType::F32, &q.shape)?;
+    let tau = Arg::Scalar(scale_for(scale, dims.d));
+    let args = [q, k, v, g, h0, d_o, &grads.dq, &qdq].map(Arg::Tensor);
+    pkg.launch(dev, dq_kernel, &[&args[..], &[tau]].concat())?;
+    let tensors = [q, k, v, g, final_state, d_o, dht, &qdq];
+    let outs = [&grads.dk, &grads.dv, &grads.dg, &grads.dh0];
+    let args: Vec<Arg> = tensors.into_iter().chain(outs).map(Arg::Tensor).collect();
+    pkg.launch(dev, dkv_kernel, &[&args[..], &[tau]].concat())?;
+    Ok(grads)
 }

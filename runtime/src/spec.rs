@@ -92,7 +92,7 @@ pub mod lightning {
     };
 }
 
-/// Gated linear attention: chunked forward with initial and final state, and decode
+/// Gated linear attention: chunked forward with initial and final state, decode and backward
 /// (runtime::gla).
 pub mod gla {
     use super::OperatorSpec;
@@ -100,6 +100,8 @@ pub mod gla {
     pub const FWD_STATE: &str = "gla_fwd_state";
     pub const FWD_O: &str = "gla_fwd_o";
     pub const DECODE: &str = "gla_decode";
+    pub const BWD_DQ: &str = "gla_bwd_dq";
+    pub const BWD_DKV: &str = "gla_bwd_dkv";
 
     /// Tokens per chunk (`BT` in the source): the host sizes the chunk-state tensor by it.
     pub const CHUNK: usize = 64;
@@ -108,7 +110,7 @@ pub mod gla {
         package: "gla",
         source: "dsl-examples/gla.tsl",
         variants: &[("D", &["64", "128"]), ("E", &["64", "128"])],
-        kernels: &[FWD_STATE, FWD_O, DECODE],
+        kernels: &[FWD_STATE, FWD_O, DECODE, BWD_DQ, BWD_DKV],
         constants: &[("BT", CHUNK as i64)],
     };
 }

@@ -51,7 +51,7 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source (built into the binary: `super::examples`), each with
 /// its -D values and the suffix of its output names. Every kernel of a file is built.
-const DSL_FILES: [(&str, Defines, &str); 10] = [
+const DSL_FILES: [(&str, Defines, &str); 12] = [
     ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
     ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
     ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
@@ -65,6 +65,12 @@ const DSL_FILES: [(&str, Defines, &str); 10] = [
         "dsl-examples/gla.tsl",
         &[("D", "128"), ("E", "128")],
         "_128",
+    ),
+    ("dsl-examples/flash_gau.tsl", &[], ""),
+    (
+        "dsl-examples/flash_gau.tsl",
+        &[("CAUSAL", "true")],
+        "_causal",
     ),
 ];
 

@@ -17,6 +17,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/flash_attention.tsl"),
     ),
     (
+        "dsl-examples/flash_gau.tsl",
+        include_str!("../../dsl-examples/flash_gau.tsl"),
+    ),
+    (
         "dsl-examples/gla.tsl",
         include_str!("../../dsl-examples/gla.tsl"),
     ),

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod device;
 pub mod error;
+pub mod flash_gau;
 pub mod gla;
 pub mod lightning;
 pub mod memory;

@@ -115,5 +115,26 @@ pub mod gla {
     };
 }
 
+/// FLASH mixed-chunk attention with GAU's gate, forward (runtime::flash_gau).
+pub mod flash_gau {
+    use super::OperatorSpec;
+
+    pub const LIN_STATE: &str = "flash_lin_state";
+    pub const FWD: &str = "flash_gau_fwd";
+
+    /// Tokens per chunk (`G` in the source): the host sizes the prefix-state tensor by it.
+    pub const CHUNK: usize = 256;
+    /// The width of Z (`S`): the kernels are built for it alone.
+    pub const S: usize = 128;
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "flash_gau",
+        source: "dsl-examples/flash_gau.tsl",
+        variants: &[("E", &["64", "128"]), ("CAUSAL", &["false", "true"])],
+        kernels: &[LIN_STATE, FWD],
+        constants: &[("G", CHUNK as i64), ("S", S as i64)],
+    };
+}
+
 /// Every operator family's package.
-pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC, gla::SPEC];
+pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC, gla::SPEC, flash_gau::SPEC];

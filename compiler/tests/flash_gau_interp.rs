@@ -119,3 +119,149 @@ fn flash_gau_forward_matches_the_dense_definition() {
         assert!(err < tol, "{p:?} {t}: {err}");
     }
 }
+
+fn run(k: &Kernel, args: Vec<HostArg>) -> Vec<HostTensor> {
+    let mut args = args;
+    interp::run(k, &mut args).unwrap();
+    args.iter()
+        .filter_map(|a| match a {
+            HostArg::Tensor(t) => Some(t.clone()),
+            HostArg::Scalar(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn flash_gau_backward_matches_the_dense_gradients() {
+    // The five passes as the runtime would chain them, against the reference's backward
+    // (itself checked against finite differences): dz, dγ, dβ, dv, du.
+    for (b, n, causal) in [
+        (1, 1, false),
+        (1, 150, false),
+        (1, 200, true),
+        (2, 70, true),
+    ] {
+        let (s, e, g) = (64, 64, 128);
+        let p = Problem {
+            b,
+            n,
+            s,
+            e,
+            g,
+            causal,
+        };
+        let dt = DType::F32;
+        let z = random(dt, &[b, n, s], -3.0, 3.0);
+        let gamma = random(DType::F32, &[4, s], 0.5, 1.5);
+        let beta = random(DType::F32, &[4, s], -0.1, 0.1);
+        let v = random(dt, &[b, n, e], -1.0, 1.0);
+        let u = random(dt, &[b, n, e], -1.0, 1.0);
+        let d_o = random(dt, &[b, n, e], -1.0, 1.0);
+        let mut defs: Vec<(&str, String)> = vec![
+            ("G", g.to_string()),
+            ("S", s.to_string()),
+            ("E", e.to_string()),
+            ("T", "f32".to_string()),
+        ];
+        let plain = defs.clone();
+        defs.push(("CAUSAL", causal.to_string()));
+        let (ng, nb) = (n.div_ceil(g), n.div_ceil(64));
+        let t = |x: &HostTensor| HostArg::Tensor(x.clone());
+        let poison = |shape: Vec<usize>| HostArg::Tensor(HostTensor::poisoned(DType::F32, shape));
+        let fwd_states = run(
+            &kernel("flash_lin_state", &plain),
+            vec![
+                t(&z),
+                t(&gamma),
+                t(&beta),
+                t(&v),
+                poison(vec![b, ng, s, e]),
+                poison(vec![b, s, e]),
+            ],
+        );
+        let bwd_states = run(
+            &kernel("flash_bwd_lin_state", &plain),
+            vec![
+                t(&z),
+                t(&gamma),
+                t(&beta),
+                t(&u),
+                t(&d_o),
+                poison(vec![b, ng, s, e]),
+                poison(vec![b, s, e]),
+            ],
+        );
+        let kv = run(
+            &kernel("flash_gau_bwd_kv", &defs),
+            vec![
+                t(&z),
+                t(&gamma),
+                t(&beta),
+                t(&v),
+                t(&u),
+                t(&d_o),
+                t(&bwd_states[5]),
+                t(&bwd_states[6]),
+                poison(vec![b, n, e]),
+                poison(vec![b, n, s]),
+                poison(vec![b, n, s]),
+            ],
+        );
+        let q = run(
+            &kernel("flash_gau_bwd_q", &defs),
+            vec![
+                t(&z),
+                t(&gamma),
+                t(&beta),
+                t(&v),
+                t(&u),
+                t(&d_o),
+                t(&fwd_states[4]),
+                t(&fwd_states[5]),
+                poison(vec![b, n, e]),
+                poison(vec![b, n, s]),
+                poison(vec![b, n, s]),
+            ],
+        );
+        let zs = run(
+            &kernel(
+                "flash_gau_bwd_z",
+                &[("S", s.to_string()), ("T", "f32".to_string())],
+            ),
+            vec![
+                t(&z),
+                t(&gamma),
+                t(&q[9]),
+                t(&kv[9]),
+                t(&q[10]),
+                t(&kv[10]),
+                poison(vec![b, n, s]),
+                poison(vec![b, nb, 4, s]),
+                poison(vec![b, nb, 4, s]),
+            ],
+        );
+        let params = run(
+            &kernel("flash_gau_bwd_params", &[("S", s.to_string())]),
+            vec![t(&zs[7]), t(&zs[8]), poison(vec![4, s]), poison(vec![4, s])],
+        );
+        let want = flash_gau::backward(
+            &p,
+            &z.data,
+            &gamma.data,
+            &beta.data,
+            &v.data,
+            &u.data,
+            &d_o.data,
+        );
+        for (name, got, want) in [
+            ("dz", &zs[6].data, &want.dz),
+            ("dgamma", &params[2].data, &want.dgamma),
+            ("dbeta", &params[3].data, &want.dbeta),
+            ("dv", &kv[8].data, &want.dv),
+            ("du", &q[8].data, &want.du),
+        ] {
+            let err = err_vs_scale(got, want);
+            assert!(err < 1e-5, "{p:?} {name}: {err}");
+        }
+    }
+}

@@ -1,11 +1,12 @@
 //! FLASH mixed-chunk attention with GAU's gate through the runtime's operator
 //! (`tessel_runtime::flash_gau`), against the dense float64 definition of
 //! `tessel_reference::flash_gau`: ragged lengths over one and several chunks of 256
-//! (N ∈ {1, 255, 256, 600, 2000}), E ∈ {64, 128}, causal and not; and bad operands refused
-//! before launch.
+//! (N ∈ {1, 255, 256, 600, 2000}), E ∈ {64, 128}, causal and not; the backward's dz, dγ, dβ, dv
+//! and du against the reference's gradients (checked against finite differences); and bad
+//! operands refused before launch.
 
 use tessel_reference::flash_gau::{self as reference, Problem};
-use tessel_runtime::flash_gau::flash_gau_forward;
+use tessel_runtime::flash_gau::{flash_gau_backward, flash_gau_forward};
 use tessel_runtime::format::DType;
 use tessel_runtime::{device, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
@@ -110,5 +111,65 @@ fn bad_operands_are_refused_before_launch() {
     refused(
         flash_gau_forward(&dev, &pkg, &z, &gamma, &beta, &v, &u_short, true),
         "u is",
+    );
+}
+
+#[test]
+fn flash_gau_backward_matches_the_dense_gradients() {
+    let Some(dev) = open() else { return };
+    let s = 128;
+    let mut failures = Vec::new();
+    for arch in archs_for(&dev) {
+        let p = operator_package(&tessel_runtime::spec::flash_gau::SPEC, arch);
+        let pkg = LoadedPackage::load(&dev, p).unwrap();
+        for (e, n) in [(64, 1), (64, 300), (128, 600), (128, 1000)] {
+            for causal in [false, true] {
+                let b = 2;
+                let prob = Problem {
+                    b,
+                    n,
+                    s,
+                    e,
+                    g: 256,
+                    causal,
+                };
+                let zd: Vec<f64> = randn(b * n * s).iter().map(|x| 3.0 * x).collect();
+                let (z, hz) = upload(&dev, DType::Bf16, &[b, n, s], &zd);
+                let gd: Vec<f64> = randn(4 * s).iter().map(|x| 1.0 + 0.25 * x).collect();
+                let (gamma, hg) = upload(&dev, DType::F32, &[4, s], &gd);
+                let bd: Vec<f64> = randn(4 * s).iter().map(|x| 0.1 * x).collect();
+                let (beta, hb) = upload(&dev, DType::F32, &[4, s], &bd);
+                let (v, hv) = upload(&dev, DType::Bf16, &[b, n, e], &randn(b * n * e));
+                let (u, hu) = upload(&dev, DType::Bf16, &[b, n, e], &randn(b * n * e));
+                let (d_o, hdo) = upload(&dev, DType::Bf16, &[b, n, e], &randn(b * n * e));
+                let gr = flash_gau_backward(&dev, &pkg, [&z, &gamma, &beta, &v, &u], &d_o, causal)
+                    .unwrap();
+                let want = reference::backward(&prob, &hz, &hg, &hb, &hv, &hu, &hdo);
+                let errs: Vec<f64> = [
+                    (&gr.dz, &want.dz),
+                    (&gr.dgamma, &want.dgamma),
+                    (&gr.dbeta, &want.dbeta),
+                    (&gr.dv, &want.dv),
+                    (&gr.du, &want.du),
+                ]
+                .iter()
+                .map(|(t, w)| scaled_err(&t.to_f64(&dev).unwrap(), w))
+                .collect();
+                let shown: Vec<String> = errs.iter().map(|x| format!("{x:.2e}")).collect();
+                println!(
+                    "{arch:<7} N={n:>5} E={e:>3} causal={causal:<5} dz dγ dβ dv du: {}",
+                    shown.join(" ")
+                );
+                // bf16 operands of every product; f32 head gradients and parameter sums.
+                if errs.iter().any(|x| x.is_nan() || *x >= 2e-2) {
+                    failures.push(format!("{arch} N={n} E={e} causal={causal}: {errs:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "over tolerance:\n{}",
+        failures.join("\n")
     );
 }

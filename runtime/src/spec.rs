@@ -115,12 +115,19 @@ pub mod gla {
     };
 }
 
-/// FLASH mixed-chunk attention with GAU's gate, forward (runtime::flash_gau).
+/// FLASH mixed-chunk attention with GAU's gate, forward and backward (runtime::flash_gau).
 pub mod flash_gau {
     use super::OperatorSpec;
 
     pub const LIN_STATE: &str = "flash_lin_state";
     pub const FWD: &str = "flash_gau_fwd";
+    pub const BWD_LIN_STATE: &str = "flash_bwd_lin_state";
+    pub const BWD_KV: &str = "flash_gau_bwd_kv";
+    pub const BWD_Q: &str = "flash_gau_bwd_q";
+    pub const BWD_Z: &str = "flash_gau_bwd_z";
+    pub const BWD_PARAMS: &str = "flash_gau_bwd_params";
+    /// Tokens per block of the dz pass (`BM`): the host sizes the partial sums by it.
+    pub const BLOCK: usize = 64;
 
     /// Tokens per chunk (`G` in the source): the host sizes the prefix-state tensor by it.
     pub const CHUNK: usize = 256;
@@ -131,8 +138,16 @@ pub mod flash_gau {
         package: "flash_gau",
         source: "dsl-examples/flash_gau.tsl",
         variants: &[("E", &["64", "128"]), ("CAUSAL", &["false", "true"])],
-        kernels: &[LIN_STATE, FWD],
-        constants: &[("G", CHUNK as i64), ("S", S as i64)],
+        kernels: &[
+            LIN_STATE,
+            FWD,
+            BWD_LIN_STATE,
+            BWD_KV,
+            BWD_Q,
+            BWD_Z,
+            BWD_PARAMS,
+        ],
+        constants: &[("G", CHUNK as i64), ("S", S as i64), ("BM", BLOCK as i64)],
     };
 }
 

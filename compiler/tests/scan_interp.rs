@@ -1,7 +1,7 @@
 //! `cumsum` / `cumprod` in the interpreter against float64 prefix sums and products written here
 //! as plain loops, on fresh random tiles (ragged extents read as zeros past the tensor), outputs
-//! poisoned first. The kernels are the codegen file test's, so the same source is checked for
-//! numerics here and for its schedule and PTX there.
+//! poisoned first. The kernels are dsl-examples/scan.tsl, whose schedule, PTX and GPU runs the
+//! codegen file test (tests/filetests/codegen/scan.tsl) checks.
 
 use rand::Rng;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
@@ -9,10 +9,7 @@ use tessel_compiler::sema::{self, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
 
 fn kernel(name: &str) -> Kernel {
-    let path = format!(
-        "{}/../tests/filetests/codegen/scan.tsl",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../dsl-examples/scan.tsl", env!("CARGO_MANIFEST_DIR"));
     let source = std::fs::read_to_string(&path).unwrap();
     sema::compile_source(&source, &Overrides::new())
         .unwrap()

@@ -51,7 +51,7 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source (built into the binary: `super::examples`), each with
 /// its -D values and the suffix of its output names. Every kernel of a file is built.
-const DSL_FILES: [(&str, Defines, &str); 12] = [
+const DSL_FILES: [(&str, Defines, &str); 13] = [
     ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
     ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
     ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
@@ -72,6 +72,7 @@ const DSL_FILES: [(&str, Defines, &str); 12] = [
         &[("CAUSAL", "true")],
         "_causal",
     ),
+    ("dsl-examples/scan.tsl", &[], ""),
 ];
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.

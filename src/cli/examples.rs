@@ -33,6 +33,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/matmul.tsl"),
     ),
     (
+        "dsl-examples/scan.tsl",
+        include_str!("../../dsl-examples/scan.tsl"),
+    ),
+    (
         "dsl-examples/softmax.tsl",
         include_str!("../../dsl-examples/softmax.tsl"),
     ),

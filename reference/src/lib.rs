@@ -6,6 +6,8 @@
 //! value says how to index them.
 
 pub mod attention;
+pub mod flash_gau;
+pub mod gla;
 pub mod linear;
 pub mod transnormer;
 

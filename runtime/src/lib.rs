@@ -9,6 +9,8 @@
 pub mod attention;
 pub mod device;
 pub mod error;
+pub mod flash_gau;
+pub mod gla;
 pub mod lightning;
 pub mod memory;
 mod operand;

@@ -92,5 +92,64 @@ pub mod lightning {
     };
 }
 
+/// Gated linear attention: chunked forward with initial and final state, decode and backward
+/// (runtime::gla).
+pub mod gla {
+    use super::OperatorSpec;
+
+    pub const FWD_STATE: &str = "gla_fwd_state";
+    pub const FWD_O: &str = "gla_fwd_o";
+    pub const DECODE: &str = "gla_decode";
+    pub const BWD_DQ: &str = "gla_bwd_dq";
+    pub const BWD_DKV: &str = "gla_bwd_dkv";
+
+    /// Tokens per chunk (`BT` in the source): the host sizes the chunk-state tensor by it.
+    pub const CHUNK: usize = 64;
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "gla",
+        source: "dsl-examples/gla.tsl",
+        variants: &[("D", &["64", "128"]), ("E", &["64", "128"])],
+        kernels: &[FWD_STATE, FWD_O, DECODE, BWD_DQ, BWD_DKV],
+        constants: &[("BT", CHUNK as i64)],
+    };
+}
+
+/// FLASH mixed-chunk attention with GAU's gate, forward and backward (runtime::flash_gau).
+pub mod flash_gau {
+    use super::OperatorSpec;
+
+    pub const LIN_STATE: &str = "flash_lin_state";
+    pub const FWD: &str = "flash_gau_fwd";
+    pub const BWD_LIN_STATE: &str = "flash_bwd_lin_state";
+    pub const BWD_KV: &str = "flash_gau_bwd_kv";
+    pub const BWD_Q: &str = "flash_gau_bwd_q";
+    pub const BWD_Z: &str = "flash_gau_bwd_z";
+    pub const BWD_PARAMS: &str = "flash_gau_bwd_params";
+    /// Tokens per block of the dz pass (`BM`): the host sizes the partial sums by it.
+    pub const BLOCK: usize = 64;
+
+    /// Tokens per chunk (`G` in the source): the host sizes the prefix-state tensor by it.
+    pub const CHUNK: usize = 256;
+    /// The width of Z (`S`): the kernels are built for it alone.
+    pub const S: usize = 128;
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "flash_gau",
+        source: "dsl-examples/flash_gau.tsl",
+        variants: &[("E", &["64", "128"]), ("CAUSAL", &["false", "true"])],
+        kernels: &[
+            LIN_STATE,
+            FWD,
+            BWD_LIN_STATE,
+            BWD_KV,
+            BWD_Q,
+            BWD_Z,
+            BWD_PARAMS,
+        ],
+        constants: &[("G", CHUNK as i64), ("S", S as i64), ("BM", BLOCK as i64)],
+    };
+}
+
 /// Every operator family's package.
-pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC];
+pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC, gla::SPEC, flash_gau::SPEC];

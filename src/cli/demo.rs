@@ -55,7 +55,7 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source (built into the binary: `super::examples`), each with
 /// its -D values and the suffix of its output names. Every kernel of a file is built.
-const DSL_FILES: [(&str, Defines, &str); 11] = [
+const DSL_FILES: [(&str, Defines, &str); 16] = [
     ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
     ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
     ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
@@ -73,6 +73,19 @@ const DSL_FILES: [(&str, Defines, &str); 11] = [
     ("dsl-examples/softmax.tsl", &[], ""),
     ("dsl-examples/flash_attention.tsl", &[], ""),
     ("dsl-examples/lightning_attention.tsl", &[], ""),
+    ("dsl-examples/gla.tsl", &[], ""),
+    (
+        "dsl-examples/gla.tsl",
+        &[("D", "128"), ("E", "128")],
+        "_128",
+    ),
+    ("dsl-examples/flash_gau.tsl", &[], ""),
+    (
+        "dsl-examples/flash_gau.tsl",
+        &[("CAUSAL", "true")],
+        "_causal",
+    ),
+    ("dsl-examples/scan.tsl", &[], ""),
 ];
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.

@@ -21,6 +21,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/flash_attention.tsl"),
     ),
     (
+        "dsl-examples/flash_gau.tsl",
+        include_str!("../../dsl-examples/flash_gau.tsl"),
+    ),
+    (
+        "dsl-examples/gla.tsl",
+        include_str!("../../dsl-examples/gla.tsl"),
+    ),
+    (
         "dsl-examples/lightning_attention.tsl",
         include_str!("../../dsl-examples/lightning_attention.tsl"),
     ),
@@ -35,6 +43,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "dsl-examples/sampling.tsl",
         include_str!("../../dsl-examples/sampling.tsl"),
+    ),
+    (
+        "dsl-examples/scan.tsl",
+        include_str!("../../dsl-examples/scan.tsl"),
     ),
     (
         "dsl-examples/sglu.tsl",

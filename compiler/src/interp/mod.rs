@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+mod scan;
+
 use half::{bf16, f16};
 use tessel_package::dense_strides as strides;
 
@@ -607,6 +609,10 @@ impl Machine<'_, '_> {
                     .collect()
             }
             Op::Reduce { op, x, axis } => self.reduce(*op, *x, *axis, dtype),
+            Op::Scan { op, x, axis } => {
+                let t = self.get(*x);
+                scan::scan(*op, &t.data, &t.ty.shape, *axis, dtype)
+            }
             Op::Dot {
                 a,
                 b,

@@ -75,6 +75,7 @@ impl Lower<'_> {
                 xs[0].iter().map(|v| self.cast(v, from, *to)).collect()
             }
             Op::Reduce { .. } => self.reduce(inst)?,
+            Op::Scan { .. } => self.scan(inst)?,
             Op::Dot { .. } => self.dot(inst)?,
             Op::Load {
                 tensor,

@@ -45,7 +45,7 @@ impl Lower<'_> {
 
     /// The scratch byte offset of this thread's base element of `d`, one 32-bit word per element
     /// in row-major order.
-    fn scratch_word(&mut self, d: &Dist) -> Value {
+    pub(super) fn scratch_word(&mut self, d: &Dist) -> Value {
         let (br, bc) = self.base(d);
         self.hoisted(|me| {
             let so = me.e.i32(me.s.scratch_offset as i64);

@@ -14,7 +14,7 @@
 //! - `inst`: one Tile IR instruction at a time; `scalar`: the per-register arithmetic; `layout`:
 //!   moving a tile between register layouts;
 //! - `global`, `shared`: tiles to and from global memory and shared memory (`cp.async` staging);
-//! - `dot`, `wgmma`, `mma`, `fma`: matrix products per unit; `reduce`; `loops`: `scf.for` and software
+//! - `dot`, `wgmma`, `mma`, `fma`: matrix products per unit; `reduce`; `scan`; `loops`: `scf.for` and software
 //!   pipelining.
 //!
 //! Every tile is unrolled into the registers its layout gives a thread: a value becomes one SSA
@@ -33,6 +33,7 @@ mod mma;
 mod ptx_templates;
 mod reduce;
 mod scalar;
+mod scan;
 mod shared;
 mod wgmma;
 

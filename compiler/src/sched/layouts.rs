@@ -142,6 +142,9 @@ pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
                 Layout::Dist(d) => Layout::Dist(d.transpose()),
                 other => other.clone(),
             },
+            // A scan keeps its operand's registers: each element's prefix lands where the
+            // element was, so neither side converts.
+            Some(Op::Scan { x, .. }) => layouts[x.0 as usize].clone(),
             Some(Op::Reduce { x, axis, .. }) => match &layouts[x.0 as usize] {
                 Layout::Dist(d) if k.ty(v).numel() > 1 => {
                     let p = d.project(*axis);

@@ -77,6 +77,7 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
             | Op::Cmp { .. }
             | Op::Select { .. }
             | Op::Cast { .. }
+            | Op::Scan { .. }
             | Op::Splat { .. } => {
                 if let Some(r) = res.filter(|r| rank1(k, *r)) {
                     for o in inst.op.operands() {

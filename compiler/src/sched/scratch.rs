@@ -4,7 +4,8 @@
 //! Writes `conversions` and `scratch_bytes`.
 //!
 //! A use whose operand's layout places elements differently from what it wants converts through
-//! shared memory (4 bytes an element); cross-warp reductions exchange partials there; dot operands
+//! shared memory (4 bytes an element); cross-warp reductions exchange partials there, and scans
+//! their running sums (4 bytes an element); dot operands
 //! not staged are stored there as tiles. All of them share one region, each use starting with a
 //! barrier, so the region is as large as the largest.
 
@@ -77,6 +78,10 @@ impl Needs<'_> {
                         self.need(ys[i], arg, "loop yield");
                     }
                 }
+            }
+            // A scan of a register tile runs its steps through scratch, one word an element.
+            Op::Scan { x, .. } if s.dist(*x).is_some() => {
+                self.scratch = self.scratch.max(self.cx.facts.kernel.ty(*x).numel() * 4);
             }
             Op::Reduce { x, .. } => {
                 if let Some(r) =

@@ -29,6 +29,8 @@
 //! - **Scratch**: conversions are listed once each, in value order, and the scratch region holds
 //!   each converted value (4 bytes an element) and each dot's operands stored there.
 //! - **Reductions**: every reduction of a register tile has a plan.
+//! - **Scans**: a scan's result has its operand's layout, and the scratch region holds a register
+//!   tile's scan (4 bytes an element).
 //! - **Features**: every feature is in the target's table, and the features name what the dots
 //!   and copies use (wgmma; mma.sync and ldmatrix; cp.async).
 //! - **Occupancy**: `min_blocks_per_sm`, when set, is at least 1 and within the target's limits.
@@ -54,6 +56,7 @@ pub enum Invariant {
     Buffers,
     Scratch,
     Reductions,
+    Scans,
     Features,
     Occupancy,
 }
@@ -71,6 +74,7 @@ impl fmt::Display for Invariant {
             Invariant::Buffers => "buffers",
             Invariant::Scratch => "scratch",
             Invariant::Reductions => "reductions",
+            Invariant::Scans => "scans",
             Invariant::Features => "features",
             Invariant::Occupancy => "occupancy",
         })
@@ -121,6 +125,7 @@ pub fn check(facts: &Facts, s: &Schedule) -> Res {
     buffers(s)?;
     scratch(facts, s)?;
     reductions(facts, s)?;
+    scans(facts, s)?;
     features(s)?;
     occupancy(s)
 }
@@ -491,6 +496,24 @@ fn reductions(facts: &Facts, s: &Schedule) -> Res {
     Ok(())
 }
 
+fn scans(facts: &Facts, s: &Schedule) -> Res {
+    for inst in facts.insts() {
+        if let Op::Scan { x, .. } = &inst.op {
+            let r = inst.results[0];
+            let same = match (s.layout(*x), s.layout(r)) {
+                (Layout::Dist(a), Layout::Dist(b)) => a.same_placement(b),
+                (a, b) => a == b,
+            };
+            ensure(same, Invariant::Scans, r, "a scan whose result moved")?;
+            let bytes = facts.kernel.ty(*x).numel() * 4;
+            let ok = s.dist(*x).is_none() || bytes <= s.scratch_bytes;
+            let detail = format!("a scan of {bytes} bytes in {} of scratch", s.scratch_bytes);
+            ensure(ok, Invariant::Scans, r, detail)?;
+        }
+    }
+    Ok(())
+}
+
 fn features(s: &Schedule) -> Res {
     for f in &s.features {
         let ok = s.target.has(*f);
@@ -732,6 +755,28 @@ mod tests {
         });
         let dq = named(FLASH, "flash_attention_bwd_dq");
         refused(&dq, Invariant::Scratch, |s| shrink(s, 16));
+    }
+
+    #[test]
+    fn scans() {
+        let src = "kernel k(x: in tensor<f32>[N], y: out tensor<f32>[N]) grid(1) {
+            store(y[0 : +64], cumsum(load(x[0 : +64]), axis = 0));
+        }";
+        refused(src, Invariant::Scans, |s| {
+            s.scratch_bytes = 128;
+            s.shared_bytes = s.scratch_offset + 128;
+        });
+        // The scan's result (the value after the load) in another placement than its operand.
+        refused(src, Invariant::Scans, |s| {
+            let (x, r) = (ValueId(2), ValueId(3));
+            let Layout::Dist(d) = s.layout(x).clone() else {
+                panic!("a register tile")
+            };
+            let mut moved = d.clone();
+            moved.regs.reverse();
+            moved.lane.swap(0, 1);
+            s.layouts[r.0 as usize] = Layout::Dist(moved);
+        });
     }
 
     #[test]

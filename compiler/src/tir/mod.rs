@@ -166,6 +166,13 @@ pub enum ReduceOp {
     Max,
 }
 
+/// An inclusive scan along one axis: element i is the combination of elements 0..=i.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanOp {
+    Sum,
+    Prod,
+}
+
 macro_rules! names {
     ($ty:ty { $($v:ident => $s:literal),* $(,)? }) => {
         impl $ty {
@@ -182,6 +189,7 @@ names!(BinaryOp { Add => "add", Sub => "sub", Mul => "mul", Div => "div", Rem =>
     Max => "max", Min => "min", And => "and", Or => "or" });
 names!(CmpOp { Eq => "eq", Ne => "ne", Lt => "lt", Le => "le", Gt => "gt", Ge => "ge" });
 names!(ReduceOp { Sum => "sum", Max => "max" });
+names!(ScanOp { Sum => "cumsum", Prod => "cumprod" });
 
 impl UnaryOp {
     /// Whether the language spells it as a function, `exp(x)`; `neg` and `not` are the
@@ -254,6 +262,13 @@ pub enum Op {
     },
     Reduce {
         op: ReduceOp,
+        x: ValueId,
+        axis: usize,
+    },
+    /// The inclusive scan of `x` along `axis`: the same type as `x`. Floats accumulate in f32
+    /// and round once per element.
+    Scan {
+        op: ScanOp,
         x: ValueId,
         axis: usize,
     },
@@ -365,7 +380,7 @@ impl Op {
                 vec![]
             }
             Splat { x, .. } | Broadcast { x, .. } | ExpandDims { x, .. } | Trans { x } => vec![*x],
-            Unary { x, .. } | Cast { x, .. } | Reduce { x, .. } => vec![*x],
+            Unary { x, .. } | Cast { x, .. } | Reduce { x, .. } | Scan { x, .. } => vec![*x],
             Binary { a, b, .. } | Cmp { a, b, .. } => vec![*a, *b],
             Select { cond, a, b } => vec![*cond, *a, *b],
             Dot { a, b, acc, .. } => [*a, *b].into_iter().chain(*acc).collect(),

@@ -442,6 +442,20 @@ impl Ctx {
         })
     }
 
+    /// `scan cumsum %x, 1`, after the word `scan`.
+    fn scan(&mut self) -> Result<Op, TirParseError> {
+        let lx = &mut self.lx;
+        let w = lx.word()?;
+        let op = ScanOp::parse(&w).map_or_else(|| lx.err(format!("unknown scan `{w}`")), Ok)?;
+        let x = lx.value()?;
+        lx.punct(',')?;
+        Ok(Op::Scan {
+            op,
+            x,
+            axis: lx.usize()?,
+        })
+    }
+
     /// A unary or binary elementwise op, by Tile IR's op tables.
     fn elementwise(&mut self, name: &str) -> Result<Op, TirParseError> {
         let lx = &mut self.lx;
@@ -562,6 +576,7 @@ impl Ctx {
                     axis: lx.usize()?,
                 }
             }
+            "scan" => self.scan()?,
             "dot" => {
                 let v = lx.values()?;
                 if !(2..=3).contains(&v.len()) {

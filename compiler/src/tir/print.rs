@@ -137,6 +137,9 @@ impl Kernel {
             Op::Reduce { op, x, axis } => {
                 write!(out, "reduce {} {x}, {axis} : {}", op.name(), result_ty())?
             }
+            Op::Scan { op, x, axis } => {
+                write!(out, "scan {} {x}, {axis} : {}", op.name(), result_ty())?
+            }
             Op::Dot {
                 a,
                 b,

@@ -185,6 +185,15 @@ impl Verifier<'_> {
         }
     }
 
+    /// A scan keeps its operand's type and runs along one of its axes; bools have no sum.
+    fn check_scan(&self, out: &TileType, x: ValueId, axis: usize) -> Result<(), String> {
+        let t = self.ty(x)?;
+        if axis >= t.shape.len() || t.dtype == DType::Bool {
+            return Err(format!("scan axis {axis} of {t}"));
+        }
+        same(out, t, "scan")
+    }
+
     fn check_dot(
         &self,
         out: &TileType,
@@ -409,6 +418,7 @@ impl Verifier<'_> {
                 s.remove(*axis);
                 same(out, &TileType::new(t.dtype, s), "reduce")?;
             }
+            Op::Scan { x, axis, .. } => self.check_scan(out, *x, *axis)?,
             Op::Dot {
                 a,
                 b,

@@ -3,6 +3,7 @@
 mod math;
 mod matrix;
 mod memory;
+mod scan;
 
 use super::elaborate::{err, Elaborator, Res, Val};
 use crate::syntax::ast::{self, Span};
@@ -23,6 +24,8 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("where", "where(cond, a, b)"),
     ("dot", "dot(a, b, acc?, trans_a = false, trans_b = false)"),
     ("trans", "trans(x)"),
+    ("cumsum", "cumsum(x, axis = k)"),
+    ("cumprod", "cumprod(x, axis = k)"),
     ("expand", "expand(x, axis)"),
     ("broadcast", "broadcast(x, d0, d1, ...)"),
     ("cdiv", "cdiv(a, b)"),
@@ -349,6 +352,7 @@ impl Elaborator<'_> {
             "expand" => self.expand_call(func, args, span),
             "broadcast" => self.broadcast_call(func, args, span),
             "cdiv" => self.cdiv_call(func, args, span),
+            "cumsum" | "cumprod" => self.scan(func, args, span),
             "load" | "store" => self.memory(func, args, span),
             _ => {
                 let names = function_names();

@@ -1,0 +1,155 @@
+//! FLASH mixed-chunk attention with GAU's output gate (Hua et al. 2022), forward, over device
+//! tensors, from the kernels of the `flash_gau` package (dsl-examples/flash_gau.tsl built over
+//! `--variant E=64,128 --variant CAUSAL=false,true`; `tessel demo` builds it).
+//!
+//! z is (B, N, 128) (the shared Z of the four offset/scale heads), γ and β f32 (4, 128) (quad
+//! query, quad key, lin query, lin key), v and u (B, N, E) with E 64 or 128; o = u ⊙ (quad + lin)
+//! (B, N, E), chunks of 256 tokens, the last one ragged. A first pass writes the linear part's
+//! state before every chunk and over the whole sequence (f32); the second computes every query
+//! block's output from it. The backward (dz, dγ, dβ, dv, du given dO) runs five passes.
+
+use tessel_package::DType;
+
+use crate::operand::{bad, expect, expect_rank, same_dtype, variant};
+use crate::spec::flash_gau as spec;
+use crate::{Device, DeviceTensor, LoadedPackage, RuntimeError};
+
+const OP: &str = "flash_gau_forward";
+const OP_BWD: &str = "flash_gau_backward";
+
+/// Checks z, γ, β, v, u against each other; returns (dtype, E).
+fn check(
+    op: &'static str,
+    [z, gamma, beta, v, u]: [&DeviceTensor; 5],
+) -> Result<(DType, usize), RuntimeError> {
+    expect_rank(op, "z", z, 3, "(B, N, S)")?;
+    expect_rank(op, "v", v, 3, "(B, N, E)")?;
+    let [b, n, s] = [z.shape[0], z.shape[1], z.shape[2]];
+    if s != spec::S {
+        return Err(bad(
+            op,
+            format!("z's width S is {s}; the kernels take {}", spec::S),
+        ));
+    }
+    if n == 0 || b == 0 {
+        return Err(bad(op, format!("z {:?} is empty", z.shape)));
+    }
+    let e = v.shape[2];
+    if v.shape[..2] != z.shape[..2] || (e != 64 && e != 128) {
+        let why = format!(
+            "v {:?} must be (B, N, 64 or 128) with z {:?}",
+            v.shape, z.shape
+        );
+        return Err(bad(op, why));
+    }
+    expect(op, "u", u, &v.shape, v.dtype)?;
+    let dtype = same_dtype(op, &[("z", z), ("v", v), ("u", u)])?;
+    expect(op, "gamma", gamma, &[4, s], DType::F32)?;
+    expect(op, "beta", beta, &[4, s], DType::F32)?;
+    Ok((dtype, e))
+}
+
+/// The forward's linear states: (prefix before each chunk, total).
+fn lin_states(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    [z, gamma, beta, v]: [&DeviceTensor; 4],
+    dtype: DType,
+    e: usize,
+) -> Result<(DeviceTensor, DeviceTensor), RuntimeError> {
+    let [b, n, s] = [z.shape[0], z.shape[1], z.shape[2]];
+    let es = e.to_string();
+    let state = variant(pkg, spec::LIN_STATE, &[("E", &es), ("T", dtype.name())])?;
+    let prefix = DeviceTensor::empty(dev, DType::F32, &[b, n.div_ceil(spec::CHUNK), s, e])?;
+    let total = DeviceTensor::empty(dev, DType::F32, &[b, s, e])?;
+    pkg.launch_tensors(dev, state, &[z, gamma, beta, v, &prefix, &total])?;
+    Ok((prefix, total))
+}
+
+/// O (B, N, E).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_gau_forward(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    z: &DeviceTensor,
+    gamma: &DeviceTensor,
+    beta: &DeviceTensor,
+    v: &DeviceTensor,
+    u: &DeviceTensor,
+    causal: bool,
+) -> Result<DeviceTensor, RuntimeError> {
+    let (dtype, e) = check(OP, [z, gamma, beta, v, u])?;
+    let (es, c) = (e.to_string(), causal.to_string());
+    let consts = [
+        ("E", es.as_str()),
+        ("CAUSAL", c.as_str()),
+        ("T", dtype.name()),
+    ];
+    let fwd = variant(pkg, spec::FWD, &consts)?;
+    let (prefix, total) = lin_states(dev, pkg, [z, gamma, beta, v], dtype, e)?;
+    let o = DeviceTensor::empty(dev, dtype, &v.shape)?;
+    pkg.launch_tensors(dev, fwd, &[z, gamma, beta, v, u, &prefix, &total, &o])?;
+    Ok(o)
+}
+
+/// Gradients of [`flash_gau_forward`]'s inputs.
+#[derive(Debug)]
+pub struct FlashGauGrads {
+    pub dz: DeviceTensor,
+    /// f32 (4, S).
+    pub dgamma: DeviceTensor,
+    /// f32 (4, S).
+    pub dbeta: DeviceTensor,
+    pub dv: DeviceTensor,
+    pub du: DeviceTensor,
+}
+
+/// The gradients given dO (like v).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_gau_backward(
+    dev: &Device,
+    pkg: &LoadedPackage,
+    [z, gamma, beta, v, u]: [&DeviceTensor; 5],
+    d_o: &DeviceTensor,
+    causal: bool,
+) -> Result<FlashGauGrads, RuntimeError> {
+    let (dtype, e) = check(OP_BWD, [z, gamma, beta, v, u])?;
+    expect(OP_BWD, "d_o", d_o, &v.shape, dtype)?;
+    let [b, n, s] = [z.shape[0], z.shape[1], z.shape[2]];
+    let (es, c) = (e.to_string(), causal.to_string());
+    let t = dtype.name();
+    let with_causal = [("E", es.as_str()), ("CAUSAL", c.as_str()), ("T", t)];
+    let bwd_state = variant(pkg, spec::BWD_LIN_STATE, &[("E", &es), ("T", t)])?;
+    let kv = variant(pkg, spec::BWD_KV, &with_causal)?;
+    let q = variant(pkg, spec::BWD_Q, &with_causal)?;
+    let zk = variant(pkg, spec::BWD_Z, &[("T", t)])?;
+    let params = variant(pkg, spec::BWD_PARAMS, &[])?;
+    let (prefix, total) = lin_states(dev, pkg, [z, gamma, beta, v], dtype, e)?;
+    let ng = n.div_ceil(spec::CHUNK);
+    let dsuffix = DeviceTensor::empty(dev, DType::F32, &[b, ng, s, e])?;
+    let dtotal = DeviceTensor::empty(dev, DType::F32, &[b, s, e])?;
+    pkg.launch_tensors(dev, bwd_state, &[z, gamma, beta, u, d_o, &dsuffix, &dtotal])?;
+    let f32_bns = || DeviceTensor::empty(dev, DType::F32, &[b, n, s]);
+    let (dkq, dkl, dqq, dql) = (f32_bns()?, f32_bns()?, f32_bns()?, f32_bns()?);
+    let grads = FlashGauGrads {
+        dz: DeviceTensor::empty(dev, dtype, &z.shape)?,
+        dgamma: DeviceTensor::empty(dev, DType::F32, &[4, s])?,
+        dbeta: DeviceTensor::empty(dev, DType::F32, &[4, s])?,
+        dv: DeviceTensor::empty(dev, dtype, &v.shape)?,
+        du: DeviceTensor::empty(dev, dtype, &u.shape)?,
+    };
+    let common = [z, gamma, beta, v, u, d_o];
+    let kv_args = [&dsuffix, &dtotal, &grads.dv, &dkq, &dkl];
+    let args: Vec<&DeviceTensor> = common.iter().copied().chain(kv_args).collect();
+    pkg.launch_tensors(dev, kv, &args)?;
+    let q_args = [&prefix, &total, &grads.du, &dqq, &dql];
+    let args: Vec<&DeviceTensor> = common.iter().copied().chain(q_args).collect();
+    pkg.launch_tensors(dev, q, &args)?;
+    let nb = n.div_ceil(spec::BLOCK);
+    let dgp = DeviceTensor::empty(dev, DType::F32, &[b, nb, 4, s])?;
+    let dbp = DeviceTensor::empty(dev, DType::F32, &[b, nb, 4, s])?;
+    let z_args = [z, gamma, &dqq, &dkq, &dql, &dkl, &grads.dz, &dgp, &dbp];
+    pkg.launch_tensors(dev, zk, &z_args)?;
+    pkg.launch_tensors(dev, params, &[&dgp, &dbp, &grads.dgamma, &grads.dbeta])?;
+    Ok(grads)
+}

@@ -44,7 +44,8 @@ impl Lower<'_> {
                 }
             })
             .collect();
-        let mut acc = self.fold_in_thread(*op, &d, *axis, &src);
+        let axis = d.tile_axis(self.k.ty(*x).shape.len(), *axis);
+        let mut acc = self.fold_in_thread(*op, &d, axis, &src);
         let plan = self.s.reduces.get(&r).cloned().unwrap_or(ReducePlan {
             shuffles: vec![],
             warp_bits: vec![],

@@ -200,6 +200,17 @@ impl Dist {
     }
 
     /// Lane bits whose coordinate moves along `axis`: the shuffles a reduction over it needs.
+    /// The axis of this 2-D placement that a `rank`-D tile's `axis` runs along. A 1-D tile is
+    /// placed as one row (`[1, n]`, the blocked layouts) or one column (`[n, 1]`, a projection
+    /// of the mma accumulator), so its only axis is whichever of the two is not the size-1 one.
+    pub fn tile_axis(&self, rank: usize, axis: usize) -> usize {
+        if rank == 1 && self.shape[0] == 1 && self.shape[1] > 1 {
+            1
+        } else {
+            axis
+        }
+    }
+
     pub fn lane_bits_along(&self, axis: usize) -> Vec<usize> {
         (0..5).filter(|&b| self.lane[b][axis] != 0).collect()
     }

@@ -245,8 +245,10 @@ fn operands_the_kernels_cannot_take_are_refused_before_launch() {
         gla_forward(&dev, &pkg, q, k, v, g, Some(q), None).map(drop),
         "h0 is",
     );
+    // (v has q's shape when D = E, so k gets a sequence of its own length.)
+    let (k9, _) = upload(&dev, DType::Bf16, &[1, 9, 2, 64], &vec![0.5; 9 * 2 * 64]);
     refused(
-        gla_forward(&dev, &pkg, q, v, v, g, Some(h0), None).map(drop),
+        gla_forward(&dev, &pkg, q, &k9, v, g, Some(h0), None).map(drop),
         "differ in shape",
     );
 }

@@ -34,16 +34,7 @@ impl Lower<'_> {
         };
         let src = self.get(*x)?;
         let dt = self.dtype(r);
-        let src: Vec<Value> = src
-            .iter()
-            .map(|v| {
-                if dt.is_float() {
-                    self.widen(v)
-                } else {
-                    v.clone()
-                }
-            })
-            .collect();
+        let src = self.widen_all(&src, dt);
         let axis = d.tile_axis(self.k.ty(*x).shape.len(), *axis);
         let mut acc = self.fold_in_thread(*op, &d, axis, &src);
         let plan = self.s.reduces.get(&r).cloned().unwrap_or(ReducePlan {
@@ -56,16 +47,7 @@ impl Lower<'_> {
         if !plan.warp_bits.is_empty() {
             acc = self.fold_across_warps(*op, &d, &plan.warp_bits, &acc)?;
         }
-        let acc: Vec<Value> = acc
-            .iter()
-            .map(|v| {
-                if dt.is_float() {
-                    self.narrow(v, dt)
-                } else {
-                    v.clone()
-                }
-            })
-            .collect();
+        let acc = self.narrow_all(&acc, dt);
         // The result's registers are the projection's, possibly seen under a 1-D shape.
         Ok(match self.s.layout(r) {
             Layout::Uniform => vec![acc[0].clone()],

@@ -46,6 +46,33 @@ impl Lower<'_> {
         }
     }
 
+    /// A tile's registers as the values a reduction or scan combines: floats in f32 (so they
+    /// round once, at the end), integers as they are.
+    pub fn widen_all(&mut self, xs: &[Value], d: DType) -> Vec<Value> {
+        xs.iter()
+            .map(|v| {
+                if d.is_float() {
+                    self.widen(v)
+                } else {
+                    v.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// The inverse of [`Lower::widen_all`]: combined values rounded back to `d`.
+    pub fn narrow_all(&mut self, xs: &[Value], d: DType) -> Vec<Value> {
+        xs.iter()
+            .map(|v| {
+                if d.is_float() {
+                    self.narrow(v, d)
+                } else {
+                    v.clone()
+                }
+            })
+            .collect()
+    }
+
     pub fn unary(&mut self, op: UnaryOp, x: &Value, d: DType) -> Value {
         if !d.is_float() {
             return self.unary_int(op, x);

@@ -42,25 +42,11 @@ impl Lower<'_> {
                 self.s.scratch_bytes
             )));
         }
-        // A vector's layout is 2-D as a row or a column: its axis is the one that is not 1.
-        let ax = if self.k.ty(*x).shape.len() == 1 {
-            usize::from(d.shape[0] == 1)
-        } else {
-            *axis
-        };
+        let ax = d.tile_axis(self.k.ty(*x).shape.len(), *axis);
         let cols = d.shape[1] as i64;
         let along = if ax == 0 { cols } else { 1 };
         let src = self.get(*x)?;
-        let mut cur: Vec<Value> = src
-            .iter()
-            .map(|v| {
-                if dt.is_float() {
-                    self.widen(v)
-                } else {
-                    v.clone()
-                }
-            })
-            .collect();
+        let mut cur = self.widen_all(&src, dt);
         let t = cur[0].ty();
         let (br, bc) = self.base(&d);
         let base = if ax == 0 { br } else { bc };
@@ -100,15 +86,6 @@ impl Lower<'_> {
             }
             step *= 2;
         }
-        Ok(cur
-            .iter()
-            .map(|v| {
-                if dt.is_float() {
-                    self.narrow(v, dt)
-                } else {
-                    v.clone()
-                }
-            })
-            .collect())
+        Ok(self.narrow_all(&cur, dt))
     }
 }

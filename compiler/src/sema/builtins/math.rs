@@ -52,24 +52,7 @@ impl Elaborator<'_> {
                     "not a reduction",
                 ));
             }
-            let a = Args::new(func, args, &["axis"], 1..=1, span)?;
-            let x = self.tile(&a.positional[0].value)?;
-            let t = self.ty(x).clone();
-            if t.dtype == DType::Bool || t.is_scalar() {
-                return Err(err(
-                    a.positional[0].span,
-                    format!("`{func}` reduces a numeric tile, this is {t}"),
-                    "cannot reduce",
-                ));
-            }
-            let axis_arg = a.named("axis").ok_or_else(|| {
-                err(
-                    span,
-                    format!("`{func}` of a tile needs `axis = k`"),
-                    "which axis?",
-                )
-            })?;
-            let axis = self.axis(&axis_arg.value, t.shape.len(), 0)?;
+            let (x, t, axis) = self.along_axis(func, args, span, ("reduces", "cannot reduce"))?;
             let mut shape = t.shape.clone();
             shape.remove(axis);
             let op = if name == "sum" {

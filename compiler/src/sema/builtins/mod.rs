@@ -194,6 +194,37 @@ impl Elaborator<'_> {
         Ok(x)
     }
 
+    /// The operand and axis of `f(x, axis = k)` (a reduction or a scan): a numeric tile and one
+    /// of its axes, the axis required even for 1-D tiles so the call always says which way it
+    /// runs. `what` is the verb and label of the "not a numeric tile" error.
+    fn along_axis(
+        &mut self,
+        func: &ast::Ident,
+        args: &[ast::Arg],
+        span: Span,
+        (verb, label): (&str, &str),
+    ) -> Res<(ValueId, TileType, usize)> {
+        let a = Args::new(func, args, &["axis"], 1..=1, span)?;
+        let x = self.tile(&a.positional[0].value)?;
+        let t = self.ty(x).clone();
+        if t.dtype == DType::Bool || t.is_scalar() {
+            return Err(err(
+                a.positional[0].span,
+                format!("`{func}` {verb} a numeric tile, this is {t}"),
+                label,
+            ));
+        }
+        let axis_arg = a.named("axis").ok_or_else(|| {
+            err(
+                span,
+                format!("`{func}` of a tile needs `axis = k`"),
+                "which axis?",
+            )
+        })?;
+        let axis = self.axis(&axis_arg.value, t.shape.len(), 0)?;
+        Ok((x, t, axis))
+    }
+
     fn axis(&mut self, e: &ast::Expr, rank: usize, extra: usize) -> Res<usize> {
         let a = self.const_int(e, "an axis")?;
         if a < 0 || a as usize >= rank + extra {

@@ -6,6 +6,7 @@
 //! value says how to index them.
 
 pub mod attention;
+pub mod dilated;
 pub mod flash_gau;
 pub mod gla;
 pub mod linear;

@@ -141,6 +141,7 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
         });
     }
     let mut symbols: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    let mut scalars: BTreeMap<String, i64> = BTreeMap::new();
     // (name, io, byte range) of every tensor, for the overlap check.
     let mut ranges: Vec<(String, Io, u64, u64)> = Vec::new();
     for (spec, arg) in given.iter().zip(args) {
@@ -238,12 +239,23 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
                     param: name.clone(),
                 })
             }
-            (ParamSpec::Scalar { .. }, ArgInfo::Scalar(_)) => {}
+            (ParamSpec::Scalar { name, dtype }, ArgInfo::Scalar(v)) => {
+                // An integer scalar may size the grid or appear in a requirement; its range is
+                // checked with its conversion below.
+                if *dtype == DType::I32 && v.fract() == 0.0 {
+                    scalars.insert(name.clone(), *v as i64);
+                }
+            }
             (ParamSpec::Shape { .. }, _) => unreachable!("shape parameters are not passed"),
         }
     }
     check_overlaps(&ranges)?;
-    let lookup = |s: &str| symbols.get(s).map(|(v, _)| *v);
+    let lookup = |s: &str| {
+        symbols
+            .get(s)
+            .map(|(v, _)| *v)
+            .or_else(|| scalars.get(s).copied())
+    };
     if let Some((requirement, values)) = failed_requirement(&entry.requires, &lookup) {
         return Err(LaunchError::Requirement {
             requirement,

@@ -359,3 +359,38 @@ fn integer_and_half_scalars() {
         ParamValue::B16(0x7c00)
     );
 }
+
+#[test]
+fn an_integer_scalar_sizes_the_grid_and_a_float_one_cannot() {
+    let mut e = entry();
+    e.params.insert(
+        2,
+        ParamSpec::Scalar {
+            name: "r".into(),
+            dtype: DType::I32,
+        },
+    );
+    e.launch.grid[0] = ShapeExpr::CeilDiv(Box::new(sym("N")), Box::new(sym("r")));
+    let args = |r: f64| {
+        [
+            tensor(&[1, 2, 1000, 64], Q),
+            tensor(&[1, 2, 1000, 64], O),
+            ArgInfo::Scalar(r),
+            ArgInfo::Scalar(0.125),
+        ]
+    };
+    assert_eq!(plan(&e, &args(3.0)).unwrap().grid, [334, 2, 1]);
+    assert_eq!(plan(&e, &args(7.0)).unwrap().grid, [143, 2, 1]);
+    // r = 0 divides by zero: the grid cannot be evaluated, and nothing launches.
+    let r = plan(&e, &args(0.0));
+    assert!(
+        matches!(r, Err(LaunchError::Grid { index: 0, .. })),
+        "{r:?}"
+    );
+    // A fractional value is not an integer: the grid does not see it, and the conversion refuses it.
+    assert!(plan(&e, &args(2.5)).is_err());
+    // The f32 scale is not a launch-time integer.
+    e.launch.grid[0] = sym("scale");
+    let r = plan(&e, &args(3.0));
+    assert!(matches!(r, Err(LaunchError::Grid { .. })), "{r:?}");
+}

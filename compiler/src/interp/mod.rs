@@ -144,6 +144,7 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
         });
     }
     let mut dims: HashMap<String, usize> = HashMap::new();
+    let mut scalars: HashMap<String, i64> = HashMap::new();
     for (p, a) in kernel.params.iter().zip(args.iter()) {
         let bad = |message: String| InterpError::BadArg {
             param: p.name.clone(),
@@ -218,7 +219,12 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
                     }
                 }
             }
-            (ParamKind::Scalar { .. }, HostArg::Scalar(_)) => {}
+            (ParamKind::Scalar { dtype }, HostArg::Scalar(v)) => {
+                // An integer scalar may size the grid or appear in a requirement.
+                if !dtype.is_float() && *dtype != DType::Bool {
+                    scalars.insert(p.name.clone(), *v as i64);
+                }
+            }
             (ParamKind::Tensor { .. }, HostArg::Scalar(_)) => {
                 return Err(bad("expected a tensor, got a scalar".into()))
             }
@@ -228,7 +234,11 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
         }
     }
     // The same check, and the same words, as the runtime's before a launch.
-    let lookup = |s: &str| dims.get(s).map(|&n| n as i64);
+    let lookup = |s: &str| {
+        dims.get(s)
+            .map(|&n| n as i64)
+            .or_else(|| scalars.get(s).copied())
+    };
     if let Some((requirement, values)) =
         tessel_package::failed_requirement(&kernel.requires, &lookup)
     {
@@ -240,7 +250,7 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
     let mut grid = [1usize; 3];
     for (i, g) in kernel.grid.iter().enumerate() {
         let v = g
-            .eval(&|s| dims.get(s).map(|&n| n as i64))
+            .eval(&lookup)
             .filter(|v| *v >= 0)
             .ok_or_else(|| InterpError::BadGrid {
                 index: i,

@@ -501,7 +501,7 @@ impl<'a> Elaborator<'a> {
     /// and singular): compile-time ints, shape symbols and integer arithmetic only.
     pub(super) fn shape_expr(&mut self, e: &ast::Expr, what: (&str, &str)) -> Res<ShapeExpr> {
         let bad = |span| {
-            err(span, format!("{} may only use shape symbols, compile-time integers, + - * / and cdiv, min, max", what.0), format!("not allowed in {}", what.1))
+            err(span, format!("{} may only use shape symbols, compile-time integers, i32 scalar parameters, + - * / and cdiv, min, max", what.0), format!("not allowed in {}", what.1))
         };
         let two =
             |l: &mut Self, a: &ast::Expr, b: &ast::Expr| -> Res<(Box<ShapeExpr>, Box<ShapeExpr>)> {
@@ -515,6 +515,14 @@ impl<'a> Elaborator<'a> {
             ExprKind::Name(id) => match self.lookup(&id.name) {
                 Some(Binding::Const(Val::Int(v))) => ShapeExpr::Int(*v),
                 Some(Binding::Dim { .. }) => ShapeExpr::Sym(id.name.clone()),
+                Some(Binding::Scalar(p))
+                    if matches!(
+                        self.params[*p].kind,
+                        ParamKind::Scalar { dtype: DType::I32 }
+                    ) =>
+                {
+                    ShapeExpr::Sym(id.name.clone())
+                }
                 None => return Err(self.unknown_name(id)),
                 Some(_) => return Err(bad(e.span)),
             },

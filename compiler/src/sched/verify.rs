@@ -20,7 +20,8 @@
 //!   descriptors are those of its tiles; and every batch is committed and waited to 0 before
 //!   the accumulators are read.
 //! - **Staging**: a staged value is a 2-D load whose tile has its shape and dtype; a `cp.async`
-//!   copy moves a 16-bit tile with rows of a multiple of 8 elements.
+//!   copy moves a 16-bit tile with rows of a multiple of 8 elements, from a load whose last axis
+//!   is a unit-step range (a chunk is 8 adjacent elements; rows may be any step apart).
 //! - **Pipelines**: a pipeline belongs to a loop (named by its induction variable), has 2 stages
 //!   or more, and prefetches exactly the staged `cp.async` loads in that loop's body that name it.
 //! - **Buffers**: every staged value has one buffer, holding its tile once per pipeline slot,
@@ -350,7 +351,8 @@ fn staging(facts: &Facts, s: &Schedule) -> Res {
             format!("a {t} staged as {:?}", st.tile),
         )?;
         if st.copy == Copy::Async {
-            let ok = st.tile.dtype.size() == 2 && st.tile.cols.is_multiple_of(8);
+            let unit_rows = matches!(facts.def(*v), Some(Op::Load { steps, .. }) if steps.last() == Some(&None));
+            let ok = st.tile.dtype.size() == 2 && st.tile.cols.is_multiple_of(8) && unit_rows;
             ensure(
                 ok,
                 Invariant::Staging,

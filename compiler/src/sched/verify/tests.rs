@@ -225,3 +225,30 @@ fn reductions_features_and_occupancy() {
         s.min_blocks_per_sm = Some(0)
     });
 }
+
+/// A dot whose B operand takes every other column (its A, every other row): B cannot move in
+/// 16-byte chunks, A can.
+const STEPPED: &str =
+    "kernel k(a: in tensor<f16>[M, K], b: in tensor<f16>[K, N], c: out tensor<f32>[M, N])
+    grid(1)
+{
+    let x = load(a[0 : +64 : 2, 0 : +32]);
+    let y = load(b[0 : +32, 0 : +64 : 2]);
+    store(c[0 : +64, 0 : +64], dot(x, y));
+}";
+
+#[test]
+fn async_copies_read_adjacent_columns() {
+    let k = kernel(STEPPED);
+    let s = schedule(&k, Target::lookup("sm_80").unwrap()).unwrap();
+    let copies: Vec<Copy> = s.staged.values().map(|st| st.copy).collect();
+    assert!(
+        copies.contains(&Copy::Async) && copies.contains(&Copy::Sync),
+        "{copies:?}"
+    );
+    refused(STEPPED, Invariant::Staging, |s| {
+        for st in s.staged.values_mut() {
+            st.copy = Copy::Async;
+        }
+    });
+}

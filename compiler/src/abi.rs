@@ -11,12 +11,13 @@ use crate::tir::{Dim, Kernel, Param, ParamKind};
 pub enum Arg<'k> {
     /// A Tile IR parameter: a global pointer for a tensor, the value itself for a scalar.
     Param(&'k Param),
-    /// The run-time extent of a shape symbol, as an i32.
+    /// The run-time value of a shape symbol (an extent, or a stride in elements), as an i32.
     Shape(&'k str),
 }
 
 /// A kernel's arguments: one per Tile IR parameter in declaration order, then one i32 per shape
-/// symbol in order of first appearance in the tensors' dimensions.
+/// symbol in order of first appearance in the tensors' dimensions and strides (each tensor's
+/// dimensions, then its strides), so a kernel without strides keeps its order.
 #[derive(Clone, Debug)]
 pub struct Signature<'k> {
     kernel: &'k Kernel,
@@ -53,8 +54,8 @@ impl<'k> Signature<'k> {
 pub fn shape_symbols(k: &Kernel) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for p in &k.params {
-        if let ParamKind::Tensor { dims, .. } = &p.kind {
-            for d in dims {
+        if let ParamKind::Tensor { dims, strides, .. } = &p.kind {
+            for d in dims.iter().chain(strides.iter().flatten()) {
                 if let Dim::Sym(s) = d {
                     if !out.contains(s) {
                         out.push(s.clone());
@@ -91,5 +92,18 @@ mod tests {
         assert_eq!(sig.shape_arg("M"), Some(4));
         assert_eq!(sig.shape_arg("N"), Some(6));
         assert_eq!(sig.shape_arg("Q"), None);
+    }
+
+    #[test]
+    fn stride_symbols_follow_their_tensors_dimensions_and_are_listed_once() {
+        let src = "kernel k(a: in tensor<f32>[M, K] strides[SA, 1], b: out tensor<f32>[M, K] strides[K, 1])
+            grid(1)
+        {
+            store(b[0 : +16, 0 : +16], load(a[0 : +16, 0 : +16]));
+        }";
+        let kernels = compile_source(src, &Overrides::new()).expect("a valid kernel");
+        assert_eq!(shape_symbols(&kernels[0]), ["M", "K", "SA"]);
+        let sig = Signature::of(&kernels[0]);
+        assert_eq!(sig.shape_arg("SA"), Some(4));
     }
 }

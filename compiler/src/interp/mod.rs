@@ -319,12 +319,14 @@ impl Machine<'_, '_> {
         }
     }
 
-    /// Flat offsets (None = out of bounds) of every element of a slice.
+    /// Flat offsets (None = out of bounds, or along an axis whose step is not positive) of every
+    /// element of a slice.
     fn slice_offsets(
         &self,
         tensor: usize,
         starts: &[ValueId],
         extents: &[Option<usize>],
+        steps: &[Option<ValueId>],
     ) -> Vec<Option<usize>> {
         let dims = self.tensor_dims(tensor);
         let st = match &self.args[tensor] {
@@ -332,6 +334,10 @@ impl Machine<'_, '_> {
             HostArg::Scalar(_) => Vec::new(),
         };
         let start: Vec<i64> = starts.iter().map(|s| self.scalar(*s) as i64).collect();
+        let step: Vec<i64> = steps
+            .iter()
+            .map(|s| s.map_or(1, |s| self.scalar(s) as i64))
+            .collect();
         let shape = slice_shape(extents);
         let n: usize = shape.iter().product();
         let mut idx = vec![0; shape.len()];
@@ -345,11 +351,11 @@ impl Machine<'_, '_> {
                         + if e.is_some() {
                             let p = idx[k] as i64;
                             k += 1;
-                            p
+                            p * step[d]
                         } else {
                             0
                         };
-                    if pos < 0 || pos >= dims[d] as i64 {
+                    if pos < 0 || pos >= dims[d] as i64 || step[d] <= 0 {
                         return None;
                     }
                     off += pos as usize * st[d];
@@ -446,13 +452,12 @@ impl Machine<'_, '_> {
 
     fn load(
         &self,
-        tensor: usize,
-        starts: &[ValueId],
-        extents: &[Option<usize>],
+        slice: (usize, &[ValueId], &[Option<usize>], &[Option<ValueId>]),
         mask: Option<ValueId>,
         fill: f64,
     ) -> Vec<f64> {
-        let offs = self.slice_offsets(tensor, starts, extents);
+        let (tensor, starts, extents, steps) = slice;
+        let offs = self.slice_offsets(tensor, starts, extents, steps);
         let maskd = mask.map(|m| self.get(m).data.clone());
         let HostArg::Tensor(t) = &self.args[tensor] else {
             unreachable!("checked")
@@ -470,13 +475,12 @@ impl Machine<'_, '_> {
 
     fn store(
         &mut self,
-        tensor: usize,
-        starts: &[ValueId],
-        extents: &[Option<usize>],
+        slice: (usize, &[ValueId], &[Option<usize>], &[Option<ValueId>]),
         value: ValueId,
         mask: Option<ValueId>,
     ) {
-        let offs = self.slice_offsets(tensor, starts, extents);
+        let (tensor, starts, extents, steps) = slice;
+        let offs = self.slice_offsets(tensor, starts, extents, steps);
         let maskd = mask.map(|m| self.get(m).data.clone());
         let vals = self.get(value).data.clone();
         let HostArg::Tensor(t) = &mut self.args[tensor] else {
@@ -634,17 +638,19 @@ impl Machine<'_, '_> {
                 tensor,
                 starts,
                 extents,
+                steps,
                 mask,
                 fill,
-            } => self.load(*tensor, starts, extents, *mask, *fill),
+            } => self.load((*tensor, starts, extents, steps), *mask, *fill),
             Op::Store {
                 tensor,
                 starts,
                 extents,
+                steps,
                 value,
                 mask,
             } => {
-                self.store(*tensor, starts, extents, *value, *mask);
+                self.store((*tensor, starts, extents, steps), *value, *mask);
                 return Ok(());
             }
             Op::For {

@@ -34,7 +34,7 @@ pub(super) struct Lower<'a> {
     /// The shared array as a pointer and as a 32-bit shared address; absent when the schedule
     /// reserves no shared memory.
     pub smem: Option<(Value, Value)>,
-    /// Per tensor parameter: dense i64 strides.
+    /// Per tensor parameter: its i64 strides (declared or dense).
     pub strides: HashMap<usize, Vec<Value>>,
 }
 
@@ -150,7 +150,26 @@ impl Lower<'_> {
         let ParamKind::Tensor { dims, .. } = &self.k.params[tensor].kind else {
             return Ok(self.e.i32(1));
         };
-        match &dims[axis] {
+        let d = dims[axis].clone();
+        self.symbol_value(&d)
+    }
+
+    /// Stride `axis` (in elements, i32) of tensor parameter `tensor` as declared: what a
+    /// stride symbol reads as a value.
+    pub fn declared_stride(&mut self, tensor: usize, axis: usize) -> R<Value> {
+        let ParamKind::Tensor {
+            strides: Some(st), ..
+        } = &self.k.params[tensor].kind
+        else {
+            return Err(err("the stride of a tensor declared without strides"));
+        };
+        let d = st[axis].clone();
+        self.symbol_value(&d)
+    }
+
+    /// A dimension or stride: a constant, or its shape symbol's i32 argument.
+    fn symbol_value(&mut self, d: &Dim) -> R<Value> {
+        match d {
             Dim::Const(c) => Ok(self.e.i32(*c)),
             Dim::Sym(s) => {
                 let i = self
@@ -162,16 +181,29 @@ impl Lower<'_> {
         }
     }
 
-    /// Tensor `tensor`'s dense row-major strides, computed once at entry.
+    /// Tensor `tensor`'s i64 strides, computed once at entry: its declared `strides[...]`, or
+    /// dense row-major ones. Kept in i64 so that offsets past 2^31 elements stay exact.
     pub fn tensor_strides(&mut self, tensor: usize) -> R<Vec<Value>> {
         if let Some(s) = self.strides.get(&tensor) {
             return Ok(s.clone());
         }
-        let rank = match &self.k.params[tensor].kind {
-            ParamKind::Tensor { dims, .. } => dims.len(),
-            _ => 0,
+        let (rank, declared) = match &self.k.params[tensor].kind {
+            ParamKind::Tensor { dims, strides, .. } => (dims.len(), strides.clone()),
+            _ => (0, None),
         };
         let st = self.hoisted(|me| -> R<Vec<Value>> {
+            if let Some(declared) = &declared {
+                return declared
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Const(c) => Ok(me.e.i64(*c)),
+                        Dim::Sym(_) => {
+                            let v = me.symbol_value(d)?;
+                            Ok(me.e.cast(Cast::ExtSI, &v, Ty::I64))
+                        }
+                    })
+                    .collect();
+            }
             let one = me.e.i64(1);
             let mut st = vec![one; rank];
             for a in (0..rank.saturating_sub(1)).rev() {
@@ -183,6 +215,17 @@ impl Lower<'_> {
         })?;
         self.strides.insert(tensor, st.clone());
         Ok(st)
+    }
+
+    /// Whether the last axis of `tensor` is contiguous whatever the call: dense, or declared
+    /// with stride 1 there. Otherwise vector and cp.async accesses need a run-time check.
+    pub fn last_stride_is_one(&self, tensor: usize) -> bool {
+        match &self.k.params[tensor].kind {
+            ParamKind::Tensor {
+                strides: Some(st), ..
+            } => st.last() == Some(&Dim::Const(1)),
+            _ => true,
+        }
     }
 
     /// `&tensor[off64]`, for an i64 element offset.

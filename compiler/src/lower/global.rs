@@ -7,6 +7,12 @@
 //! 2-element access when the tile's origin and row stride are 2-element aligned. The guarded
 //! path (edge tiles, masks) checks every element and clamps a refused address to the tensor's
 //! start, so no thread ever forms an out-of-bounds address.
+//!
+//! A range with a step (`s : +n : r`) addresses tile element i at tensor coordinate s + i·r,
+//! computed in i64 (i·r may pass 2^31 where the coordinate would not); its interior test is
+//! 0 ≤ s and s + (n−1)·r < dim, and a step that is not positive at run time makes every element
+//! of the slice out of range (fill on loads, no write on stores). Register pairs only ever move
+//! along a unit-step last axis whose stride is 1. Unit-step ranges emit what they always did.
 
 use super::emit::{Arith, Cast, ICmp, Ty, Value};
 use super::entry::Lower;
@@ -18,9 +24,13 @@ use crate::tir::{DType, Literal, ValueId};
 #[derive(Clone)]
 pub(super) struct Range {
     pub start: Value,
-    /// i64, in elements.
+    /// i64, in elements: the tensor's stride along the axis.
     pub stride: Value,
     pub dim: Value,
+    /// The i32 step between tile elements; None is 1.
+    pub step: Option<Value>,
+    /// i64 elements between consecutive tile elements: step · stride.
+    pub estride: Value,
 }
 
 /// A slice of a tensor: the tile's 1 or 2 ranged axes, the other (fixed) axes folded in.
@@ -38,8 +48,9 @@ struct Interior {
     cond: Value,
     /// i64 offset of the fixed dims.
     off: Value,
-    /// Per range: the thread's coordinate and the range's stride.
-    thread: Vec<(Value, Value)>,
+    /// Per range: the thread's coordinate, the range's stride, and the stride between tile
+    /// elements (`Range::estride`).
+    thread: Vec<(Value, Value, Value)>,
     /// Two ranges (rows, columns) rather than one.
     two: bool,
     /// Register pairs move as one 2-element access.
@@ -52,6 +63,14 @@ pub(super) struct Access<'s> {
     pub tensor: usize,
     pub starts: &'s [ValueId],
     pub extents: &'s [Option<usize>],
+    pub steps: &'s [Option<ValueId>],
+}
+
+impl Access<'_> {
+    /// The last axis is a range of step 1 (contiguous elements when its stride is 1).
+    pub fn last_unit_range(&self) -> bool {
+        matches!(self.extents.last(), Some(Some(_))) && matches!(self.steps.last(), Some(None))
+    }
 }
 
 impl Lower<'_> {
@@ -88,10 +107,25 @@ impl Lower<'_> {
             let start = self.get(a.starts[i])?[0].clone();
             let dim = self.dim(a.tensor, i)?;
             if e.is_some() {
+                let step = match a.steps.get(i).copied().flatten() {
+                    Some(st) => Some(self.get(st)?[0].clone()),
+                    None => None,
+                };
+                let estride = match &step {
+                    Some(st) => {
+                        let gt = self.e.cmpi(ICmp::Sgt, st, &z);
+                        ok = self.e.andi(&ok, &gt);
+                        let s64 = self.ext64(st);
+                        self.e.muli(&s64, &strides[i])
+                    }
+                    None => strides[i].clone(),
+                };
                 ranges.push(Range {
                     start,
                     stride: strides[i].clone(),
                     dim,
+                    step,
+                    estride,
                 });
             } else {
                 ok = self.in_range(&ok, &start, &z, &dim);
@@ -105,8 +139,44 @@ impl Lower<'_> {
         })
     }
 
-    /// Per range of a slice, the thread's coordinate in it (range start + the thread's base
-    /// element of `d`): the tile's element (r, c) indexes two ranges as (r, c), one as r·cols + c.
+    /// The tensor coordinate of tile index `idx` (i32) along `r`: i32 `start + idx` at step 1,
+    /// else i64 `start + idx·step`.
+    pub fn coord(&mut self, r: &Range, idx: &Value) -> Value {
+        match &r.step {
+            None => self.e.addi(&r.start, idx),
+            Some(st) => {
+                let (s64, i64, st64) = (self.ext64(&r.start), self.ext64(idx), self.ext64(st));
+                let t = self.e.muli(&i64, &st64);
+                self.e.addi(&s64, &t)
+            }
+        }
+    }
+
+    /// Coordinate `c` (of `r`) moved `delta` tile elements on.
+    fn coord_plus(&mut self, r: &Range, c: &Value, delta: usize) -> Value {
+        match &r.step {
+            None => self.e.add_const(c, delta as i64),
+            Some(st) => {
+                let (dv, st64) = (self.e.i64(delta as i64), self.ext64(st));
+                let t = self.e.muli(&dv, &st64);
+                self.e.addi(c, &t)
+            }
+        }
+    }
+
+    /// `ok && 0 <= c < r.dim` for a coordinate of `r` (i32 at step 1, given the i32 zero `z`;
+    /// i64 otherwise).
+    pub fn coord_in_range(&mut self, ok: &Value, c: &Value, z: &Value, r: &Range) -> Value {
+        if c.ty() == Ty::I64 {
+            let (z64, d64) = (self.e.i64(0), self.ext64(&r.dim));
+            self.in_range(ok, c, &z64, &d64)
+        } else {
+            self.in_range(ok, c, z, &r.dim)
+        }
+    }
+
+    /// Per range of a slice, the thread's coordinate in it (at the thread's base element of
+    /// `d`): the tile's element (r, c) indexes two ranges as (r, c), one as r·cols + c.
     fn thread_coords(&mut self, d: &Dist, ranges: &[Range]) -> Vec<Value> {
         let (br, bc) = self.base(d);
         let bases = if ranges.len() == 2 {
@@ -119,7 +189,7 @@ impl Lower<'_> {
         ranges
             .iter()
             .zip(&bases)
-            .map(|(r, b)| self.e.addi(&r.start, b))
+            .map(|(r, b)| self.coord(r, b))
             .collect()
     }
 
@@ -137,8 +207,8 @@ impl Lower<'_> {
             let mut o = sl.off.clone();
             for (i, range) in sl.ranges.iter().enumerate() {
                 let delta = if two { r[i] } else { r[0] * cols + r[1] };
-                let coord = self.e.add_const(&thread[i], delta as i64);
-                okr = self.in_range(&okr, &coord, &z, &range.dim);
+                let coord = self.coord_plus(range, &thread[i], delta);
+                okr = self.coord_in_range(&okr, &coord, &z, range);
                 o = self.add_scaled(&o, &coord, &range.stride);
             }
             if let Some(m) = mask {
@@ -170,17 +240,25 @@ impl Lower<'_> {
                 (d.shape[0] * cols, self.e.addi(&l, &bc))
             };
             let ge = self.e.cmpi(ICmp::Sge, &r.start, &z);
-            let end = self.e.add_const(&r.start, ext as i64);
-            let le = self.e.cmpi(ICmp::Sle, &end, &r.dim);
+            let le = if r.step.is_some() {
+                // The last element, start + (ext − 1)·step, is inside (step > 0 is in `inside`).
+                let idx = self.e.i32(ext as i64 - 1);
+                let last = self.coord(r, &idx);
+                let d64 = self.ext64(&r.dim);
+                self.e.cmpi(ICmp::Slt, &last, &d64)
+            } else {
+                let end = self.e.add_const(&r.start, ext as i64);
+                self.e.cmpi(ICmp::Sle, &end, &r.dim)
+            };
             cond = self.e.andi(&cond, &ge);
             cond = self.e.andi(&cond, &le);
-            let coord = self.e.addi(&r.start, &b);
-            thread.push((coord, r.stride.clone()));
+            let coord = self.coord(r, &b);
+            thread.push((coord, r.stride.clone(), r.estride.clone()));
         }
         // One range (a 1-D slice) indexes r·cols + c: pairs stay even when cols is.
         let paired = (two || cols.is_multiple_of(2))
             && d.pairs_columns()
-            && matches!(a.extents.last(), Some(Some(_)))
+            && a.last_unit_range()
             && Ty::of(dt).pair().is_some();
         if paired {
             let aligned = self.pairs_aligned(a.tensor, &sl, dt);
@@ -207,17 +285,30 @@ impl Lower<'_> {
         let mut bad = self.e.andi(&a, &low);
         if sl.ranges.len() == 2 {
             let one = self.e.i64(1);
-            let odd_rows = self.e.andi(&sl.ranges[0].stride, &one);
+            let odd_rows = self.e.andi(&sl.ranges[0].estride, &one);
             bad = self.e.arith(Arith::OrI, &bad, &odd_rows);
         }
         let z64 = self.e.i64(0);
-        self.e.cmpi(ICmp::Eq, &bad, &z64)
+        let ok = self.e.cmpi(ICmp::Eq, &bad, &z64);
+        if self.last_stride_is_one(tensor) {
+            return ok;
+        }
+        // A declared last stride is only known at run time: a pair is adjacent only at 1.
+        let one = self.e.i64(1);
+        let last = sl
+            .ranges
+            .last()
+            .expect("paired slices have a range")
+            .stride
+            .clone();
+        let unit = self.e.cmpi(ICmp::Eq, &last, &one);
+        self.e.andi(&ok, &unit)
     }
 
     /// The interior path's pointer of every register (to be called inside its region).
     fn interior_ptrs(&mut self, tensor: usize, it: &Interior, d: &Dist) -> Vec<Value> {
         let mut base = it.off.clone();
-        for (coord, stride) in &it.thread {
+        for (coord, stride, _) in &it.thread {
             base = self.add_scaled(&base, coord, stride);
         }
         let cols = d.shape[1];
@@ -225,7 +316,7 @@ impl Lower<'_> {
             .iter()
             .map(|r| {
                 let mut o = base.clone();
-                for (i, (_, stride)) in it.thread.iter().enumerate() {
+                for (i, (_, _, stride)) in it.thread.iter().enumerate() {
                     let delta = if it.two { r[i] } else { r[0] * cols + r[1] };
                     if delta != 0 {
                         let dv = self.e.i64(delta as i64);

@@ -28,7 +28,7 @@ impl Lower<'_> {
             Op::ProgramId(a) => vec![self.e.sreg(Sreg::CtaId(*a))],
             Op::NumPrograms(a) => vec![self.e.sreg(Sreg::NCtaId(*a))],
             Op::DimSize { tensor, axis } => vec![self.dim(*tensor, *axis)?],
-            Op::StrideSize { .. } => return Err(err("strided tensors are not lowered")),
+            Op::StrideSize { tensor, axis } => vec![self.declared_stride(*tensor, *axis)?],
             Op::ScalarParam(p) => vec![self.e.param(*p)],
             Op::Iota(_) => self.iota(result()?),
             Op::Splat { x, .. } => {
@@ -81,6 +81,7 @@ impl Lower<'_> {
                 tensor,
                 starts,
                 extents,
+                steps,
                 mask,
                 fill,
             } => {
@@ -88,6 +89,7 @@ impl Lower<'_> {
                     tensor: *tensor,
                     starts,
                     extents,
+                    steps,
                 };
                 self.load(result()?, &a, *mask, *fill)?
             }
@@ -95,6 +97,7 @@ impl Lower<'_> {
                 tensor,
                 starts,
                 extents,
+                steps,
                 value,
                 mask,
             } => {
@@ -102,6 +105,7 @@ impl Lower<'_> {
                     tensor: *tensor,
                     starts,
                     extents,
+                    steps,
                 };
                 match self.s.layout(*value).clone() {
                     Layout::Dist(dd) => self.store_regs(*value, &dd, &a, *mask)?,

@@ -172,8 +172,9 @@ impl Lower<'_> {
         let mut need: HashSet<ValueId> = HashSet::new();
         let mut stack: Vec<ValueId> = Vec::new();
         for l in loads {
-            if let Some(Op::Load { starts, .. }) = find_def(body, *l) {
+            if let Some(Op::Load { starts, steps, .. }) = find_def(body, *l) {
                 stack.extend(starts);
+                stack.extend(steps.into_iter().flatten());
             }
         }
         while let Some(x) = stack.pop() {

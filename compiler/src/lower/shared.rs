@@ -14,7 +14,7 @@ use super::loops::find_def;
 use super::ptx_templates as ptx;
 use super::{err, R};
 use crate::sched::{Copy, Dist, SmemTile};
-use crate::tir::{DType, Op, ValueId};
+use crate::tir::{DType, Op, ParamKind, ValueId};
 
 /// Byte offset of element (row, col) of `tile` whose slot starts at byte `base`: in its panel
 /// (the whole tile when unpanelled), rows of `panel` elements with swizzled 16-byte chunks, the
@@ -218,6 +218,7 @@ impl Lower<'_> {
             tensor,
             starts,
             extents,
+            steps,
             mask,
             fill,
         } = inst_op
@@ -228,6 +229,7 @@ impl Lower<'_> {
             tensor,
             starts: &starts,
             extents: &extents,
+            steps: &steps,
         };
         let st = self.s.staged[&v].clone();
         let tile = st.tile;
@@ -241,12 +243,16 @@ impl Lower<'_> {
             sync(self)?;
             return Ok(());
         }
-        // 16-byte copies need every row of the tensor to start 16-byte aligned.
+        // 16-byte copies need every row of the tensor to start 16-byte aligned, and no chunk to
+        // straddle a row's end.
         let inner = self.dim(tensor, extents.len() - 1)?;
         let seven = self.e.i32(7);
         let z = self.e.i32(0);
         let low = self.e.andi(&inner, &seven);
-        let aligned = self.e.cmpi(ICmp::Eq, &low, &z);
+        let mut aligned = self.e.cmpi(ICmp::Eq, &low, &z);
+        if self.declares_strides(tensor) {
+            aligned = self.strides_allow_chunks(tensor, &aligned)?;
+        }
         let copies = |me: &mut Self| -> R<Vec<Value>> {
             let sl = me.slice(&a)?;
             me.cp_async_tile(&a, &sl, &tile, base)?;
@@ -254,6 +260,37 @@ impl Lower<'_> {
         };
         self.if_values(&aligned, copies, sync)?;
         Ok(())
+    }
+
+    fn declares_strides(&self, tensor: usize) -> bool {
+        matches!(
+            &self.k.params[tensor].kind,
+            ParamKind::Tensor {
+                strides: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// `ok` and a declared-stride tensor's layout allows 16-byte chunks: stride 1 along the
+    /// last axis (a chunk is 8 adjacent elements) and every other stride a multiple of 8 (each
+    /// row, at any row step, starts 16-byte aligned). Dense strides are multiples of the inner
+    /// extent, which the caller checked.
+    fn strides_allow_chunks(&mut self, tensor: usize, ok: &Value) -> R<Value> {
+        let strides = self.tensor_strides(tensor)?;
+        let (last, outer) = strides.split_last().expect("a staged tile has two axes");
+        let (one, seven, z64) = (self.e.i64(1), self.e.i64(7), self.e.i64(0));
+        let mut ok = ok.clone();
+        if !self.last_stride_is_one(tensor) {
+            let unit = self.e.cmpi(ICmp::Eq, last, &one);
+            ok = self.e.andi(&ok, &unit);
+        }
+        for st in outer {
+            let low = self.e.andi(st, &seven);
+            let fits = self.e.cmpi(ICmp::Eq, &low, &z64);
+            ok = self.e.andi(&ok, &fits);
+        }
+        Ok(ok)
     }
 
     /// `tile` of slice `sl` as 16-byte chunks, each thread copying every `threads`-th chunk;
@@ -294,8 +331,8 @@ impl Lower<'_> {
                 vec![self.e.addi(&l, &col)]
             };
             for (i, r) in sl.ranges.iter().enumerate() {
-                let c = self.e.addi(&r.start, &coords[i]);
-                okq = self.in_range(&okq, &c, &zero, &r.dim);
+                let c = self.coord(r, &coords[i]);
+                okq = self.coord_in_range(&okq, &c, &zero, r);
                 o = self.add_scaled(&o, &c, &r.stride);
             }
             let safe = self.e.select(&okq, &o, &z64);

@@ -25,7 +25,6 @@ mod schedule;
 mod scratch;
 mod staging;
 pub mod strategy;
-mod supported;
 pub mod verify;
 pub mod wgmma;
 
@@ -84,7 +83,6 @@ pub fn schedule_with(
     let mut s = Schedule::empty(kernel, target, strategy);
     s.declined = declined;
     // The passes in order, each with the part of the schedule it writes.
-    supported::run(&cx)?; // refuses what cannot be lowered yet
     block::run(&cx, &mut s)?; // num_warps, threads, frame, min_blocks_per_sm
     roles::run(&cx, &mut s); // roles
     dots::run(&cx, &mut s); // dots

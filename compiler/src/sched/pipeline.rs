@@ -38,10 +38,14 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
 /// Whether the start indices of the load `v` (in the body of loop `lp`) can be computed for a
 /// later iteration.
 fn starts_hoistable(cx: &Ctx, v: ValueId, lp: ValueId) -> bool {
-    let Some(Op::Load { starts, .. }) = cx.facts.def(v) else {
+    let Some(Op::Load { starts, steps, .. }) = cx.facts.def(v) else {
         return false;
     };
-    let mut stack: Vec<ValueId> = starts.clone();
+    let mut stack: Vec<ValueId> = starts
+        .iter()
+        .chain(steps.iter().flatten())
+        .copied()
+        .collect();
     let mut seen = HashSet::new();
     while let Some(x) = stack.pop() {
         if !seen.insert(x) || x == lp {
@@ -57,6 +61,7 @@ fn starts_hoistable(cx: &Ctx, v: ValueId, lp: ValueId) -> bool {
                 | Op::ProgramId(_)
                 | Op::NumPrograms(_)
                 | Op::DimSize { .. }
+                | Op::StrideSize { .. }
                 | Op::ScalarParam(_)
                 | Op::Unary { .. }
                 | Op::Binary { .. }

@@ -7,7 +7,8 @@
 //! chunk ([`super::SmemTile::new`]), or for wgmma in panels of up to 64 columns (its swizzles)
 //! ([`super::wgmma`]), whose generic-proxy writers fence before wgmma reads them; the strategy
 //! picks the copy: `cp.async` where the tile and the load allow
-//! (zero fill past the tensor's edge, no mask, the tensor's innermost dimension along the rows),
+//! (zero fill past the tensor's edge, no mask, the tensor's innermost dimension along the rows
+//! at step 1; rows may be any step apart),
 //! element copies otherwise.
 
 use super::{Ctx, Operand, Schedule, Staging};
@@ -17,6 +18,7 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
     for v in staged_loads(cx, s) {
         let Some(Op::Load {
             extents,
+            steps,
             mask,
             fill,
             ..
@@ -26,7 +28,10 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
         };
         let t = cx.facts.kernel.ty(v);
         let tile = cx.strategy.staged_tile(t.shape[0], t.shape[1], t.dtype);
-        let inner_is_range = extents.last().is_some_and(|e| e.is_some());
+        // A 16-byte chunk is 8 adjacent elements of a row: a step along the rows (the tensor's
+        // last axis) leaves none adjacent, a step across them (every r-th row) keeps them.
+        let inner_is_range = extents.last().is_some_and(|e| e.is_some())
+            && steps.last().is_some_and(|s| s.is_none());
         let zero_filled = *fill == 0.0 && mask.is_none() && inner_is_range;
         let staging = Staging {
             tile,

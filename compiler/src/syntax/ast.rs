@@ -219,11 +219,14 @@ pub enum UnOp {
 }
 
 /// `start : +len` in a tensor slice: a tile of `len` elements from `start`; a bare `index`
-/// (no length) selects one element and drops that dimension from the tile.
+/// (no length) selects one element and drops that dimension from the tile. `start : +len : step`
+/// takes every `step`-th element: start, start + step, …, start + (len − 1)·step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Range {
     pub start: Expr,
     pub len: Option<Expr>,
+    /// None is step 1.
+    pub step: Option<Expr>,
     pub span: Span,
 }
 

@@ -43,7 +43,7 @@ fn describe(rule: &Rule) -> Option<&'static str> {
         Rule::const_kind => "`int`, `bool` or `dtype`",
         Rule::dim => "a dimension (a name or an integer)",
         Rule::args | Rule::arg | Rule::named_arg => "an argument",
-        Rule::range => "a range `start : +length`",
+        Rule::range | Rule::range_len | Rule::range_step => "a range `start : +length`",
         Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::rem => "an operator",
         Rule::or | Rule::and | Rule::eq | Rule::ne | Rule::lt | Rule::le | Rule::gt | Rule::ge => {
             "an operator"

@@ -380,9 +380,20 @@ fn primary(p: Pair<Rule>) -> Expr {
                 .map(|r| {
                     let rs = span(&r);
                     let mut q = r.into_inner();
+                    let start = expr(q.next().expect("grammar: range start"));
+                    let (mut len, mut step) = (None, None);
+                    for part in q {
+                        let rule = part.as_rule();
+                        let e = expr(part.into_inner().next().expect("grammar: range part"));
+                        match rule {
+                            Rule::range_len => len = Some(e),
+                            _ => step = Some(e),
+                        }
+                    }
                     Range {
-                        start: expr(q.next().expect("grammar: range start")),
-                        len: q.next().map(expr),
+                        start,
+                        len,
+                        step,
                         span: rs,
                     }
                 })

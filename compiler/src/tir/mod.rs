@@ -282,21 +282,25 @@ pub enum Op {
     },
     /// The tile of a tensor parameter starting at `starts`, with `extents[d]` elements along
     /// dimension d, or, where it is None, the single index `starts[d]` with that dimension
-    /// dropped from the tile. Elements outside the tensor (or where `mask` is false) read as
+    /// dropped from the tile. Element i of a ranged dimension is at `starts[d] + i·steps[d]`
+    /// (`steps[d]` None: step 1; only ranged dimensions have steps). Elements outside the tensor,
+    /// where `mask` is false, or along a dimension whose run-time step is not positive read as
     /// `fill`.
     Load {
         tensor: usize,
         starts: Vec<ValueId>,
         extents: Vec<Option<usize>>,
+        steps: Vec<Option<ValueId>>,
         mask: Option<ValueId>,
         fill: f64,
     },
-    /// Writes `value` (shaped like the load of the same slice); elements outside the tensor or
-    /// masked off are not written.
+    /// Writes `value` (shaped like the load of the same slice); elements outside the tensor,
+    /// masked off, or along a dimension whose run-time step is not positive are not written.
     Store {
         tensor: usize,
         starts: Vec<ValueId>,
         extents: Vec<Option<usize>>,
+        steps: Vec<Option<ValueId>>,
         value: ValueId,
         mask: Option<ValueId>,
     },
@@ -360,6 +364,11 @@ impl Kernel {
     }
 }
 
+/// Whether every ranged axis of a slice has step 1.
+pub fn unit_steps(steps: &[Option<ValueId>]) -> bool {
+    steps.iter().all(Option::is_none)
+}
+
 /// The tile shape of a slice: the extents that are ranges.
 pub fn slice_shape(extents: &[Option<usize>]) -> Vec<usize> {
     extents.iter().flatten().copied().collect()
@@ -384,15 +393,27 @@ impl Op {
             Binary { a, b, .. } | Cmp { a, b, .. } => vec![*a, *b],
             Select { cond, a, b } => vec![*cond, *a, *b],
             Dot { a, b, acc, .. } => [*a, *b].into_iter().chain(*acc).collect(),
-            Load { starts, mask, .. } => starts.iter().copied().chain(*mask).collect(),
+            Load {
+                starts,
+                steps,
+                mask,
+                ..
+            } => starts
+                .iter()
+                .copied()
+                .chain(steps.iter().flatten().copied())
+                .chain(*mask)
+                .collect(),
             Store {
                 starts,
+                steps,
                 value,
                 mask,
                 ..
             } => starts
                 .iter()
                 .copied()
+                .chain(steps.iter().flatten().copied())
                 .chain([*value])
                 .chain(*mask)
                 .collect(),

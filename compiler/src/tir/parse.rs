@@ -337,20 +337,28 @@ impl Ctx {
         Ok(Block { args, insts })
     }
 
-    /// `load t[s +e, ...] [mask m] fill f` or `store t[s +e, ...], v [mask m]`.
+    /// `load t[s +e [step st], ...] [mask m] fill f` or `store t[s +e [step st], ...], v [mask m]`.
     fn memory(&mut self, store: bool) -> Result<Op, TirParseError> {
         let lx = &mut self.lx;
         let name = lx.word()?;
         lx.punct('[')?;
         let mut starts = Vec::new();
         let mut extents = Vec::new();
+        let mut steps = Vec::new();
         while !lx.is_punct(']') {
             starts.push(lx.value()?);
-            extents.push(if lx.eat_punct('+') {
+            let ext = if lx.eat_punct('+') {
                 Some(lx.usize()?)
             } else {
                 None
+            };
+            // Only a range has a step; `s step x` on a bare index is left to fail as text.
+            steps.push(if ext.is_some() && lx.eat_word("step") {
+                Some(lx.value()?)
+            } else {
+                None
             });
+            extents.push(ext);
             if !lx.eat_punct(',') {
                 break;
             }
@@ -373,6 +381,7 @@ impl Ctx {
                 tensor,
                 starts,
                 extents,
+                steps,
                 value,
                 mask,
             },
@@ -382,6 +391,7 @@ impl Ctx {
                     tensor,
                     starts,
                     extents,
+                    steps,
                     mask,
                     fill: self.lx.float()?,
                 }

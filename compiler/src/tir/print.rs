@@ -21,13 +21,15 @@ pub(crate) fn float(v: f64) -> String {
     }
 }
 
-fn slice(starts: &[ValueId], extents: &[Option<usize>]) -> String {
+fn slice(starts: &[ValueId], extents: &[Option<usize>], steps: &[Option<ValueId>]) -> String {
     starts
         .iter()
         .zip(extents)
-        .map(|(s, e)| match e {
-            Some(n) => format!("{s} +{n}"),
-            None => s.to_string(),
+        .zip(steps)
+        .map(|((s, e), st)| match (e, st) {
+            (Some(n), Some(st)) => format!("{s} +{n} step {st}"),
+            (Some(n), None) => format!("{s} +{n}"),
+            (None, _) => s.to_string(),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -163,10 +165,12 @@ impl Kernel {
                 tensor,
                 starts,
                 extents,
+                steps,
                 mask,
                 fill,
             } => {
-                write!(out, "load {}[{}]", pname(*tensor), slice(starts, extents))?;
+                let sl = slice(starts, extents, steps);
+                write!(out, "load {}[{sl}]", pname(*tensor))?;
                 if let Some(m) = mask {
                     write!(out, " mask {m}")?;
                 }
@@ -176,15 +180,12 @@ impl Kernel {
                 tensor,
                 starts,
                 extents,
+                steps,
                 value,
                 mask,
             } => {
-                write!(
-                    out,
-                    "store {}[{}], {value}",
-                    pname(*tensor),
-                    slice(starts, extents)
-                )?;
+                let sl = slice(starts, extents, steps);
+                write!(out, "store {}[{sl}], {value}", pname(*tensor))?;
                 if let Some(m) = mask {
                     write!(out, " mask {m}")?;
                 }

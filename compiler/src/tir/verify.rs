@@ -232,12 +232,33 @@ impl Verifier<'_> {
         Ok(())
     }
 
+    /// One i32 step per ranged axis at most: a fixed index has no step.
+    fn check_steps(&self, extents: &[Option<usize>], steps: &[Option<ValueId>]) -> R {
+        if steps.len() != extents.len() {
+            return Err(format!(
+                "{} steps for a slice of {} axes",
+                steps.len(),
+                extents.len()
+            ));
+        }
+        for (d, (e, st)) in extents.iter().zip(steps).enumerate() {
+            if let Some(st) = st {
+                if e.is_none() {
+                    return Err(format!("axis {d} is a fixed index but has step {st}"));
+                }
+                self.scalar_i32(*st)?;
+            }
+        }
+        Ok(())
+    }
+
     fn check_load(
         &self,
         out: &TileType,
         tensor: usize,
         starts: &[ValueId],
         extents: &[Option<usize>],
+        steps: &[Option<ValueId>],
         mask: Option<ValueId>,
     ) -> R {
         let (dtype, rank, _) = self.tensor(tensor)?;
@@ -249,6 +270,7 @@ impl Verifier<'_> {
             ));
         }
         starts.iter().try_for_each(|s| self.scalar_i32(*s))?;
+        self.check_steps(extents, steps)?;
         same(out, &TileType::new(dtype, shape.clone()), "load")?;
         if let Some(m) = mask {
             same(
@@ -266,6 +288,7 @@ impl Verifier<'_> {
         tensor: usize,
         starts: &[ValueId],
         extents: &[Option<usize>],
+        steps: &[Option<ValueId>],
         value: ValueId,
         mask: Option<ValueId>,
     ) -> R {
@@ -280,6 +303,7 @@ impl Verifier<'_> {
             ));
         }
         starts.iter().try_for_each(|s| self.scalar_i32(*s))?;
+        self.check_steps(extents, steps)?;
         let t = self.ty(value)?;
         if t.dtype != dtype || t.shape != slice_shape(extents) {
             return Err(format!(
@@ -430,16 +454,18 @@ impl Verifier<'_> {
                 tensor,
                 starts,
                 extents,
+                steps,
                 mask,
                 ..
-            } => self.check_load(out, *tensor, starts, extents, *mask)?,
+            } => self.check_load(out, *tensor, starts, extents, steps, *mask)?,
             Op::Store {
                 tensor,
                 starts,
                 extents,
+                steps,
                 value,
                 mask,
-            } => self.check_store(*tensor, starts, extents, *value, *mask)?,
+            } => self.check_store(*tensor, starts, extents, steps, *value, *mask)?,
             Op::For { .. } | Op::Yield(_) => {}
         }
         Ok(())

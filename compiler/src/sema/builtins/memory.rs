@@ -51,6 +51,7 @@ impl Elaborator<'_> {
         }
         let mut starts = Vec::new();
         let mut extents = Vec::new();
+        let mut steps = Vec::new();
         for r in ranges {
             let s = self.expr(&r.start)?;
             let s = self.materialize(s, Some(DType::I32), r.start.span)?;
@@ -67,6 +68,10 @@ impl Elaborator<'_> {
             starts.push(s);
             extents.push(match &r.len {
                 Some(len) => Some(self.extent(len)?),
+                None => None,
+            });
+            steps.push(match &r.step {
+                Some(step) => self.step(r, step)?,
                 None => None,
             });
         }
@@ -116,6 +121,7 @@ impl Elaborator<'_> {
                     tensor: t,
                     starts,
                     extents,
+                    steps,
                     mask,
                     fill,
                 },
@@ -129,10 +135,56 @@ impl Elaborator<'_> {
                 io,
                 starts,
                 extents,
+                steps,
                 shape,
                 mask,
             };
             self.store_into(slice, tensor.span, a.positional[1])
+        }
+    }
+
+    /// A range's step: None for a constant 1 (today's contiguous range, so its code is
+    /// unchanged), else an i32 scalar. A constant step must be positive; a run-time one that is
+    /// not makes the range select nothing (see `Op::Load`), which only the run can tell.
+    fn step(&mut self, r: &ast::Range, step: &ast::Expr) -> Res<Option<ValueId>> {
+        if r.len.is_none() {
+            return Err(err(
+                step.span,
+                "a step needs a range: a bare index selects one element",
+                "step of a single index",
+            )
+            .with_note("write `start : +LEN : step` for LEN elements `step` apart"));
+        }
+        let v = self.expr(step)?;
+        match v {
+            Val::Int(k) if k <= 0 => Err(err(
+                step.span,
+                format!("a slice step must be positive, this is {k}"),
+                "not positive",
+            )),
+            Val::Int(1) => Ok(None),
+            Val::Int(k) if k > i32::MAX as i64 => Err(err(
+                step.span,
+                format!("slice step {k} does not fit i32"),
+                "too large",
+            )),
+            Val::Int(_) => Ok(Some(self.materialize(v, Some(DType::I32), step.span)?)),
+            Val::Tile(id) if *self.ty(id) == TileType::scalar(DType::I32) => Ok(Some(id)),
+            _ => {
+                let what = match v {
+                    Val::Tile(id) => self.ty(id).to_string(),
+                    Val::Float(_) => "a float".into(),
+                    Val::Bool(_) => "a bool".into(),
+                    Val::Dtype(_) => "a type".into(),
+                    Val::Tensor(_) => "a tensor".into(),
+                    Val::Int(_) => unreachable!("ints are handled above"),
+                };
+                Err(err(
+                    step.span,
+                    format!("a slice step must be an i32 scalar, this is {what}"),
+                    "not an i32 scalar",
+                ))
+            }
         }
     }
 
@@ -181,7 +233,14 @@ impl Elaborator<'_> {
                 "shape differs",
             ));
         }
-        self.emit_store(slice.t, slice.starts, slice.extents, v, slice.mask);
+        self.emit_void(Op::Store {
+            tensor: slice.t,
+            starts: slice.starts,
+            extents: slice.extents,
+            steps: slice.steps,
+            value: v,
+            mask: slice.mask,
+        });
         Ok(Val::Bool(true))
     }
 }
@@ -194,6 +253,7 @@ struct Slice {
     io: crate::tir::Io,
     starts: Vec<ValueId>,
     extents: Vec<Option<usize>>,
+    steps: Vec<Option<ValueId>>,
     shape: Vec<usize>,
     mask: Option<ValueId>,
 }

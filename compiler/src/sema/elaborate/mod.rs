@@ -132,24 +132,7 @@ impl<'a> Elaborator<'a> {
         v
     }
 
-    pub(super) fn emit_store(
-        &mut self,
-        tensor: usize,
-        starts: Vec<ValueId>,
-        extents: Vec<Option<usize>>,
-        value: ValueId,
-        mask: Option<ValueId>,
-    ) {
-        self.emit_void(Op::Store {
-            tensor,
-            starts,
-            extents,
-            value,
-            mask,
-        });
-    }
-
-    fn emit_void(&mut self, op: Op) {
+    pub(in crate::sema) fn emit_void(&mut self, op: Op) {
         self.blocks.last_mut().expect("a block is open").push(Inst {
             results: vec![],
             op,

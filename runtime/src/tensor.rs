@@ -188,6 +188,36 @@ impl DeviceTensor {
             .collect())
     }
 
+    /// Sets every element to `x` (rounded to the dtype) on the device's stream, without a host
+    /// copy: how an operator starts an accumulator at 0 or a log-sum-exp at −∞.
+    pub fn fill(&self, dev: &Device, x: f64) -> Result<(), RuntimeError> {
+        let n = self.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut bits = Vec::with_capacity(4);
+        encode(self.dtype, x, &mut bits);
+        let (ptr, stream) = (self.device_ptr(dev), dev.stream().cu_stream());
+        use cudarc::driver::sys;
+        // SAFETY: the range [ptr, ptr + n · size) is this tensor's buffer, which outlives the
+        // stream's work (the pool frees on the same stream); the value is one element's bits.
+        let status = unsafe {
+            match bits.len() {
+                4 => sys::cuMemsetD32Async(
+                    ptr,
+                    u32::from_le_bytes(bits[..4].try_into().expect("4 bytes")),
+                    n,
+                    stream,
+                ),
+                2 => sys::cuMemsetD16Async(ptr, u16::from_le_bytes([bits[0], bits[1]]), n, stream),
+                _ => sys::cuMemsetD8Async(ptr, bits[0], n, stream),
+            }
+        };
+        status
+            .result()
+            .map_err(RuntimeError::driver("device memset"))
+    }
+
     /// The device address of the first element.
     pub fn device_ptr(&self, dev: &Device) -> u64 {
         self.buffer.device_ptr(dev.stream())

@@ -262,17 +262,7 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
             values,
         });
     }
-    let mut grid = [1u32; 3];
-    for (i, g) in entry.launch.grid.iter().enumerate().take(3) {
-        let v = g
-            .eval(&lookup)
-            .filter(|v| (0..=u32::MAX as i64).contains(v))
-            .ok_or_else(|| LaunchError::Grid {
-                index: i,
-                expr: g.to_string(),
-            })?;
-        grid[i] = v as u32;
-    }
+    let grid = eval_grid(entry, &lookup)?;
     let params = launch_params(entry, args, &lookup)?;
     Ok(LaunchPlan {
         grid,
@@ -300,6 +290,25 @@ fn check_overlaps(ranges: &[(String, Io, u64, u64)]) -> Result<(), LaunchError> 
         }
     }
     Ok(())
+}
+
+/// The launch grid for symbols and integer scalars bound by `lookup`.
+fn eval_grid(
+    entry: &KernelEntry,
+    lookup: &dyn Fn(&str) -> Option<i64>,
+) -> Result<[u32; 3], LaunchError> {
+    let mut grid = [1u32; 3];
+    for (i, g) in entry.launch.grid.iter().enumerate().take(3) {
+        let v = g
+            .eval(lookup)
+            .filter(|v| (0..=u32::MAX as i64).contains(v))
+            .ok_or_else(|| LaunchError::Grid {
+                index: i,
+                expr: g.to_string(),
+            })?;
+        grid[i] = v as u32;
+    }
+    Ok(grid)
 }
 
 /// The launch parameters in PTX order: pointers, scalars converted to their dtype, and the bound

@@ -9,6 +9,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/activation.tsl"),
     ),
     (
+        "dsl-examples/dilated_attention.tsl",
+        include_str!("../../dsl-examples/dilated_attention.tsl"),
+    ),
+    (
         "dsl-examples/elementwise.tsl",
         include_str!("../../dsl-examples/elementwise.tsl"),
     ),

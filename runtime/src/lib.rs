@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod device;
+pub mod dilated;
 pub mod error;
 pub mod flash_gau;
 pub mod gla;

@@ -151,5 +151,35 @@ pub mod flash_gau {
     };
 }
 
+/// LongNet's dilated attention, one launch per pattern, forward and both backward modes
+/// (runtime::dilated).
+pub mod dilated {
+    use super::OperatorSpec;
+
+    pub const FWD: &str = "dilated_attention_fwd";
+    pub const BWD_PREPROCESS: &str = "dilated_attention_bwd_preprocess";
+    pub const BWD_DELTA: &str = "dilated_attention_bwd_delta";
+    pub const BWD_DKDV: &str = "dilated_attention_bwd_dkdv";
+    pub const BWD_DQ: &str = "dilated_attention_bwd_dq";
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "dilated_attention",
+        source: "dsl-examples/dilated_attention.tsl",
+        variants: &[
+            ("D", &["64", "128"]),
+            ("CAUSAL", &["false", "true"]),
+            ("FIRST", &["false", "true"]),
+        ],
+        kernels: &[FWD, BWD_PREPROCESS, BWD_DELTA, BWD_DKDV, BWD_DQ],
+        constants: &[],
+    };
+}
+
 /// Every operator family's package.
-pub const OPERATORS: &[OperatorSpec] = &[flash::SPEC, lightning::SPEC, gla::SPEC, flash_gau::SPEC];
+pub const OPERATORS: &[OperatorSpec] = &[
+    flash::SPEC,
+    lightning::SPEC,
+    gla::SPEC,
+    flash_gau::SPEC,
+    dilated::SPEC,
+];

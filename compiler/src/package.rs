@@ -41,12 +41,16 @@ pub fn kernel_entry(
         params.push(match arg {
             Arg::Param(p) => match &p.kind {
                 ParamKind::Tensor {
-                    io, dtype: d, dims, ..
+                    io,
+                    dtype: d,
+                    dims,
+                    strides,
                 } => ParamSpec::Tensor {
                     name: p.name.clone(),
                     dtype: dtype(*d)?,
                     dims: dims.clone(),
                     io: *io,
+                    strides: strides.clone(),
                 },
                 ParamKind::Scalar { dtype: d } => ParamSpec::Scalar {
                     name: p.name.clone(),

@@ -1,10 +1,11 @@
 //! Checking a call against a kernel's manifest entry, before anything touches the GPU.
 //!
-//! `plan` binds every shape symbol from the tensors passed, checks each argument (kind, dtype,
-//! rank, fixed dimensions, agreement of symbols across tensors, density, pointer alignment,
-//! outputs not overlapping other tensors), evaluates the launch grid, and returns the exact
-//! parameter values to launch with. It is a pure function, so every refusal is testable without a
-//! GPU.
+//! `plan` binds every shape symbol from the tensors passed (extents, and the strides of tensors
+//! declared with `strides[...]`), checks each argument (kind, dtype, rank, fixed dimensions and
+//! strides, agreement of symbols across tensors, density where no strides are declared, outputs
+//! whose elements are distinct, pointer alignment, outputs not overlapping other tensors),
+//! evaluates the launch grid, and returns the exact parameter values to launch with. It is a pure
+//! function, so every refusal is testable without a GPU.
 
 use std::collections::BTreeMap;
 
@@ -102,6 +103,27 @@ pub enum LaunchError {
         axis: usize,
         value: usize,
     },
+    #[error("argument `{param}` stride {axis} must be {want}, got {got}")]
+    FixedStride {
+        param: String,
+        axis: usize,
+        want: i64,
+        got: usize,
+    },
+    #[error(
+        "argument `{param}` stride {axis} is {value}, beyond the i32 range strides are passed in"
+    )]
+    StrideTooLarge {
+        param: String,
+        axis: usize,
+        value: usize,
+    },
+    #[error("output `{param}` has elements at one address (strides {strides:?} for shape {shape:?}): its stores would race")]
+    OverlappingElements {
+        param: String,
+        shape: Vec<usize>,
+        strides: Vec<usize>,
+    },
     #[error("argument `{param}` is not dense row-major (strides {strides:?} for shape {shape:?})")]
     NotContiguous {
         param: String,
@@ -140,93 +162,15 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
             got: args.len(),
         });
     }
-    let mut symbols: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    let mut symbols: Symbols = BTreeMap::new();
     let mut scalars: BTreeMap<String, i64> = BTreeMap::new();
     // (name, io, byte range) of every tensor, for the overlap check.
     let mut ranges: Vec<(String, Io, u64, u64)> = Vec::new();
     for (spec, arg) in given.iter().zip(args) {
         match (spec, arg) {
-            (
-                ParamSpec::Tensor {
-                    name,
-                    dtype,
-                    dims,
-                    io,
-                },
-                ArgInfo::Tensor {
-                    dtype: got,
-                    shape,
-                    strides,
-                    ptr,
-                },
-            ) => {
-                if got != dtype {
-                    return Err(LaunchError::Dtype {
-                        param: name.clone(),
-                        want: *dtype,
-                        got: *got,
-                    });
-                }
-                if shape.len() != dims.len() || strides.len() != dims.len() {
-                    return Err(LaunchError::Rank {
-                        param: name.clone(),
-                        want: dims.len(),
-                        got: shape.clone(),
-                    });
-                }
-                for (axis, (d, &n)) in dims.iter().zip(shape).enumerate() {
-                    if n > i32::MAX as usize {
-                        return Err(LaunchError::DimTooLarge {
-                            param: name.clone(),
-                            axis,
-                            value: n,
-                        });
-                    }
-                    match d {
-                        DimSpec::Const(c) if *c != n as i64 => {
-                            return Err(LaunchError::FixedDim {
-                                param: name.clone(),
-                                axis,
-                                want: *c,
-                                got: n,
-                            })
-                        }
-                        DimSpec::Const(_) => {}
-                        DimSpec::Sym(s) => match symbols.get(s) {
-                            Some((first, first_param)) if *first != n as i64 => {
-                                return Err(LaunchError::SymbolMismatch {
-                                    symbol: s.clone(),
-                                    first_param: first_param.clone(),
-                                    first: *first,
-                                    param: name.clone(),
-                                    value: n as i64,
-                                })
-                            }
-                            Some(_) => {}
-                            None => {
-                                symbols.insert(s.clone(), (n as i64, name.clone()));
-                            }
-                        },
-                    }
-                }
-                let numel: usize = shape.iter().product();
-                if numel > 1 && *strides != dense_strides(shape) {
-                    return Err(LaunchError::NotContiguous {
-                        param: name.clone(),
-                        shape: shape.clone(),
-                        strides: strides.clone(),
-                    });
-                }
-                if ptr % POINTER_ALIGN != 0 {
-                    return Err(LaunchError::Misaligned {
-                        param: name.clone(),
-                        ptr: *ptr,
-                        align: POINTER_ALIGN,
-                    });
-                }
-                let bytes = (numel * dtype.size()) as u64;
-                if bytes > 0 {
-                    ranges.push((name.clone(), *io, *ptr, ptr + bytes));
+            (ParamSpec::Tensor { .. }, ArgInfo::Tensor { .. }) => {
+                if let Some(r) = bind_tensor(spec, arg, &mut symbols)? {
+                    ranges.push(r);
                 }
             }
             (ParamSpec::Tensor { name, .. }, ArgInfo::Scalar(_)) => {
@@ -271,6 +215,181 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
         params,
         symbols: symbols.into_iter().map(|(k, (v, _))| (k, v)).collect(),
     })
+}
+
+/// The symbols bound so far: each one's value and the parameter that bound it.
+type Symbols = BTreeMap<String, (i64, String)>;
+
+/// Checks one tensor argument against its declaration, binding its dimensions' and strides'
+/// symbols; returns (name, io, first byte, end byte) of the memory it spans, if any.
+fn bind_tensor(
+    spec: &ParamSpec,
+    arg: &ArgInfo,
+    symbols: &mut Symbols,
+) -> Result<Option<(String, Io, u64, u64)>, LaunchError> {
+    let (
+        ParamSpec::Tensor {
+            name,
+            dtype,
+            dims,
+            io,
+            strides: declared,
+        },
+        ArgInfo::Tensor {
+            dtype: got,
+            shape,
+            strides,
+            ptr,
+        },
+    ) = (spec, arg)
+    else {
+        unreachable!("called for tensor arguments of tensor parameters")
+    };
+    if got != dtype {
+        return Err(LaunchError::Dtype {
+            param: name.clone(),
+            want: *dtype,
+            got: *got,
+        });
+    }
+    if shape.len() != dims.len() || strides.len() != dims.len() {
+        return Err(LaunchError::Rank {
+            param: name.clone(),
+            want: dims.len(),
+            got: shape.clone(),
+        });
+    }
+    for (axis, (d, &n)) in dims.iter().zip(shape).enumerate() {
+        bind(symbols, name, axis, d, n, false)?;
+    }
+    let numel: usize = shape.iter().product();
+    match declared {
+        // A dense tensor passed where strides are declared binds its dense strides, which is
+        // what `strides` holds for one.
+        Some(declared) => {
+            for (axis, (d, &n)) in declared.iter().zip(strides).enumerate() {
+                bind(symbols, name, axis, d, n, true)?;
+            }
+            if *io != Io::In && numel > 1 && !distinct_elements(shape, strides) {
+                return Err(LaunchError::OverlappingElements {
+                    param: name.clone(),
+                    shape: shape.clone(),
+                    strides: strides.clone(),
+                });
+            }
+        }
+        None => {
+            if numel > 1 && *strides != dense_strides(shape) {
+                return Err(LaunchError::NotContiguous {
+                    param: name.clone(),
+                    shape: shape.clone(),
+                    strides: strides.clone(),
+                });
+            }
+        }
+    }
+    if ptr % POINTER_ALIGN != 0 {
+        return Err(LaunchError::Misaligned {
+            param: name.clone(),
+            ptr: *ptr,
+            align: POINTER_ALIGN,
+        });
+    }
+    let bytes = (strided_span(shape, strides) * dtype.size()) as u64;
+    Ok((bytes > 0).then(|| (name.clone(), *io, *ptr, ptr + bytes)))
+}
+
+/// Binds (or checks) the symbol or constant `d` of `param`'s `axis` to the value `n` passed: an
+/// extent, or with `stride`, a stride.
+fn bind(
+    symbols: &mut Symbols,
+    param: &str,
+    axis: usize,
+    d: &DimSpec,
+    n: usize,
+    stride: bool,
+) -> Result<(), LaunchError> {
+    if n > i32::MAX as usize {
+        let param = param.to_string();
+        return Err(if stride {
+            LaunchError::StrideTooLarge {
+                param,
+                axis,
+                value: n,
+            }
+        } else {
+            LaunchError::DimTooLarge {
+                param,
+                axis,
+                value: n,
+            }
+        });
+    }
+    match d {
+        DimSpec::Const(c) if *c != n as i64 => Err(if stride {
+            LaunchError::FixedStride {
+                param: param.to_string(),
+                axis,
+                want: *c,
+                got: n,
+            }
+        } else {
+            LaunchError::FixedDim {
+                param: param.to_string(),
+                axis,
+                want: *c,
+                got: n,
+            }
+        }),
+        DimSpec::Const(_) => Ok(()),
+        DimSpec::Sym(s) => match symbols.get(s) {
+            Some((first, first_param)) if *first != n as i64 => Err(LaunchError::SymbolMismatch {
+                symbol: s.clone(),
+                first_param: first_param.clone(),
+                first: *first,
+                param: param.to_string(),
+                value: n as i64,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                symbols.insert(s.clone(), (n as i64, param.to_string()));
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Elements from the first to one past the last that `shape` and `strides` reach (0 when empty).
+fn strided_span(shape: &[usize], strides: &[usize]) -> usize {
+    if shape.contains(&0) {
+        return 0;
+    }
+    1 + shape
+        .iter()
+        .zip(strides)
+        .map(|(&n, &s)| (n - 1) * s)
+        .sum::<usize>()
+}
+
+/// Whether no two elements of the view share an address: with the axes of extent > 1 ordered by
+/// stride, each stride reaches past everything the smaller ones span. Stores to an output view
+/// that fails this would race.
+fn distinct_elements(shape: &[usize], strides: &[usize]) -> bool {
+    let mut axes: Vec<(usize, usize)> = strides
+        .iter()
+        .zip(shape)
+        .filter(|(_, &n)| n > 1)
+        .map(|(&s, &n)| (s, n))
+        .collect();
+    axes.sort_unstable();
+    let mut reach = 0usize;
+    for (s, n) in axes {
+        if s <= reach {
+            return false;
+        }
+        reach += (n - 1) * s;
+    }
+    true
 }
 
 /// Fails when an output's bytes overlap another tensor's: `ranges` is (name, io, start, end) of

@@ -95,16 +95,21 @@ impl std::fmt::Display for DimSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ParamSpec {
-    /// A dense row-major tensor, passed as a global pointer.
+    /// A tensor, passed as a global pointer: dense row-major, or with `strides` (in elements,
+    /// one per dimension) whose symbols the call binds from the tensor it is given.
     Tensor {
         name: String,
         dtype: DType,
         dims: Vec<DimSpec>,
         io: Io,
+        /// Absent for dense tensors (and in packages written before strides existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strides: Option<Vec<DimSpec>>,
     },
     /// A run-time scalar, passed by value.
     Scalar { name: String, dtype: DType },
-    /// The value of a shape symbol bound from the tensors, passed as an i32.
+    /// The value of a shape symbol (an extent or a stride) bound from the tensors, passed as an
+    /// i32.
     Shape { symbol: String },
 }
 

@@ -19,6 +19,7 @@ fn entry() -> KernelEntry {
             DimSpec::Const(64),
         ],
         io,
+        strides: None,
     };
     KernelEntry {
         name: "attn".into(),
@@ -393,4 +394,125 @@ fn an_integer_scalar_sizes_the_grid_and_a_float_one_cannot() {
     e.launch.grid[0] = sym("scale");
     let r = plan(&e, &args(3.0));
     assert!(matches!(r, Err(LaunchError::Grid { .. })), "{r:?}");
+}
+
+/// A dilated-attention-like entry: q [N, D] every SQ elements a row (a head of a wider
+/// sequence), o [N, D] strides [SO, 1], then N, SQ, SO as i32 (stride symbols follow the
+/// dimensions' symbols).
+fn strided_entry() -> KernelEntry {
+    let mut e = entry();
+    let t = |name: &str, io, row: &str| ParamSpec::Tensor {
+        name: name.into(),
+        dtype: DType::Bf16,
+        dims: vec![DimSpec::Sym("N".into()), DimSpec::Const(64)],
+        io,
+        strides: Some(vec![DimSpec::Sym(row.into()), DimSpec::Const(1)]),
+    };
+    e.params = vec![
+        t("q", Io::In, "SQ"),
+        t("o", Io::Out, "SO"),
+        ParamSpec::Scalar {
+            name: "scale".into(),
+            dtype: DType::F32,
+        },
+        ParamSpec::Shape { symbol: "N".into() },
+        ParamSpec::Shape {
+            symbol: "SQ".into(),
+        },
+        ParamSpec::Shape {
+            symbol: "SO".into(),
+        },
+    ];
+    e.launch.grid = vec![sym("N")];
+    e
+}
+
+fn view(shape: &[usize], strides: &[usize], ptr: u64) -> ArgInfo {
+    ArgInfo::Tensor {
+        dtype: DType::Bf16,
+        shape: shape.to_vec(),
+        strides: strides.to_vec(),
+        ptr,
+    }
+}
+
+#[test]
+fn stride_symbols_bind_from_the_views_and_travel_as_i32() {
+    let e = strided_entry();
+    // q: one head of [N, 16 heads, 64]; o: dense, which binds its dense row stride.
+    let p = plan(
+        &e,
+        &[
+            view(&[1000, 64], &[1024, 1], Q),
+            tensor(&[1000, 64], O),
+            ArgInfo::Scalar(0.5),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        p.params[3..],
+        [
+            ParamValue::I32(1000),
+            ParamValue::I32(1024),
+            ParamValue::I32(64)
+        ]
+    );
+    assert_eq!(p.symbols.get("SQ"), Some(&1024));
+    // The overlap check spans what a view reaches, not its element count: o placed inside
+    // q's strided span aliases it.
+    let inside = Q + 2 * 64 * 4;
+    let e2 = plan(
+        &e,
+        &[
+            view(&[1000, 64], &[1024, 1], Q),
+            view(&[1000, 64], &[1024, 1], inside),
+            ArgInfo::Scalar(0.5),
+        ],
+    );
+    assert!(matches!(e2, Err(LaunchError::Aliasing { .. })), "{e2:?}");
+}
+
+#[test]
+fn inconsistent_strides_are_refused_before_launch() {
+    let e = strided_entry();
+    let o = tensor(&[8, 64], O);
+    let call = |q: ArgInfo, o: ArgInfo| plan(&e, &[q, o, ArgInfo::Scalar(1.0)]).unwrap_err();
+    // A declared constant stride that the view does not have.
+    assert!(matches!(
+        call(view(&[8, 64], &[128, 2], Q), o.clone()),
+        LaunchError::FixedStride {
+            axis: 1,
+            want: 1,
+            got: 2,
+            ..
+        }
+    ));
+    // A stride past what an i32 argument carries.
+    assert!(matches!(
+        call(view(&[8, 64], &[1 << 31, 1], Q), o.clone()),
+        LaunchError::StrideTooLarge { axis: 0, .. }
+    ));
+    // An output whose rows overlap (its stores would race); an input may (a broadcast).
+    assert!(matches!(
+        call(view(&[8, 64], &[32, 1], Q), view(&[8, 64], &[32, 1], O)),
+        LaunchError::OverlappingElements { .. }
+    ));
+    assert!(plan(
+        &e,
+        &[view(&[8, 64], &[0, 1], Q), o.clone(), ArgInfo::Scalar(1.0)]
+    )
+    .is_ok());
+    // One symbol, two values: a stride symbol shared with a dimension must agree with it.
+    let mut shared = strided_entry();
+    if let ParamSpec::Tensor { strides, .. } = &mut shared.params[0] {
+        *strides = Some(vec![DimSpec::Sym("N".into()), DimSpec::Const(1)]);
+    }
+    let r = plan(
+        &shared,
+        &[view(&[8, 64], &[64, 1], Q), o, ArgInfo::Scalar(1.0)],
+    );
+    assert!(
+        matches!(r, Err(LaunchError::SymbolMismatch { ref symbol, .. }) if symbol == "N"),
+        "{r:?}"
+    );
 }

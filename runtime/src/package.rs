@@ -161,7 +161,9 @@ impl LoadedPackage {
                 Arg::View(v) => ArgInfo::Tensor {
                     dtype: v.dtype,
                     shape: v.shape.to_vec(),
-                    strides: tessel_package::dense_strides(v.shape),
+                    strides: v
+                        .strides
+                        .map_or_else(|| tessel_package::dense_strides(v.shape), <[usize]>::to_vec),
                     ptr: v.ptr,
                 },
                 Arg::Scalar(v) => ArgInfo::Scalar(*v),

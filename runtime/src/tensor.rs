@@ -15,14 +15,37 @@ pub struct DeviceTensor {
     buffer: Buffer,
 }
 
-/// A dense view into a [`DeviceTensor`]'s memory ([`DeviceTensor::view`]); it borrows the
-/// tensor, so the memory outlives every launch made with it.
+/// A view into a [`DeviceTensor`]'s memory ([`DeviceTensor::view`], dense;
+/// [`DeviceTensor::strided_view`]); it borrows the tensor, so the memory outlives every launch
+/// made with it.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorView<'t> {
     pub dtype: DType,
     pub shape: &'t [usize],
+    /// Element strides; None is dense row-major.
+    pub strides: Option<&'t [usize]>,
     pub(crate) ptr: u64,
     _tensor: std::marker::PhantomData<&'t DeviceTensor>,
+}
+
+/// One past the last byte a view of `shape` and `strides` at `byte_offset` reaches (None on
+/// overflow): what must lie inside the buffer.
+fn strided_view_end(
+    byte_offset: usize,
+    dtype: DType,
+    shape: &[usize],
+    strides: &[usize],
+) -> Option<usize> {
+    let mut last = 0usize;
+    for (&n, &s) in shape.iter().zip(strides) {
+        if n == 0 {
+            return Some(byte_offset);
+        }
+        last = last.checked_add((n - 1).checked_mul(s)?)?;
+    }
+    last.checked_add(1)?
+        .checked_mul(dtype.size())?
+        .checked_add(byte_offset)
 }
 
 /// Bit pattern of one element of `dtype` holding `x` (rounded to nearest even for 16-bit floats).
@@ -166,6 +189,38 @@ impl DeviceTensor {
         Ok(TensorView {
             dtype,
             shape,
+            strides: None,
+            ptr: self.device_ptr(dev) + byte_offset as u64,
+            _tensor: std::marker::PhantomData,
+        })
+    }
+
+    /// Part of this tensor's memory seen as `shape` with element `strides`, starting
+    /// `byte_offset` bytes in (every r-th row of a sequence, a column block of a wider matrix):
+    /// for kernels that declare `strides[...]`. Refused unless every element it reaches lies
+    /// inside the buffer and it is aligned for `dtype`.
+    pub fn strided_view<'t>(
+        &'t self,
+        dev: &Device,
+        byte_offset: usize,
+        dtype: DType,
+        shape: &'t [usize],
+        strides: &'t [usize],
+    ) -> Result<TensorView<'t>, RuntimeError> {
+        let end = strided_view_end(byte_offset, dtype, shape, strides);
+        if strides.len() != shape.len()
+            || end.is_none_or(|e| e > self.bytes())
+            || !byte_offset.is_multiple_of(dtype.size())
+        {
+            return Err(RuntimeError::HostLength {
+                want: self.bytes(),
+                got: end.unwrap_or(usize::MAX),
+            });
+        }
+        Ok(TensorView {
+            dtype,
+            shape,
+            strides: Some(strides),
             ptr: self.device_ptr(dev) + byte_offset as u64,
             _tensor: std::marker::PhantomData,
         })

@@ -37,13 +37,20 @@ pub fn describe(k: &KernelEntry, ptx_bytes: usize) -> Vec<String> {
                 dtype,
                 dims: ds,
                 io,
+                strides,
             } => {
                 let io = match io {
                     Io::In => "in",
                     Io::Out => "out",
                     Io::InOut => "inout",
                 };
-                out.push(format!("  param      {name}: {io} {dtype}[{}]", dims(ds)));
+                let st = strides
+                    .as_ref()
+                    .map_or(String::new(), |st| format!(" strides[{}]", dims(st)));
+                out.push(format!(
+                    "  param      {name}: {io} {dtype}[{}]{st}",
+                    dims(ds)
+                ));
             }
             ParamSpec::Scalar { name, dtype } => out.push(format!("  param      {name}: {dtype}")),
             // Shape parameters are passed by the runtime, bound from the tensors.

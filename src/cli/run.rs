@@ -81,11 +81,14 @@ pub(crate) fn host_inputs(
     let mut out = Vec::new();
     for p in &entry.params {
         match p {
+            // A kernel that declares strides is given dense tensors here, which bind their dense
+            // strides.
             ParamSpec::Tensor {
                 name,
                 dtype,
                 dims,
                 io,
+                ..
             } => {
                 let shape = concrete_shape(name, dims, symbols)?;
                 let n: usize = shape.iter().product();

@@ -276,6 +276,14 @@ pub fn run(kernel: &Kernel, args: &mut [HostArg]) -> Result<(), InterpError> {
     Ok(())
 }
 
+/// A load's or store's slice: tensor, starts, extents, steps.
+type SliceRef<'o> = (
+    usize,
+    &'o [ValueId],
+    &'o [Option<usize>],
+    &'o [Option<ValueId>],
+);
+
 struct Machine<'k, 'a> {
     k: &'k Kernel,
     vals: Vec<Option<Tile>>,
@@ -450,12 +458,7 @@ impl Machine<'_, '_> {
         out
     }
 
-    fn load(
-        &self,
-        slice: (usize, &[ValueId], &[Option<usize>], &[Option<ValueId>]),
-        mask: Option<ValueId>,
-        fill: f64,
-    ) -> Vec<f64> {
+    fn load(&self, slice: SliceRef<'_>, mask: Option<ValueId>, fill: f64) -> Vec<f64> {
         let (tensor, starts, extents, steps) = slice;
         let offs = self.slice_offsets(tensor, starts, extents, steps);
         let maskd = mask.map(|m| self.get(m).data.clone());
@@ -473,12 +476,7 @@ impl Machine<'_, '_> {
             .collect()
     }
 
-    fn store(
-        &mut self,
-        slice: (usize, &[ValueId], &[Option<usize>], &[Option<ValueId>]),
-        value: ValueId,
-        mask: Option<ValueId>,
-    ) {
+    fn store(&mut self, slice: SliceRef<'_>, value: ValueId, mask: Option<ValueId>) {
         let (tensor, starts, extents, steps) = slice;
         let offs = self.slice_offsets(tensor, starts, extents, steps);
         let maskd = mask.map(|m| self.get(m).data.clone());

@@ -149,7 +149,19 @@ fn check_run_line(name: &str, kernels: &[Kernel], run: &[(String, String)]) {
             .map(|w| w.split('=').next().unwrap().to_string())
             .collect()
     };
-    let mut symbols = tessel_compiler::abi::shape_symbols(k);
+    // `tessel run` gives dense tensors of the shape named: stride symbols bind from them.
+    let mut symbols: Vec<String> = Vec::new();
+    for p in &k.params {
+        if let ParamKind::Tensor { dims, .. } = &p.kind {
+            for d in dims {
+                if let tir::Dim::Sym(s) = d {
+                    if !symbols.contains(s) {
+                        symbols.push(s.clone());
+                    }
+                }
+            }
+        }
+    }
     let mut shape = names(get("shape"));
     symbols.sort();
     shape.sort();

@@ -55,7 +55,7 @@ type Defines = &'static [(&'static str, &'static str)];
 
 /// Example files compiled from source (built into the binary: `super::examples`), each with
 /// its -D values and the suffix of its output names. Every kernel of a file is built.
-const DSL_FILES: [(&str, Defines, &str); 16] = [
+const DSL_FILES: [(&str, Defines, &str); 17] = [
     ("dsl-examples/elementwise.tsl", &[("T", "f32")], "_f32"),
     ("dsl-examples/elementwise.tsl", &[("T", "bf16")], "_bf16"),
     ("dsl-examples/elementwise.tsl", &[("T", "f16")], "_f16"),
@@ -86,6 +86,7 @@ const DSL_FILES: [(&str, Defines, &str); 16] = [
         "_causal",
     ),
     ("dsl-examples/scan.tsl", &[], ""),
+    ("dsl-examples/strided.tsl", &[], ""),
 ];
 
 /// Writes one kernel's PTX and package into the output directory and prints its row.

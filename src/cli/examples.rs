@@ -53,6 +53,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/scan.tsl"),
     ),
     (
+        "dsl-examples/strided.tsl",
+        include_str!("../../dsl-examples/strided.tsl"),
+    ),
+    (
         "dsl-examples/sglu.tsl",
         include_str!("../../dsl-examples/sglu.tsl"),
     ),

@@ -142,7 +142,12 @@ fn dilated_scores_against_float64() {
     let qs = random(n * heads * d);
     let ks = random(n * heads * d);
     let view = |s: &[f64], head: usize| {
-        HostTensor::strided(DType::Bf16, vec![n, d], vec![heads * d, 1], s[head * d..].to_vec())
+        HostTensor::strided(
+            DType::Bf16,
+            vec![n, d],
+            vec![heads * d, 1],
+            s[head * d..].to_vec(),
+        )
     };
     let mut args = vec![
         HostArg::Tensor(view(&qs, 0)),
@@ -167,7 +172,10 @@ fn dilated_scores_against_float64() {
                     .map(|c| at(&qs, 0, s0 + i * r, c) * at(&ks, 1, s0 + j * r, c))
                     .sum();
                 let got = s[(gi * 64 + i) * 64 + j];
-                assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{gi} ({i}, {j}): {got} vs {want}");
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{gi} ({i}, {j}): {got} vs {want}"
+                );
             }
         }
     }

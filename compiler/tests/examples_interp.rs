@@ -2,35 +2,20 @@
 //! included, outputs poisoned first), against a float64 reference written from the math, not from
 //! the kernel (tessel-reference for attention, plain loops here for the rest).
 
+mod support;
+
 use rand::Rng;
+use support::example_kernel;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
-use tessel_compiler::sema::{self, parse_const, Overrides};
+use tessel_compiler::sema::{self, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
 use tessel_models::transnormer::decay::{layer_slopes, Schedule};
 use tessel_reference::{attention, linear, max_rel_err};
 
 fn example(file: &str, defines: &[(&str, &str)]) -> Kernel {
-    let mut kernels = examples(file, defines);
+    let mut kernels = support::example_kernels(file, defines);
     assert_eq!(kernels.len(), 1);
     kernels.remove(0)
-}
-
-fn example_kernel(file: &str, name: &str, defines: &[(&str, &str)]) -> Kernel {
-    examples(file, defines)
-        .into_iter()
-        .find(|k| k.name == name)
-        .unwrap_or_else(|| panic!("no kernel {name} in {file}"))
-}
-
-fn examples(file: &str, defines: &[(&str, &str)]) -> Vec<Kernel> {
-    let path = format!("{}/../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
-    let source = std::fs::read_to_string(&path).unwrap();
-    let overrides: Overrides = defines
-        .iter()
-        .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
-        .collect();
-    sema::compile_source(&source, &overrides)
-        .unwrap_or_else(|d| panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source)))
 }
 
 fn random(dtype: DType, shape: &[usize], scale: f64) -> HostTensor {

@@ -3,19 +3,14 @@
 //! poisoned first. The kernels are dsl-examples/scan.tsl, whose schedule, PTX and GPU runs the
 //! codegen file test (tests/filetests/codegen/scan.tsl) checks.
 
+mod support;
+
 use rand::Rng;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
-use tessel_compiler::sema::{self, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
 
 fn kernel(name: &str) -> Kernel {
-    let path = format!("{}/../dsl-examples/scan.tsl", env!("CARGO_MANIFEST_DIR"));
-    let source = std::fs::read_to_string(&path).unwrap();
-    sema::compile_source(&source, &Overrides::new())
-        .unwrap()
-        .into_iter()
-        .find(|k| k.name == name)
-        .unwrap()
+    support::example_kernel::<&str>("scan.tsl", name, &[])
 }
 
 fn random(dtype: DType, shape: &[usize], lo: f64, hi: f64) -> HostTensor {

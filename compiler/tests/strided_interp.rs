@@ -3,19 +3,14 @@
 //! (fill past the tensor), run-time steps that are not positive (fill / no write), and steps
 //! whose i·r passes i32. The GPU runs the same kernels (tests/filetests/codegen/strided.tsl).
 
+mod support;
+
 use rand::Rng;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
-use tessel_compiler::sema::{self, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
 
 fn kernel(name: &str) -> Kernel {
-    let path = format!("{}/../dsl-examples/strided.tsl", env!("CARGO_MANIFEST_DIR"));
-    let source = std::fs::read_to_string(&path).unwrap();
-    sema::compile_source(&source, &Overrides::new())
-        .unwrap()
-        .into_iter()
-        .find(|k| k.name == name)
-        .unwrap()
+    support::example_kernel::<&str>("strided.tsl", name, &[])
 }
 
 fn random(n: usize) -> Vec<f64> {

@@ -7,16 +7,21 @@ use tessel_compiler::interp::{self, HostArg, HostTensor};
 use tessel_compiler::sema::{self, parse_const, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
 
-/// Kernel `name` of `dsl-examples/<file>`, compiled with `defines` (as `-D NAME=VALUE`).
-pub fn example_kernel(file: &str, name: &str, defines: &[(&str, String)]) -> Kernel {
+/// Every kernel of `dsl-examples/<file>`, compiled with `defines` (as `-D NAME=VALUE`).
+pub fn example_kernels<V: AsRef<str>>(file: &str, defines: &[(&str, V)]) -> Vec<Kernel> {
     let path = format!("{}/../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
     let source = std::fs::read_to_string(&path).unwrap();
     let overrides: Overrides = defines
         .iter()
-        .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
+        .map(|(k, v)| (k.to_string(), parse_const(v.as_ref()).unwrap()))
         .collect();
     sema::compile_source(&source, &overrides)
         .unwrap_or_else(|d| panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source)))
+}
+
+/// Kernel `name` of `dsl-examples/<file>`, compiled with `defines`.
+pub fn example_kernel<V: AsRef<str>>(file: &str, name: &str, defines: &[(&str, V)]) -> Kernel {
+    example_kernels(file, defines)
         .into_iter()
         .find(|k| k.name == name)
         .unwrap_or_else(|| panic!("no kernel {name} in {file}"))

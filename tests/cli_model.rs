@@ -215,3 +215,28 @@ fn a_text_prompt_goes_through_the_directorys_tokenizer() {
     assert_eq!(text.split_whitespace().collect::<Vec<_>>(), words, "{text}");
     assert_eq!(words.len(), 5);
 }
+
+/// `tessel model plan` prints the decode step's launch count without a GPU; at the 385M shape
+/// it must stay at or below the fused figure (5 a layer + 4: it was 246 before the decode
+/// kernels took their norms, gates and residuals and stopped splitting K).
+#[test]
+fn the_385m_decode_step_stays_at_124_launches() {
+    for batch in ["1", "64"] {
+        let (ok, stdout, err) = tessel(&["model", "plan", "385m", "--batch", batch]);
+        assert!(ok, "{err}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("decode {batch}:")))
+            .unwrap_or_else(|| panic!("no decode line in {stdout}"));
+        let launches: usize = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no launch count in `{line}`"));
+        assert!(launches <= 124, "{line}");
+        assert!(
+            line.contains("kernel launches") && line.contains("MiB"),
+            "{line}"
+        );
+    }
+}

@@ -195,15 +195,20 @@ fn linear_schedules_match_float64_with_weights_as_stored() {
 fn sglu_gate_matches_float64_in_both_schedules() {
     let tiles = [("BM", "16"), ("BN", "16"), ("BK", "8")];
     let fused = kernel("sglu.tsl", "sglu", &tiles);
-    let partial = kernel("sglu.tsl", "sglu_partial", &tiles);
-    let reduce = kernel("sglu.tsl", "sglu_reduce", &[("BN", "32")]);
-    for (m, f, kk, s) in [(1, 1, 1, 1), (5, 35, 24, 3), (18, 20, 40, 2)] {
+    let normed = kernel(
+        "sglu.tsl",
+        "sglu_norm",
+        &[("BM", "4"), ("BN", "8"), ("BK", "16")],
+    );
+    for (m, f, kk) in [(1, 1, 1), (5, 35, 24), (18, 20, 40)] {
         let x = random(DType::Bf16, &[m, kk], 1.0);
         let w1 = random(DType::Bf16, &[f, kk], 1.0);
         let w2 = random(DType::Bf16, &[f, kk], 1.0);
-        let a = xwt(&x.data, &w1.data, m, f, kk);
-        let b = xwt(&x.data, &w2.data, m, f, kk);
-        let want: Vec<f64> = a.iter().zip(&b).map(|(p, q)| p * q).collect();
+        let gate = |x: &[f64]| -> Vec<f64> {
+            let a = xwt(x, &w1.data, m, f, kk);
+            let b = xwt(x, &w2.data, m, f, kk);
+            a.iter().zip(&b).map(|(p, q)| p * q).collect()
+        };
         let mut args = vec![
             t(x.clone()),
             t(w1.clone()),
@@ -211,23 +216,22 @@ fn sglu_gate_matches_float64_in_both_schedules() {
             t(HostTensor::poisoned(DType::Bf16, vec![m, f])),
         ];
         interp::run(&fused, &mut args).unwrap();
-        assert!(err(out(&args[3]), &want) < 8e-3, "sglu {m}x{f}x{kk}");
-        let mut args = vec![
-            t(x),
-            t(w1),
-            t(w2),
-            t(HostTensor::poisoned(DType::F32, vec![s, m, f])),
-            t(HostTensor::poisoned(DType::F32, vec![s, m, f])),
-        ];
-        interp::run(&partial, &mut args).unwrap();
-        let p2 = args.pop().unwrap();
-        let p1 = args.pop().unwrap();
-        let mut args = vec![p1, p2, t(HostTensor::poisoned(DType::Bf16, vec![m, f]))];
-        interp::run(&reduce, &mut args).unwrap();
         assert!(
-            err(out(&args[2]), &want) < 8e-3,
-            "sglu split-K {m}x{f}x{kk}"
+            err(out(&args[3]), &gate(&x.data)) < 8e-3,
+            "sglu {m}x{f}x{kk}"
         );
+        // The decode form takes SRMSNorm of the f32 residual stream itself.
+        let xs = random(DType::F32, &[m, kk], 3.0);
+        let h: Vec<f64> = xs.data.chunks(kk).flat_map(srms).collect();
+        let mut args = vec![
+            t(xs),
+            t(w1.clone()),
+            t(w2.clone()),
+            t(HostTensor::poisoned(DType::Bf16, vec![m, f])),
+        ];
+        interp::run(&normed, &mut args).unwrap();
+        let e = err(out(&args[3]), &gate(&h));
+        assert!(e < 8e-3, "sglu_norm {m}x{f}x{kk}: {e}");
     }
 }
 
@@ -484,97 +488,118 @@ fn sampling_draws_the_truncated_softmax_and_is_seeded() {
     assert_ne!(base, run(seed, 6));
 }
 
+/// The decode step's GEMV projections: each program takes the norm (of x, or the gate's of o)
+/// of its own rows, the product runs over the whole of K, residuals are added in place.
 #[test]
-fn fused_residual_reduction_and_norm_match_float64() {
-    let k = kernel(
-        "linear.tsl",
-        "reduce_partials_residual_norm",
-        &[("BN", "128")],
-    );
-    for (s, m, n) in [(1, 1, 1), (3, 5, 100), (7, 2, 128)] {
-        let parts = random(DType::F32, &[s, m, n], 2.0);
-        let x = random(DType::F32, &[m, n], 2.0);
-        let mut sum = x.data.clone();
-        for slice in parts.data.chunks(m * n) {
-            sum.iter_mut().zip(slice).for_each(|(a, p)| *a += p);
-        }
-        let normed: Vec<f64> = sum.chunks(n).flat_map(srms).collect();
+fn decode_projections_take_their_norms_and_add_residuals() {
+    let tiles = [("BM", "4"), ("BN", "8"), ("BK", "16")];
+    let gemv = kernel("linear.tsl", "linear_residual_gemv", &tiles);
+    let head = kernel("linear.tsl", "linear_norm", &tiles);
+    let gate = kernel("transnormer_mixer.tsl", "mixer_gate_out", &tiles);
+    for (m, n, kk) in [(1, 1, 1), (3, 33, 45), (6, 17, 24), (2, 40, 16)] {
+        let x = random(DType::Bf16, &[m, kk], 1.0);
+        let w = random(DType::Bf16, &[n, kk], 1.0);
+        let r = random(DType::F32, &[m, n], 1.0);
+        let plus =
+            |y: Vec<f64>| -> Vec<f64> { y.iter().zip(&r.data).map(|(a, b)| a + b).collect() };
+        let mut args = vec![t(x.clone()), t(w.clone()), t(r.clone())];
+        interp::run(&gemv, &mut args).unwrap();
+        let want = plus(xwt(&x.data, &w.data, m, n, kk));
+        assert!(err(out(&args[2]), &want) < 1e-6, "gemv {m}x{n}x{kk}");
+        // LM head: logits = SRMSNorm(x) · Wᵀ in f32, x the f32 residual stream.
+        let xs = random(DType::F32, &[m, kk], 3.0);
+        let h: Vec<f64> = xs.data.chunks(kk).flat_map(srms).collect();
         let mut args = vec![
-            t(parts),
-            t(x),
-            t(HostTensor::poisoned(DType::Bf16, vec![m, n])),
+            t(xs),
+            t(w.clone()),
+            t(HostTensor::poisoned(DType::F32, vec![m, n])),
         ];
-        interp::run(&k, &mut args).unwrap();
-        assert!(err(out(&args[1]), &sum) < 1e-6, "residual S={s} {m}x{n}");
-        assert!(err(out(&args[2]), &normed) < 8e-3, "norm S={s} {m}x{n}");
+        interp::run(&head, &mut args).unwrap();
+        let e = err(out(&args[2]), &xwt(&h, &w.data, m, n, kk));
+        assert!(e < 8e-3, "linear_norm {m}x{n}x{kk}: {e}");
+        // out_proj: x ← x + (SRMSNorm(o) ⊙ u) · Wᵀ, the norm over the whole row of o.
+        let o = random(DType::Bf16, &[m, kk], 2.0);
+        let u = random(DType::Bf16, &[m, kk], 1.0);
+        let y: Vec<f64> = o
+            .data
+            .chunks(kk)
+            .flat_map(srms)
+            .zip(&u.data)
+            .map(|(a, b)| a * b)
+            .collect();
+        let mut args = vec![t(o), t(u), t(w.clone()), t(r.clone())];
+        interp::run(&gate, &mut args).unwrap();
+        let e = err(out(&args[3]), &plus(xwt(&y, &w.data, m, n, kk)));
+        assert!(e < 8e-3, "mixer_gate_out {m}x{n}x{kk}: {e}");
     }
 }
 
+/// The decode step's first launch: SRMSNorm, the qkvu projection over the whole of K, then SiLU
+/// and LRPE on q and k at each row's position, v and u split out by head.
 #[test]
-fn mixer_qkv_partials_reduces_then_applies_silu_and_lrpe() {
-    let (sl, b, h, hd) = (3, 2, 3, 16);
-    for lrpe in [false, true] {
+fn mixer_qkvu_norm_projects_then_applies_silu_and_lrpe() {
+    let (h, hd, kk) = (3, 16, 45);
+    let n = 4 * h * hd;
+    for (m, lrpe) in [(1, false), (6, true), (2, true), (5, false)] {
         let flag = if lrpe { "true" } else { "false" };
         let k = kernel(
             "transnormer_mixer.tsl",
-            "mixer_qkv_partials",
-            &[("HD", "16"), ("LRPE", flag)],
+            "mixer_qkvu_norm",
+            &[
+                ("BM", "4"),
+                ("BN", "8"),
+                ("BK", "16"),
+                ("HD", "16"),
+                ("LRPE", flag),
+            ],
         );
         let kd = if lrpe { 2 * hd } else { hd };
-        let parts = random(DType::F32, &[sl, b, 4 * h, hd], 2.0);
+        let x = random(DType::F32, &[m, kk], 3.0);
+        let w = random(DType::Bf16, &[n, kk], 1.0);
+        // Learned θ may have either sign; angles up to ~100 rad exercise the range reduction.
         let theta = random(DType::F32, &[h, hd], 4.0);
-        let pos = [37.0, 5.0];
+        let pos: Vec<f64> = (0..m).map(|i| [37.0, 5.0, 0.0, 24.0][i % 4]).collect();
         let mut args = vec![
-            t(parts.clone()),
+            t(x.clone()),
+            t(w.clone()),
             t(theta.clone()),
-            t(HostTensor::new(DType::I32, vec![b], pos.to_vec())),
-            t(HostTensor::poisoned(DType::Bf16, vec![b, h, kd])),
-            t(HostTensor::poisoned(DType::Bf16, vec![b, h, kd])),
-            t(HostTensor::poisoned(DType::Bf16, vec![b, h, hd])),
-            t(HostTensor::poisoned(DType::Bf16, vec![b, 4 * h, hd])),
+            t(HostTensor::new(DType::I32, vec![m], pos.clone())),
+            t(HostTensor::poisoned(DType::Bf16, vec![m, h, kd])),
+            t(HostTensor::poisoned(DType::Bf16, vec![m, h, kd])),
+            t(HostTensor::poisoned(DType::Bf16, vec![m, h, hd])),
+            t(HostTensor::poisoned(DType::Bf16, vec![m, h, hd])),
         ];
         interp::run(&k, &mut args).unwrap();
-        let row = |bi: usize, r: usize, j: usize| -> f64 {
-            (0..sl)
-                .map(|s| parts.data[((s * b + bi) * 4 * h + r) * hd + j])
-                .sum()
-        };
-        let (mut q, mut kk) = (vec![0.0; b * h * kd], vec![0.0; b * h * kd]);
-        let (mut v, mut u) = (vec![0.0; b * h * hd], vec![0.0; b * h * hd]);
-        for bi in 0..b {
+        let hx: Vec<f64> = x.data.chunks(kk).flat_map(srms).collect();
+        let y = xwt(&hx, &w.data, m, n, kk);
+        let (mut q, mut kq) = (vec![0.0; m * h * kd], vec![0.0; m * h * kd]);
+        let (mut v, mut u) = (vec![0.0; m * h * hd], vec![0.0; m * h * hd]);
+        for bi in 0..m {
             for hi in 0..h {
                 for j in 0..hd {
+                    let at = |part: usize| y[bi * n + (part * h + hi) * hd + j];
                     let ang = theta.data[hi * hd + j] * pos[bi];
-                    for (out, r) in [(&mut q, hi), (&mut kk, h + hi)] {
-                        let x = silu(row(bi, r, j));
+                    for (dst, part) in [(&mut q, 0), (&mut kq, 1)] {
+                        let s = silu(at(part));
                         let base = (bi * h + hi) * kd;
                         if lrpe {
-                            out[base + j] = x * ang.cos();
-                            out[base + hd + j] = x * ang.sin();
+                            dst[base + j] = s * ang.cos();
+                            dst[base + hd + j] = s * ang.sin();
                         } else {
-                            out[base + j] = x;
+                            dst[base + j] = s;
                         }
                     }
-                    v[(bi * h + hi) * hd + j] = row(bi, 2 * h + hi, j);
-                    u[(bi * h + hi) * hd + j] = row(bi, 3 * h + hi, j);
+                    v[(bi * h + hi) * hd + j] = at(2);
+                    u[(bi * h + hi) * hd + j] = at(3);
                 }
             }
         }
-        for (i, (name, want)) in [("q", &q), ("k", &kk), ("v", &v)].iter().enumerate() {
-            let e = err(out(&args[3 + i]), want);
-            assert!(e < 1.2e-2, "{name} lrpe={lrpe}: {e}");
-        }
-        // Rows 3H .. 4H of qkvu hold u; the others are left as they were (poisoned).
-        let got = out(&args[6]);
-        for bi in 0..b {
-            let rows = &got[(bi * 4 * h) * hd..(bi * 4 * h + 3 * h) * hd];
-            assert!(
-                rows.iter().all(|x| x.is_nan()),
-                "q/k/v rows of qkvu were written"
-            );
-            let urows = &got[(bi * 4 * h + 3 * h) * hd..(bi + 1) * 4 * h * hd];
-            let e = err(urows, &u[bi * h * hd..(bi + 1) * h * hd]);
-            assert!(e < 8e-3, "u lrpe={lrpe}: {e}");
+        for (i, (name, want)) in [("q", &q), ("k", &kq), ("v", &v), ("u", &u)]
+            .iter()
+            .enumerate()
+        {
+            let e = err(out(&args[4 + i]), want);
+            assert!(e < 1.2e-2, "{name} m={m} lrpe={lrpe}: {e}");
         }
     }
 }

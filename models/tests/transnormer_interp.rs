@@ -244,7 +244,7 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() {
 }
 
 /// The constants the GPU backend launches with (Tiles::gpu(): 128-wide matmul tiles, 64-token
-/// Lightning blocks, split-K for 264 programs, 1024-wide reductions and argmax) on the
+/// Lightning blocks, the 16×16 decode GEMV tiles, 1024-wide argmax) on the
 /// head-dim-64 configuration the GPU tests use: the graph and every variant it calls are
 /// checked here, before any GPU runs them.
 #[test]

@@ -80,6 +80,7 @@ fn plan(args: PlanArgs) -> super::CliResult {
     let state: usize = (0..cfg.layers)
         .map(|l| args.batch * cfg.heads * cfg.key_dim(l) * cfg.head_dim * 4)
         .sum();
+    let layers = cfg.layers;
     let model = Transnormer::new(cfg, Tiles::gpu());
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     println!(
@@ -97,9 +98,10 @@ fn plan(args: PlanArgs) -> super::CliResult {
     ] {
         let p = g.plan();
         println!(
-            "{what}: {} calls, {} intermediates; arena {:.2} MiB (peak of live intermediates), \
-             {:.2} MiB without reuse",
+            "{what}: {} kernel launches ({:.2} per layer), {} intermediates; arena {:.2} MiB \
+             (peak of live intermediates), {:.2} MiB without reuse",
             g.len(),
+            g.len() as f64 / layers as f64,
             g.transients.len(),
             mib(p.arena_bytes),
             mib(p.unshared_bytes)

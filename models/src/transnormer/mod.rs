@@ -6,6 +6,7 @@ pub mod config;
 pub mod decay;
 pub mod init;
 pub mod model;
+pub mod model_decode;
 pub mod model_graphs;
 pub mod session;
 pub mod weights;

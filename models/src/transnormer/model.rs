@@ -22,13 +22,12 @@ use crate::ModelError;
 pub struct Tiles {
     /// BM, BN, BK of the prefill projections (`linear`, `linear_residual`) and of `sglu` (BN/2).
     pub linear: [usize; 3],
-    /// BM, BN, BK of the decode projections (`linear_partial`, `sglu_partial`).
-    pub partial: [usize; 3],
-    /// Split-K programs wanted per decode projection: S is chosen so that the projection
-    /// launches about this many.
-    pub programs: usize,
-    /// BN of the partial-sum reductions.
-    pub reduce: usize,
+    /// BM, BN, BK and warps of the decode projections (`mixer_qkvu_norm`, `mixer_gate_out`,
+    /// `sglu_norm`, `linear_residual_gemv`): GEMV schedules over the whole of K, so BN is small
+    /// enough for N/BN programs to fill the GPU. BN divides the head dim.
+    pub gemv: [usize; 4],
+    /// The same for the decode step's LM head (`linear_norm`; N is the vocabulary).
+    pub head: [usize; 4],
     /// Tokens per `mixer_qkv` program.
     pub qkv: usize,
     /// Lightning's block (None: the kernels' default, 64, the runtime's `BLOCK`).
@@ -45,9 +44,8 @@ impl Tiles {
     pub fn interpreter() -> Self {
         Self {
             linear: [16, 32, 16],
-            partial: [4, 16, 16],
-            programs: 8,
-            reduce: 32,
+            gemv: [4, 8, 16, 1],
+            head: [4, 16, 16, 1],
             qkv: 8,
             lightning_block: Some(16),
             lightning_segments: |_, n| n.div_ceil(16).clamp(1, 2),
@@ -55,13 +53,14 @@ impl Tiles {
         }
     }
 
-    /// The GPU's: the swept matmul tiles, and split-K filling 132 SMs twice over.
+    /// The GPU's: the swept matmul tiles; decoding, one-warp 16×16 GEMV tiles (the smallest
+    /// that mma.sync carries; the 385M projections launch 64 to 256 programs) and a 16×64 LM
+    /// head tile (1000 programs at a 64k vocabulary).
     pub fn gpu() -> Self {
         Self {
             linear: [128, 128, 64],
-            partial: [16, 64, 128],
-            programs: 264,
-            reduce: 1024,
+            gemv: [16, 16, 128, 1],
+            head: [16, 64, 128, 4],
             qkv: 16,
             lightning_block: None,
             // The runtime's rule for an H100/H200: 132 SMs × 2 resident programs.
@@ -256,96 +255,9 @@ impl Transnormer {
         g.call(label, kernel, args);
     }
 
-    /// S for a split-K projection of (m, n, k): enough programs, at most one slice per BK block.
-    pub(super) fn split(&self, m: usize, n: usize, k: usize) -> usize {
-        let [bm, bn, bk] = self.tiles.partial;
-        let tiles = m.div_ceil(bm) * n.div_ceil(bn);
-        (self.tiles.programs / tiles).clamp(1, k.div_ceil(bk))
-    }
-
-    /// The decode form of [`Self::linear`]: split-K partials, then a reduction (adding into
-    /// the residual stream when `residual`).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn linear_split(
-        &self,
-        g: &mut Graph,
-        label: String,
-        x: &Buf,
-        w: &str,
-        y: &Buf,
-        [m, n, k]: [usize; 3],
-        out: DType,
-        residual: bool,
-    ) {
-        let [bm, bn, bk] = self.tiles.partial;
-        let sp = self.split(m, n, k);
-        let part = g.transient(format!("{label} partials"), F, sp * m * n);
-        let tiles = [("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))];
-        g.call(
-            format!("{label} split-K"),
-            self.k("linear", "linear_partial", &tiles),
-            vec![
-                view(x, T, &[m, k], R),
-                view(&p(w), T, &[n, k], R),
-                view(&part, F, &[sp, m, n], W),
-            ],
-        );
-        let rb = ("BN", s(self.tiles.reduce));
-        let (kernel, access) = if residual {
-            (self.k("linear", "reduce_partials_residual", &[rb]), RW)
-        } else {
-            let c = [rb, ("TO", out.name().to_string())];
-            (self.k("linear", "reduce_partials", &c), W)
-        };
-        g.call(
-            format!("{label} reduce"),
-            kernel,
-            vec![
-                view(&part, F, &[sp, m, n], R),
-                view(y, out, &[m, n], access),
-            ],
-        );
-    }
-
-    /// The decode form of a residual projection followed by SRMSNorm: x += x_in·wᵀ by split-K,
-    /// and the reduction also writes h = SRMSNorm(x).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn linear_split_norm(
-        &self,
-        g: &mut Graph,
-        label: String,
-        x_in: &Buf,
-        w: &str,
-        x: &Buf,
-        h: &Buf,
-        [m, n, k]: [usize; 3],
-    ) {
-        let [bm, bn, bk] = self.tiles.partial;
-        let sp = self.split(m, n, k);
-        let part = g.transient(format!("{label} partials"), F, sp * m * n);
-        let tiles = [("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))];
-        g.call(
-            format!("{label} split-K"),
-            self.k("linear", "linear_partial", &tiles),
-            vec![
-                view(x_in, T, &[m, k], R),
-                view(&p(w), T, &[n, k], R),
-                view(&part, F, &[sp, m, n], W),
-            ],
-        );
-        g.call(
-            format!("{label} reduce + norm"),
-            self.k(
-                "linear",
-                "reduce_partials_residual_norm",
-                &[("BN", s(pow2(n)))],
-            ),
-            vec![
-                view(&part, F, &[sp, m, n], R),
-                view(x, F, &[m, n], RW),
-                view(h, T, &[m, n], W),
-            ],
-        );
+    /// The constants of a decode projection's GEMV tile.
+    pub(super) fn gemv_tiles(&self, [bm, bn, bk, nw]: [usize; 4]) -> Vec<(&'static str, String)> {
+        vec![("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk)), ("NW", s(nw))]
     }
 
     pub(super) fn theta(&self, layer: usize) -> String {

@@ -26,7 +26,7 @@ struct LayerBufs {
 }
 
 impl Transnormer {
-    fn embed(&self, g: &mut Graph, tokens: &str, x: &Buf, m: usize) {
+    pub(super) fn embed(&self, g: &mut Graph, tokens: &str, x: &Buf, m: usize) {
         let c = &self.cfg;
         let scale = if c.scale_embedding {
             (c.dim as f64).sqrt()
@@ -58,72 +58,26 @@ impl Transnormer {
         }
     }
 
-    /// The channel mixer: x ← x + ((h W1ᵀ) ⊙ (h W2ᵀ)) W3ᵀ, h = SRMSNorm(x).
-    /// `next_norm`: decoding, where the norm before this mixer was fused into the previous
-    /// reduction, and this mixer's residual reduction writes the next norm's output there.
-    fn channel_mixer(
-        &self,
-        g: &mut Graph,
-        l: usize,
-        bufs: &LayerBufs,
-        m: usize,
-        next_norm: Option<&Buf>,
-    ) {
-        let decode = next_norm.is_some();
+    /// The channel mixer of a prefill: x ← x + ((h W1ᵀ) ⊙ (h W2ᵀ)) W3ᵀ, h = SRMSNorm(x).
+    fn channel_mixer(&self, g: &mut Graph, l: usize, bufs: &LayerBufs, m: usize) {
         let c = &self.cfg;
         let w = |n: &str| format!("model.layers.{l}.channel_mixer.{n}.weight");
-        if !decode {
-            self.srmsnorm(g, format!("layer {l} channel norm"), &bufs.x, &bufs.h, m);
-        }
-        let (w1, w2) = (w("l1"), w("l2"));
-        let ins = || {
+        self.srmsnorm(g, format!("layer {l} channel norm"), &bufs.x, &bufs.h, m);
+        let [bm, bn, bk] = self.tiles.linear;
+        let tiles = [("BM", s(bm)), ("BN", s(bn / 2)), ("BK", s(bk))];
+        g.call(
+            format!("layer {l} sglu"),
+            self.k("sglu", "sglu", &tiles),
             vec![
                 view(&bufs.h, T, &[m, c.dim], R),
-                view(&p(&w1), T, &[c.glu, c.dim], R),
-                view(&p(&w2), T, &[c.glu, c.dim], R),
-            ]
-        };
-        if decode {
-            let [bm, bn, bk] = self.tiles.partial;
-            let sp = self.split(m, c.glu, c.dim);
-            let p1 = g.transient(format!("layer {l} sglu partials 1"), F, sp * m * c.glu);
-            let p2 = g.transient(format!("layer {l} sglu partials 2"), F, sp * m * c.glu);
-            let mut args = ins();
-            args.push(view(&p1, F, &[sp, m, c.glu], W));
-            args.push(view(&p2, F, &[sp, m, c.glu], W));
-            let tiles = [("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))];
-            g.call(
-                format!("layer {l} sglu split-K"),
-                self.k("sglu", "sglu_partial", &tiles),
-                args,
-            );
-            g.call(
-                format!("layer {l} sglu reduce"),
-                self.k("sglu", "sglu_reduce", &[("BN", s(self.tiles.reduce))]),
-                vec![
-                    view(&p1, F, &[sp, m, c.glu], R),
-                    view(&p2, F, &[sp, m, c.glu], R),
-                    view(&bufs.g, T, &[m, c.glu], W),
-                ],
-            );
-        } else {
-            let [bm, bn, bk] = self.tiles.linear;
-            let tiles = [("BM", s(bm)), ("BN", s(bn / 2)), ("BK", s(bk))];
-            let mut args = ins();
-            args.push(view(&bufs.g, T, &[m, c.glu], W));
-            g.call(
-                format!("layer {l} sglu"),
-                self.k("sglu", "sglu", &tiles),
-                args,
-            );
-        }
-        let shape = [m, c.dim, c.glu];
+                view(&p(&w("l1")), T, &[c.glu, c.dim], R),
+                view(&p(&w("l2")), T, &[c.glu, c.dim], R),
+                view(&bufs.g, T, &[m, c.glu], W),
+            ],
+        );
         let label = format!("layer {l} l3 + residual");
-        if let Some(h) = next_norm {
-            self.linear_split_norm(g, label, &bufs.g, &w("l3"), &bufs.x, h, shape);
-        } else {
-            self.linear(g, label, &bufs.g, &w("l3"), &bufs.x, shape, F, true);
-        }
+        let shape = [m, c.dim, c.glu];
+        self.linear(g, label, &bufs.g, &w("l3"), &bufs.x, shape, F, true);
     }
 
     /// The token mixer of a prefill: Lightning over the (left-padded) prompts; the final state
@@ -197,71 +151,9 @@ impl Transnormer {
         self.linear(g, label, &bufs.y, &wo, &bufs.x, shape, F, true);
     }
 
-    /// The token mixer of one decode step: the robust recurrence on the persistent state.
-    /// bufs.h already holds SRMSNorm(x) (the previous reduction wrote it); the out_proj
-    /// reduction writes the channel mixer's norm into it again.
-    fn token_mixer_decode(&self, g: &mut Graph, l: usize, bufs: &LayerBufs, b: usize) {
-        let c = &self.cfg;
-        let (h, hd, kd) = (c.heads, c.head_dim, c.key_dim(l));
-        let wq = format!("model.layers.{l}.token_mixer.qkvu_proj.weight");
-        let wo = format!("model.layers.{l}.token_mixer.out_proj.weight");
-        // qkvu by split-K; its reduction is fused into the SiLU/LRPE kernel.
-        let [bm, bn, bk] = self.tiles.partial;
-        let n = 4 * c.hidden;
-        let sp = self.split(b, n, c.dim);
-        let part = g.transient(format!("layer {l} qkvu partials"), F, sp * b * n);
-        g.call(
-            format!("layer {l} qkvu split-K"),
-            self.k(
-                "linear",
-                "linear_partial",
-                &[("BM", s(bm)), ("BN", s(bn)), ("BK", s(bk))],
-            ),
-            vec![
-                view(&bufs.h, T, &[b, c.dim], R),
-                view(&p(&wq), T, &[n, c.dim], R),
-                view(&part, F, &[sp, b, n], W),
-            ],
-        );
-        let q = g.transient(format!("layer {l} q"), T, b * h * kd);
-        let k = g.transient(format!("layer {l} k"), T, b * h * kd);
-        let v = g.transient(format!("layer {l} v"), T, b * h * hd);
-        let o = g.transient(format!("layer {l} o"), T, b * h * hd);
-        let consts = [("HD", s(hd)), ("LRPE", c.lrpe[l].to_string())];
-        g.call(
-            format!("layer {l} qkvu reduce + q k v"),
-            self.k("transnormer_mixer", "mixer_qkv_partials", &consts),
-            vec![
-                view(&part, F, &[sp, b, 4 * h, hd], R),
-                view(&p(&self.theta(l)), F, &[h, hd], R),
-                view(&p(&Names::pos(b)), I, &[b], R),
-                view(&q, T, &[b, h, kd], W),
-                view(&k, T, &[b, h, kd], W),
-                view(&v, T, &[b, h, hd], W),
-                view(&bufs.qkvu, T, &[b, 4 * h, hd], W),
-            ],
-        );
-        g.call(
-            format!("layer {l} lightning decode"),
-            self.lightning("lightning_attention_decode", l, &[]),
-            vec![
-                view(&q, T, &[b, h, kd], R),
-                view(&k, T, &[b, h, kd], R),
-                view(&v, T, &[b, h, hd], R),
-                view(&p(&Names::slope(l)), F, &[h], R),
-                view(&p(&Names::state(l, b)), F, &[b, h, kd, hd], RW),
-                view(&o, T, &[b, h, hd], W),
-            ],
-        );
-        self.mixer_gate(g, l, &o, &bufs.qkvu, &bufs.y, b, 1);
-        let shape = [b, c.dim, c.hidden];
-        let label = format!("layer {l} out_proj + residual");
-        self.linear_split_norm(g, label, &bufs.y, &wo, &bufs.x, &bufs.h, shape);
-    }
-
     /// The next tokens from `logits.b{b}` into `next.b{b}`; sampling keys its draws on the
     /// positions in `pos` (+ `offset`): the token just consumed.
-    fn choose(&self, g: &mut Graph, b: usize, pos: &str, offset: usize) {
+    pub(super) fn choose(&self, g: &mut Graph, b: usize, pos: &str, offset: usize) {
         let logits = view(&p(&Names::logits(b)), F, &[b, self.cfg.vocab], R);
         let next = view(&p(&Names::next(b)), I, &[b], W);
         let bv = ("BV", s(self.tiles.argmax));
@@ -320,7 +212,7 @@ impl Transnormer {
         for l in 0..c.layers {
             let bufs = self.layer_bufs(&mut g, &x, l, m);
             self.token_mixer_prefill(&mut g, l, &bufs, b, n);
-            self.channel_mixer(&mut g, l, &bufs, m, None);
+            self.channel_mixer(&mut g, l, &bufs, m);
         }
         match logits {
             Logits::Last => {
@@ -361,47 +253,6 @@ impl Transnormer {
                 );
             }
         }
-        g
-    }
-
-    /// One decode step of b sequences: consumes `next.b{b}` at positions `pos.b{b}`, advances
-    /// the states and positions, writes `logits.b{b}` and the greedy choice into `next.b{b}`.
-    /// Nothing in it depends on the host between steps, so it can be captured and replayed.
-    pub fn decode_graph(&self, b: usize) -> Graph {
-        let c = &self.cfg;
-        let mut g = Graph::default();
-        let x = g.transient("x (residual)", F, b * c.dim);
-        self.embed(&mut g, &Names::next(b), &x, b);
-        let bufs: Vec<LayerBufs> = (0..c.layers)
-            .map(|l| self.layer_bufs(&mut g, &x, l, b))
-            .collect();
-        let h = g.transient("final norm", T, b * c.dim);
-        // Only the first norm runs alone: every later one is fused into the residual
-        // reduction before it.
-        self.srmsnorm(&mut g, "layer 0 token norm".into(), &x, &bufs[0].h, b);
-        for l in 0..c.layers {
-            self.token_mixer_decode(&mut g, l, &bufs[l], b);
-            let next = bufs.get(l + 1).map_or(&h, |n| &n.h);
-            self.channel_mixer(&mut g, l, &bufs[l], b, Some(next));
-        }
-        let out = p(&Names::logits(b));
-        let shape = [b, c.vocab, c.dim];
-        self.linear_split(
-            &mut g,
-            "lm_head".into(),
-            &h,
-            "lm_head.weight",
-            &out,
-            shape,
-            F,
-            false,
-        );
-        self.choose(&mut g, b, &Names::pos(b), 0);
-        g.call(
-            "advance positions",
-            self.k("sampling", "positions_advance", &[]),
-            vec![view(&p(&Names::pos(b)), I, &[b], RW)],
-        );
         g
     }
 }

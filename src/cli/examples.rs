@@ -53,10 +53,6 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/scan.tsl"),
     ),
     (
-        "dsl-examples/strided.tsl",
-        include_str!("../../dsl-examples/strided.tsl"),
-    ),
-    (
         "dsl-examples/sglu.tsl",
         include_str!("../../dsl-examples/sglu.tsl"),
     ),
@@ -67,6 +63,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "dsl-examples/srmsnorm.tsl",
         include_str!("../../dsl-examples/srmsnorm.tsl"),
+    ),
+    (
+        "dsl-examples/strided.tsl",
+        include_str!("../../dsl-examples/strided.tsl"),
     ),
     (
         "dsl-examples/transnormer_mixer.tsl",

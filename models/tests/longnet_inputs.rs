@@ -12,7 +12,11 @@ const BASE: &str = r#""decoder_layers": 1, "decoder_embed_dim": 64, "decoder_att
     "decoder_ffn_embed_dim": 128, "vocab_size": 50, "segment_length": [16], "dilated_ratio": [1]"#;
 
 fn parse(extra: &str) -> Result<LongNetConfig, ConfigError> {
-    let dir = std::env::temp_dir().join(format!("longnet-cfg-{}-{:x}", std::process::id(), rand::random::<u64>()));
+    let dir = std::env::temp_dir().join(format!(
+        "longnet-cfg-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("config.json");
     let sep = if extra.is_empty() { "" } else { "," };
@@ -41,7 +45,10 @@ fn unsupported_values_are_refused_by_field() {
         (r#""rel_pos_buckets": 32"#, "rel_pos_buckets"),
         (r#""max_rel_pos": 128"#, "max_rel_pos"),
         (r#""layernorm_embedding": true"#, "layernorm_embedding"),
-        (r#""decoder_normalize_before": false"#, "decoder_normalize_before"),
+        (
+            r#""decoder_normalize_before": false"#,
+            "decoder_normalize_before",
+        ),
         (r#""no_output_layer": true"#, "no_output_layer"),
         (r#""activation_fn": "relu""#, "activation_fn"),
         (r#""head_offsets": "diagonal""#, "head_offsets"),
@@ -57,7 +64,11 @@ fn unsupported_values_are_refused_by_field() {
 #[test]
 fn bad_shapes_and_pattern_lists_are_refused() {
     let bad = |json: &str, field: &str| {
-        let dir = std::env::temp_dir().join(format!("longnet-cfg2-{}-{:x}", std::process::id(), rand::random::<u64>()));
+        let dir = std::env::temp_dir().join(format!(
+            "longnet-cfg2-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("config.json");
         std::fs::write(&p, json).unwrap();
@@ -69,12 +80,26 @@ fn bad_shapes_and_pattern_lists_are_refused() {
         }
     };
     let cfg = |e: &str| format!(r#"{{"decoder_layers": 1, "decoder_ffn_embed_dim": 128, {e}}}"#);
-    bad(&cfg(r#""vocab_size": 50, "segment_length": [16, 32], "dilated_ratio": [1]"#), "dilated_ratio");
-    bad(&cfg(r#""vocab_size": 50, "dilated_ratio": [1]"#), "segment_length");
-    bad(&cfg(r#""vocab_size": 50, "segment_length": "[16, 0]", "dilated_ratio": "[1, 2]""#), "segment_length");
-    bad(&cfg(r#""segment_length": [16], "dilated_ratio": [1]"#), "vocab_size");
     bad(
-        &cfg(r#""vocab_size": 50, "decoder_embed_dim": 96, "decoder_attention_heads": 2, "segment_length": [16], "dilated_ratio": [1]"#),
+        &cfg(r#""vocab_size": 50, "segment_length": [16, 32], "dilated_ratio": [1]"#),
+        "dilated_ratio",
+    );
+    bad(
+        &cfg(r#""vocab_size": 50, "dilated_ratio": [1]"#),
+        "segment_length",
+    );
+    bad(
+        &cfg(r#""vocab_size": 50, "segment_length": "[16, 0]", "dilated_ratio": "[1, 2]""#),
+        "segment_length",
+    );
+    bad(
+        &cfg(r#""segment_length": [16], "dilated_ratio": [1]"#),
+        "vocab_size",
+    );
+    bad(
+        &cfg(
+            r#""vocab_size": 50, "decoder_embed_dim": 96, "decoder_attention_heads": 2, "segment_length": [16], "dilated_ratio": [1]"#,
+        ),
         "decoder_embed_dim",
     );
     let text = "{not json";
@@ -82,7 +107,10 @@ fn bad_shapes_and_pattern_lists_are_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.json"), text).unwrap();
     let e = LongNetConfig::read(&dir.join("config.json")).unwrap_err();
-    assert!(matches!(e, ConfigError::Json { .. }) && e.to_string().contains("config.json"), "{e}");
+    assert!(
+        matches!(e, ConfigError::Json { .. }) && e.to_string().contains("config.json"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -98,8 +126,15 @@ fn tensors(cfg: &LongNetConfig) -> Vec<(String, Vec<usize>, Vec<u8>)> {
         .collect()
 }
 
-fn open_edited(cfg: &LongNetConfig, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> Result<Checkpoint, WeightError> {
-    let dir = std::env::temp_dir().join(format!("longnet-w-{}-{:x}", std::process::id(), rand::random::<u64>()));
+fn open_edited(
+    cfg: &LongNetConfig,
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) -> Result<Checkpoint, WeightError> {
+    let dir = std::env::temp_dir().join(format!(
+        "longnet-w-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let mut t = tensors(cfg);
     edit(&mut t);
     write(&dir, &t, Stored::Bf16, 2).unwrap();
@@ -112,16 +147,38 @@ fn open_edited(cfg: &LongNetConfig, edit: impl FnOnce(&mut Vec<(String, Vec<usiz
 fn checkpoints_that_do_not_match_are_refused_naming_the_tensor() {
     let cfg = fixture::config("longnet-tiny");
     assert!(open_edited(&cfg, |_| {}).is_ok());
-    let e = open_edited(&cfg, |t| t.retain(|x| x.0 != "layers.1.ffn.ffn_layernorm.bias")).unwrap_err();
-    assert!(matches!(&e, WeightError::Missing { name, .. } if name == "layers.1.ffn.ffn_layernorm.bias"), "{e}");
-    let e = open_edited(&cfg, |t| t.push(("embed_positions.weight".into(), vec![4, 64], encode(Stored::Bf16, &[0.0; 256])))).unwrap_err();
-    assert!(matches!(&e, WeightError::Unexpected { name, .. } if name == "embed_positions.weight"), "{e}");
     let e = open_edited(&cfg, |t| {
-        let x = t.iter_mut().find(|x| x.0 == "layers.0.self_attn.q_proj.weight").unwrap();
+        t.retain(|x| x.0 != "layers.1.ffn.ffn_layernorm.bias")
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, WeightError::Missing { name, .. } if name == "layers.1.ffn.ffn_layernorm.bias"),
+        "{e}"
+    );
+    let e = open_edited(&cfg, |t| {
+        t.push((
+            "embed_positions.weight".into(),
+            vec![4, 64],
+            encode(Stored::Bf16, &[0.0; 256]),
+        ))
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, WeightError::Unexpected { name, .. } if name == "embed_positions.weight"),
+        "{e}"
+    );
+    let e = open_edited(&cfg, |t| {
+        let x = t
+            .iter_mut()
+            .find(|x| x.0 == "layers.0.self_attn.q_proj.weight")
+            .unwrap();
         x.1 = vec![32, 128];
     })
     .unwrap_err();
-    assert!(matches!(&e, WeightError::Shape { name, .. } if name == "layers.0.self_attn.q_proj.weight"), "{e}");
+    assert!(
+        matches!(&e, WeightError::Shape { name, .. } if name == "layers.0.self_attn.q_proj.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -145,7 +202,11 @@ fn a_tied_checkpoint_whose_output_projection_differs_is_refused() {
     let cfg = fixture::config("longnet-tiny-h3");
     assert!(cfg.tied);
     let ck = open_edited(&cfg, |t| {
-        t.push(("output_projection.weight".into(), vec![cfg.vocab, cfg.dim], encode(Stored::Bf16, &vec![0.25; cfg.vocab * cfg.dim])))
+        t.push((
+            "output_projection.weight".into(),
+            vec![cfg.vocab, cfg.dim],
+            encode(Stored::Bf16, &vec![0.25; cfg.vocab * cfg.dim]),
+        ))
     })
     .unwrap();
     let model = LongNet::new(cfg, LongNetTiles::interpreter());

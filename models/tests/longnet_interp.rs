@@ -49,8 +49,12 @@ fn full_forward_logits_match_float64() {
         let n = 41; // crosses every segment boundary, a ragged last segment
         let prompts = vec![prompt(n, v), prompt(n, v)];
         let mut s = LongNetSession::new(&f.model, &mut f.backend, 2, n).unwrap();
-        s.backend().persistent(&format!("logits.2x{n}"), DType::F32, 2 * n * v).unwrap();
-        s.backend().write(&format!("logits.2x{n}"), &vec![f64::NAN; 2 * n * v]).unwrap();
+        s.backend()
+            .persistent(&format!("logits.2x{n}"), DType::F32, 2 * n * v)
+            .unwrap();
+        s.backend()
+            .write(&format!("logits.2x{n}"), &vec![f64::NAN; 2 * n * v])
+            .unwrap();
         let plan = s.prefill(&prompts, Logits::All).unwrap();
         assert!(plan.arena_bytes < plan.unshared_bytes, "{plan:?}");
         let all = s.all_logits(n).unwrap();
@@ -65,7 +69,10 @@ fn full_forward_logits_match_float64() {
         }
         let mean = errs.iter().sum::<f64>() / errs.len() as f64;
         assert!(mean < MEAN_TOL, "{name}: mean error {mean}");
-        eprintln!("{name}: worst {:.2e}, mean {mean:.2e}", errs.iter().cloned().fold(0.0, f64::max));
+        eprintln!(
+            "{name}: worst {:.2e}, mean {mean:.2e}",
+            errs.iter().cloned().fold(0.0, f64::max)
+        );
     }
 }
 
@@ -92,7 +99,11 @@ fn prefill_then_decode_follows_the_float64_model() {
             let logits = s.logits().unwrap();
             let want = f.reference.forward(&seq);
             let e = err(&logits[0], want.last().unwrap());
-            assert!(e < TOL, "{name} decode step at position {}: {e}", seq.len() - 1);
+            assert!(
+                e < TOL,
+                "{name} decode step at position {}: {e}",
+                seq.len() - 1
+            );
         }
         assert_eq!(got, want_tokens, "{name}: greedy tokens");
     }
@@ -114,17 +125,38 @@ fn decode_step_is_the_causal_forwards_row() {
     use tessel_models::graph::Access::{Read as R, ReadWrite as RW};
     use tessel_reference::dilated::{self, Offsets, Pattern, Problem};
     let (b, h, n, d) = (2, 3, 37, 32);
-    for (pats, torchscale) in [(vec![(16, 1), (32, 2)], true), (vec![(8, 2), (12, 3), (64, 4)], false)] {
+    for (pats, torchscale) in [
+        (vec![(16, 1), (32, 2)], true),
+        (vec![(8, 2), (12, 3), (64, 4)], false),
+    ] {
         let mut be = InterpBackend::new();
         let bf = |x: f64| half::bf16::from_f64(x).to_f64();
-        let rnd = |len: usize| (0..len).map(|_| bf(rand::random_range(-1.0..1.0))).collect::<Vec<f64>>();
+        let rnd = |len: usize| {
+            (0..len)
+                .map(|_| bf(rand::random_range(-1.0..1.0)))
+                .collect::<Vec<f64>>()
+        };
         let (q, k, v) = (rnd(b * h * n * d), rnd(b * h * n * d), rnd(b * h * n * d));
         let group = |r: usize| if torchscale { h.div_ceil(r) } else { 1 };
-        let offsets = if torchscale { Offsets::Torchscale } else { Offsets::Paper };
+        let offsets = if torchscale {
+            Offsets::Torchscale
+        } else {
+            Offsets::Paper
+        };
         let patterns: Vec<Pattern> = pats.iter().map(|&(w, r)| Pattern { w, r }).collect();
-        let prob = Problem::new(tessel_reference::Dims::new(b, h, n, d), &patterns, offsets, true);
+        let prob = Problem::new(
+            tessel_reference::Dims::new(b, h, n, d),
+            &patterns,
+            offsets,
+            true,
+        );
         let (want, _) = dilated::forward(&prob, &q, &k, &v);
-        for (name, len) in [("q", b * h * d), ("k", b * h * d), ("v", b * h * d), ("o", b * h * d)] {
+        for (name, len) in [
+            ("q", b * h * d),
+            ("k", b * h * d),
+            ("v", b * h * d),
+            ("o", b * h * d),
+        ] {
             be.persistent(name, DType::Bf16, len).unwrap();
         }
         be.persistent("lse", DType::F32, b * h).unwrap();
@@ -134,11 +166,16 @@ fn decode_step_is_the_causal_forwards_row() {
         let mut worst: f64 = 0.0;
         for t in [0, 1, 5, 15, 16, 17, 31, 32, 33, 36] {
             let row = |x: &[f64]| -> Vec<f64> {
-                (0..b * h).flat_map(|bh| x[(bh * n + t) * d..][..d].to_vec()).collect()
+                (0..b * h)
+                    .flat_map(|bh| x[(bh * n + t) * d..][..d].to_vec())
+                    .collect()
             };
             // Rows ≥ t of the cache are NaN: the step may read only rows before t.
             let poisoned = |x: &[f64]| -> Vec<f64> {
-                x.iter().enumerate().map(|(i, v)| if (i / d) % n < t { *v } else { f64::NAN }).collect()
+                x.iter()
+                    .enumerate()
+                    .map(|(i, v)| if (i / d) % n < t { *v } else { f64::NAN })
+                    .collect()
             };
             be.write("q", &row(&q)).unwrap();
             be.write("k", &row(&k)).unwrap();
@@ -150,7 +187,11 @@ fn decode_step_is_the_causal_forwards_row() {
             be.write("pos", &vec![t as f64; b]).unwrap();
             let mut g = Graph::default();
             for (i, &(w, r)) in pats.iter().enumerate() {
-                let consts = [("BN", "4".to_string()), ("D", d.to_string()), ("FIRST", (i == 0).to_string())];
+                let consts = [
+                    ("BN", "4".to_string()),
+                    ("D", d.to_string()),
+                    ("FIRST", (i == 0).to_string()),
+                ];
                 g.call(
                     format!("pattern {i}"),
                     KernelRef::new("dilated_attention", "dilated_attention_decode", &consts),

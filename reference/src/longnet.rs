@@ -103,7 +103,13 @@ pub fn affine(x: &[f64], (w, b): &Affine) -> Vec<f64> {
     let k = w.len() / out;
     x.chunks(k)
         .flat_map(|row| {
-            (0..out).map(move |o| b[o] + row.iter().zip(&w[o * k..][..k]).map(|(a, c)| a * c).sum::<f64>())
+            (0..out).map(move |o| {
+                b[o] + row
+                    .iter()
+                    .zip(&w[o * k..][..k])
+                    .map(|(a, c)| a * c)
+                    .sum::<f64>()
+            })
         })
         .collect()
 }
@@ -125,7 +131,11 @@ impl Model {
             }
             y
         };
-        let (q, k, v) = (heads(affine(h, &l.q)), heads(affine(h, &l.k)), heads(affine(h, &l.v)));
+        let (q, k, v) = (
+            heads(affine(h, &l.q)),
+            heads(affine(h, &l.k)),
+            heads(affine(h, &l.v)),
+        );
         let p = Problem::new(Dims::new(1, hh, n, hd), &s.patterns, s.offsets, true);
         let (o, _) = dilated::forward(&p, &q, &k, &v);
         let mut y = vec![0.0; n * s.dim];
@@ -143,7 +153,11 @@ impl Model {
     pub fn forward(&self, tokens: &[u32]) -> Vec<Vec<f64>> {
         let s = &self.shape;
         let (n, d) = (tokens.len(), s.dim);
-        let scale = if s.scale_embedding { (d as f64).sqrt() } else { 1.0 };
+        let scale = if s.scale_embedding {
+            (d as f64).sqrt()
+        } else {
+            1.0
+        };
         let mut x: Vec<f64> = tokens
             .iter()
             .flat_map(|&t| self.embed[t as usize * d..][..d].iter().map(|v| v * scale))
@@ -209,7 +223,11 @@ mod tests {
             (3.5, 0.999_999_256_901_627_7),
             (-1.0, -0.842_700_792_949_714_9),
         ] {
-            assert!((erf(x) - want).abs() < 1e-13, "erf({x}) = {} vs {want}", erf(x));
+            assert!(
+                (erf(x) - want).abs() < 1e-13,
+                "erf({x}) = {} vs {want}",
+                erf(x)
+            );
         }
         assert!((gelu(1.0) - 0.841_344_746_068_542_9).abs() < 1e-14);
     }

@@ -405,3 +405,39 @@ impl LongNetConfig {
         Some(c.expect("named shapes are valid"))
     }
 }
+
+/// Whether `what` names a LongNet configuration: a named shape, or a config.json (or a
+/// directory holding one) that says `"model_type": "longnet"` or has torchscale's
+/// `segment_length` (TransNormerLLM configurations have neither).
+pub fn is_longnet(what: &str) -> bool {
+    if LongNetConfig::named(what).is_some() {
+        return true;
+    }
+    let p = Path::new(what);
+    let file = if p.is_dir() {
+        p.join("config.json")
+    } else {
+        p.to_path_buf()
+    };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    v.get("model_type").and_then(Value::as_str) == Some("longnet")
+        || v.get("segment_length").is_some()
+}
+
+/// The configuration `what` names: a named shape, a config.json, or a directory holding one.
+pub fn resolve(what: &str) -> Result<LongNetConfig, ConfigError> {
+    if let Some(c) = LongNetConfig::named(what) {
+        return Ok(c);
+    }
+    let p = Path::new(what);
+    LongNetConfig::read(&if p.is_dir() {
+        p.join("config.json")
+    } else {
+        p.to_path_buf()
+    })
+}

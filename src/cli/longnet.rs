@@ -2,7 +2,7 @@
 //! looks at the configuration it is given (`longnet::config::is_longnet`) and comes here for a
 //! LongNet one, so both models share the commands and their flags.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
 use tessel_models::backend::{Backend, InterpBackend};
@@ -21,7 +21,7 @@ use super::generate::{choice, mib, text_tokenizer, GenerateArgs, Stream};
 /// `model init`: config.json and random weights under torchscale's names.
 pub fn init(
     what: &str,
-    dir: &PathBuf,
+    dir: &Path,
     seed: u64,
     std: f64,
     dtype: Stored,

@@ -44,7 +44,7 @@ enum Command {
     BenchDecode(cli::bench_decode::DecodeBenchArgs),
     /// Plot a benchmark results file as SVG.
     Plot(cli::plot::PlotArgs),
-    /// TransNormerLLM model directories (`model init --random-weights DIR`).
+    /// TransNormerLLM and LongNet model directories (`model init --random-weights DIR`).
     #[command(subcommand)]
     Model(cli::model::ModelCommand),
     /// Build every kernel variant a model directory's configuration needs into one package.

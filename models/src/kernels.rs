@@ -16,6 +16,15 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("sampling", include_str!("../../dsl-examples/sampling.tsl")),
     (
+        "layernorm",
+        include_str!("../../dsl-examples/layernorm.tsl"),
+    ),
+    ("longnet", include_str!("../../dsl-examples/longnet.tsl")),
+    (
+        "dilated_attention",
+        include_str!("../../dsl-examples/dilated_attention.tsl"),
+    ),
+    (
         "lightning_attention",
         include_str!("../../dsl-examples/lightning_attention.tsl"),
     ),

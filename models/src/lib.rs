@@ -1,4 +1,4 @@
-//! TransNormerLLM assembled from tessel kernels: configs and weights in the released layouts,
+//! TransNormerLLM and LongNet assembled from tessel kernels: configs and weights in the released layouts,
 //! the model as graphs of kernel calls over named buffers ([`graph`]), and the backends that
 //! run them ([`backend`]: the Tile IR interpreter, and the GPU through the runtime).
 //!
@@ -7,8 +7,10 @@
 
 pub mod backend;
 pub mod backend_gpu;
+pub mod checkpoint;
 pub mod graph;
 pub mod kernels;
+pub mod longnet;
 pub mod transnormer;
 
 pub use tessel_runtime as runtime;
@@ -21,6 +23,8 @@ use transnormer::weights::WeightError;
 pub enum ModelError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    LongNetConfig(#[from] longnet::config::ConfigError),
     #[error(transparent)]
     Weights(#[from] WeightError),
     #[error("kernel {kernel}: {message}")]

@@ -10,6 +10,7 @@ pub mod dilated;
 pub mod flash_gau;
 pub mod gla;
 pub mod linear;
+pub mod longnet;
 pub mod transnormer;
 
 /// Shape of a (B, H, N, D) tensor, row-major.

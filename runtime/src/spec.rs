@@ -161,6 +161,8 @@ pub mod dilated {
     pub const BWD_DELTA: &str = "dilated_attention_bwd_delta";
     pub const BWD_DKDV: &str = "dilated_attention_bwd_dkdv";
     pub const BWD_DQ: &str = "dilated_attention_bwd_dq";
+    /// One decode token against a KV cache (the LongNet model's decode step).
+    pub const DECODE: &str = "dilated_attention_decode";
 
     pub const SPEC: OperatorSpec = OperatorSpec {
         package: "dilated_attention",
@@ -170,7 +172,7 @@ pub mod dilated {
             ("CAUSAL", &["false", "true"]),
             ("FIRST", &["false", "true"]),
         ],
-        kernels: &[FWD, BWD_PREPROCESS, BWD_DELTA, BWD_DKDV, BWD_DQ],
+        kernels: &[FWD, BWD_PREPROCESS, BWD_DELTA, BWD_DKDV, BWD_DQ, DECODE],
         constants: &[],
     };
 }

@@ -18,7 +18,8 @@ use tessel_package::{KernelEntry, PackageBuilder};
 #[derive(Args)]
 pub struct CompileModelArgs {
     /// A model directory (its config.json; the weights are not read), a config.json, or a
-    /// released shape (385m, 1b, 7b, tnl2-3b, tnl3-15b).
+    /// released shape (385m, 1b, 7b, tnl2-3b, tnl3-15b); LongNet configurations (a
+    /// DecoderConfig JSON, longnet-tiny/-small/-base) are recognised by their fields.
     pub model: String,
     /// GPU architecture (see `tessel targets`).
     #[arg(long, default_value = "sm_90a")]
@@ -58,9 +59,11 @@ pub fn config(what: &str) -> Result<ModelConfig, Box<dyn std::error::Error>> {
 
 pub fn run(args: CompileModelArgs) -> super::CliResult {
     let target = Target::lookup(&args.arch)?;
-    let cfg = config(&args.model)?;
-    let model = Transnormer::new(cfg, Tiles::gpu());
-    let kernels = model.kernels();
+    let kernels = if tessel_models::longnet::config::is_longnet(&args.model) {
+        super::longnet::kernels(&args.model)?
+    } else {
+        Transnormer::new(config(&args.model)?, Tiles::gpu()).kernels()
+    };
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

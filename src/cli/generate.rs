@@ -60,7 +60,7 @@ pub struct GenerateArgs {
 
 /// The directory's tokenizer.json when the prompt is text (required then), or when the output
 /// can be shown as text.
-fn text_tokenizer(args: &GenerateArgs) -> Result<Option<tokenizers::Tokenizer>, String> {
+pub(super) fn text_tokenizer(args: &GenerateArgs) -> Result<Option<tokenizers::Tokenizer>, String> {
     let path = args.model_dir.join("tokenizer.json");
     if !path.exists() {
         return match args.prompt {
@@ -77,7 +77,7 @@ fn text_tokenizer(args: &GenerateArgs) -> Result<Option<tokenizers::Tokenizer>, 
 }
 
 /// Greedy, or on-device sampling with the flags' values.
-fn choice(args: &GenerateArgs) -> Result<Choice, String> {
+pub(super) fn choice(args: &GenerateArgs) -> Result<Choice, String> {
     let sampling = args.top_k.is_some() || args.top_p.is_some();
     let temperature = match args.temperature {
         Some(t) if !(t >= 0.0 && t.is_finite()) => {
@@ -107,11 +107,14 @@ fn choice(args: &GenerateArgs) -> Result<Choice, String> {
     })
 }
 
-fn mib(b: usize) -> f64 {
+pub(super) fn mib(b: usize) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
 pub fn run(args: GenerateArgs) -> super::CliResult {
+    if tessel_models::longnet::config::is_longnet(&args.model_dir.to_string_lossy()) {
+        return super::longnet::generate(args);
+    }
     let choice = choice(&args)?;
     let tokenizer = text_tokenizer(&args)?;
     let cfg = ModelConfig::read(&args.model_dir.join("config.json"))?;
@@ -167,28 +170,8 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         mib(plan.arena_bytes),
         mib(plan.unshared_bytes)
     );
-    let mut out = std::io::stdout().lock();
-    // With a tokenizer and one sequence, text: the decoding of everything generated so far, of
-    // which the new suffix is printed (a token's text can depend on its neighbours). Otherwise
-    // one line of ids per step.
-    let mut generated: Vec<u32> = Vec::new();
-    let mut shown = String::new();
-    let mut emit = |toks: &[u32]| {
-        match (&tokenizer, toks) {
-            (Some(tok), [t]) => {
-                generated.push(*t);
-                let text = tok.decode(&generated, true).unwrap_or_default();
-                let new = text.strip_prefix(shown.as_str()).unwrap_or(&text);
-                let _ = write!(out, "{new}");
-                shown = text;
-            }
-            _ => {
-                let ids: Vec<String> = toks.iter().map(u32::to_string).collect();
-                let _ = writeln!(out, "{}", ids.join(" "));
-            }
-        }
-        let _ = out.flush();
-    };
+    let mut stream = Stream::new(tokenizer.as_ref());
+    let mut emit = |toks: &[u32]| stream.emit(toks);
     if args.max_new_tokens > 0 {
         emit(&next);
     }
@@ -204,7 +187,7 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         emit(&next);
     }
     if tokenizer.is_some() && args.batch == 1 {
-        let _ = writeln!(out);
+        println!();
     }
     let steps = args.max_new_tokens.saturating_sub(2);
     let dt = t0.elapsed().as_secs_f64();
@@ -228,4 +211,41 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         mib(arena)
     );
     Ok(())
+}
+
+/// Prints generated tokens as they come: with a tokenizer and one sequence, text (the decoding
+/// of everything generated so far, of which the new suffix is printed: a token's text can
+/// depend on its neighbours); otherwise one line of ids per step.
+pub(super) struct Stream<'t> {
+    tokenizer: Option<&'t tokenizers::Tokenizer>,
+    generated: Vec<u32>,
+    shown: String,
+}
+
+impl<'t> Stream<'t> {
+    pub(super) fn new(tokenizer: Option<&'t tokenizers::Tokenizer>) -> Self {
+        Self {
+            tokenizer,
+            generated: Vec::new(),
+            shown: String::new(),
+        }
+    }
+
+    pub(super) fn emit(&mut self, toks: &[u32]) {
+        let mut out = std::io::stdout().lock();
+        match (self.tokenizer, toks) {
+            (Some(tok), [t]) => {
+                self.generated.push(*t);
+                let text = tok.decode(&self.generated, true).unwrap_or_default();
+                let new = text.strip_prefix(self.shown.as_str()).unwrap_or(&text);
+                let _ = write!(out, "{new}");
+                self.shown = text;
+            }
+            _ => {
+                let ids: Vec<String> = toks.iter().map(u32::to_string).collect();
+                let _ = writeln!(out, "{}", ids.join(" "));
+            }
+        }
+        let _ = out.flush();
+    }
 }

@@ -15,6 +15,7 @@ pub mod generate;
 pub mod inputs;
 pub mod inspect;
 pub mod lang;
+pub mod longnet;
 pub mod model;
 pub mod plot;
 pub mod run;

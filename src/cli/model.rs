@@ -1,4 +1,5 @@
-//! `tessel model init`: a TransNormerLLM directory in the released layout with random weights.
+//! `tessel model init`: a TransNormerLLM or LongNet directory in the released layout with random
+//! weights (the configuration picks the model: `longnet::config::is_longnet`).
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +33,8 @@ pub struct PlanArgs {
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// A config.json, or a released shape: 385m, 1b, 7b, tnl2-3b, tnl3-15b.
+    /// A config.json, or a released shape: 385m, 1b, 7b, tnl2-3b, tnl3-15b; LongNet:
+    /// longnet-tiny, longnet-small, longnet-base, or a DecoderConfig JSON.
     #[arg(long)]
     pub config: String,
     /// The directory to write.
@@ -71,6 +73,9 @@ fn config(what: &str) -> Result<ModelConfig, Box<dyn std::error::Error>> {
 }
 
 fn plan(args: PlanArgs) -> super::CliResult {
+    if tessel_models::longnet::config::is_longnet(&args.config) {
+        return super::longnet::plan(&args.config, args.batch, args.tokens, args.calls);
+    }
     use tessel_models::transnormer::{Logits, Tiles, Transnormer};
     let cfg = config(&args.config)?;
     let weights: usize = tessel_models::transnormer::weights::expected(&cfg)
@@ -117,16 +122,19 @@ fn plan(args: PlanArgs) -> super::CliResult {
 }
 
 fn init(args: InitArgs) -> super::CliResult {
+    if tessel_models::longnet::config::is_longnet(&args.config) {
+        let dtype = stored(&args.dtype)?;
+        if args.shards == 0 {
+            return Err("--shards must be at least 1".into());
+        }
+        let (dir, c) = (&args.random_weights, &args.config);
+        return super::longnet::init(c, dir, args.seed, args.std, dtype, args.shards);
+    }
     let cfg = match ModelConfig::released(&args.config) {
         Some(c) => c,
         None => ModelConfig::read(Path::new(&args.config))?,
     };
-    let dtype = match args.dtype.as_str() {
-        "bf16" => Stored::Bf16,
-        "f16" => Stored::F16,
-        "f32" => Stored::F32,
-        d => return Err(format!("--dtype {d}: expected bf16, f16 or f32").into()),
-    };
+    let dtype = stored(&args.dtype)?;
     if args.shards == 0 {
         return Err("--shards must be at least 1".into());
     }
@@ -150,4 +158,13 @@ fn init(args: InitArgs) -> super::CliResult {
         args.dtype
     );
     Ok(())
+}
+
+fn stored(dtype: &str) -> Result<Stored, String> {
+    match dtype {
+        "bf16" => Ok(Stored::Bf16),
+        "f16" => Ok(Stored::F16),
+        "f32" => Ok(Stored::F32),
+        d => Err(format!("--dtype {d}: expected bf16, f16 or f32")),
+    }
 }

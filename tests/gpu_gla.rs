@@ -256,6 +256,8 @@ fn operands_the_kernels_cannot_take_are_refused_before_launch() {
 #[test]
 fn gla_backward_matches_the_float64_gradients() {
     let Some(dev) = open() else { return };
+    let dump_dir = std::env::var_os("TESSEL_DUMP_DIR").map(std::path::PathBuf::from);
+    let mut manifest = Vec::new();
     let mut failures = Vec::new();
     println!(
         "{:<7} {:>5} {:>4} {:>4} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -264,7 +266,14 @@ fn gla_backward_matches_the_float64_gradients() {
     for arch in archs_for(&dev) {
         let pkg = package(&dev, arch);
         for (d, e) in [(64, 64), (128, 128), (64, 128)] {
-            for (n, with_dht) in [(1, true), (63, false), (150, true), (1000, true)] {
+            let lengths = [
+                (1, true),
+                (63, false),
+                (150, true),
+                (1000, true),
+                (4099, true),
+            ];
+            for (n, with_dht) in lengths {
                 let p = Problem::new(2, n, 2, d, e);
                 let x = inputs(&dev, &p, 0.5);
                 let [q, k, v, g, h0] = &x.dev;
@@ -303,12 +312,67 @@ fn gla_backward_matches_the_float64_gradients() {
                 if !errs.iter().all(|e| *e < 1e-2) {
                     failures.push(format!("{arch} N={n} D={d} E={e} dht={with_dht}: {errs:?}"));
                 }
+                if let (Some(dir), true) = (&dump_dir, arch == archs_for(&dev)[0]) {
+                    let i = manifest.len();
+                    dump_backward(dir, i, &p, &x.host, [&hdo, want_dht], &got, &want);
+                    manifest.push(format!(
+                        r#"{{"case": {i}, "b": {}, "n": {n}, "h": {}, "d": {d}, "e": {e}}}"#,
+                        p.b, p.h
+                    ));
+                }
             }
         }
+    }
+    if let (Some(dir), false) = (&dump_dir, manifest.is_empty()) {
+        let text = format!("[{}]\n", manifest.join(",\n"));
+        std::fs::write(dir.join("bwd_cases.json"), text).unwrap();
     }
     assert!(
         failures.is_empty(),
         "over tolerance:\n{}",
         failures.join("\n")
     );
+}
+
+/// One backward case for bench/fla_gla_check.py: inputs (bf16-rounded values), dO and dht,
+/// tessel's gradients and the float64 ones, as `bwd{i}_NAME.npy`.
+fn dump_backward(
+    dir: &std::path::Path,
+    i: usize,
+    p: &Problem,
+    host: &[Vec<f64>; 5],
+    [d_o, dht]: [&Vec<f64>; 2],
+    got: &[Vec<f64>; 5],
+    want: &reference::Grads,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (qk, vs, st) = (
+        [p.b, p.n, p.h, p.d],
+        [p.b, p.n, p.h, p.e],
+        [p.b, p.h, p.d, p.e],
+    );
+    let [hq, hk, hv, hg, hh] = host;
+    let [dq, dk, dv, dg, dh0] = got;
+    let files: [(&str, &[usize], &[f64]); 17] = [
+        ("q", &qk, hq),
+        ("k", &qk, hk),
+        ("v", &vs, hv),
+        ("g", &qk, hg),
+        ("h0", &st, hh),
+        ("do", &vs, d_o),
+        ("dht", &st, dht),
+        ("dq", &qk, dq),
+        ("dk", &qk, dk),
+        ("dv", &vs, dv),
+        ("dg", &qk, dg),
+        ("dh0", &st, dh0),
+        ("ref_dq", &qk, &want.dq),
+        ("ref_dk", &qk, &want.dk),
+        ("ref_dv", &vs, &want.dv),
+        ("ref_dg", &qk, &want.dg),
+        ("ref_dh0", &st, &want.dh0),
+    ];
+    for (name, shape, values) in files {
+        write_npy(&dir.join(format!("bwd{i}_{name}.npy")), shape, values);
+    }
 }

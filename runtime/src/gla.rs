@@ -7,8 +7,9 @@
 //! and v share a dtype (the package's T, bf16); g is f32. The forward writes the state before
 //! every 64-token chunk (f32, (B, H, ⌈N/64⌉, D, E)) in one pass over the chunks, then computes
 //! every chunk's output in parallel from it, and returns the final state for decoding. The
-//! backward (dq, dk, dv, dg, dh0, given dO and optionally the final state's gradient) runs the
-//! recurrence forwards and then backwards, one program per (sequence, head).
+//! backward (dq, dk, dv, dg, dh0, given dO and optionally the final state's gradient) is chunked
+//! too: the chunk states again, their gradients in one pass backwards over the chunks, then every
+//! chunk's dq, dk, dg and its dv in parallel (docs/kernels/gla.md).
 
 use tessel_package::DType;
 
@@ -164,6 +165,13 @@ pub fn gla_decode(
     Ok(o)
 }
 
+/// Launch arguments: `tensors` in order, then the scalar τ.
+fn tensors_then<'t>(tensors: &[&'t DeviceTensor], tau: f64) -> Vec<Arg<'t>> {
+    let mut args: Vec<Arg<'t>> = tensors.iter().map(|t| Arg::Tensor(t)).collect();
+    args.push(Arg::Scalar(tau));
+    args
+}
+
 /// Gradients of [`gla_forward`]'s inputs.
 #[derive(Debug)]
 pub struct GlaGrads {
@@ -183,7 +191,8 @@ fn zero_state(dev: &Device, shape: &[usize]) -> Result<DeviceTensor, RuntimeErro
 }
 
 /// The gradients given dO (like v) and `dht`, the gradient of the final state (`None`: zero).
-/// `final_state` is the forward's (its [`GlaOutput::final_state`]); `h0` and `scale` as there.
+/// `final_state` is the forward's (its [`GlaOutput::final_state`]; checked for shape, the
+/// backward recomputes it with the chunk states); `h0` and `scale` as there.
 #[allow(clippy::too_many_arguments)]
 pub fn gla_backward(
     dev: &Device,
@@ -221,8 +230,14 @@ pub fn gla_backward(
             &zero_dht
         }
     };
-    let dq_kernel = entry(pkg, spec::BWD_DQ, &dims)?;
-    let dkv_kernel = entry(pkg, spec::BWD_DKV, &dims)?;
+    let kernels = [
+        spec::FWD_STATE,
+        spec::BWD_DSTATE,
+        spec::BWD_DQK,
+        spec::BWD_DV,
+    ];
+    let [state_k, dstate_k, dqk_k, dv_k] = kernels.map(|name| entry(pkg, name, &dims));
+    let (state_k, dstate_k, dqk_k, dv_k) = (state_k?, dstate_k?, dqk_k?, dv_k?);
     let grads = GlaGrads {
         dq: DeviceTensor::empty(dev, dims.dtype, &q.shape)?,
         dk: DeviceTensor::empty(dev, dims.dtype, &k.shape)?,
@@ -230,13 +245,21 @@ pub fn gla_backward(
         dg: DeviceTensor::empty(dev, DType::F32, &g.shape)?,
         dh0: DeviceTensor::empty(dev, DType::F32, &st)?,
     };
-    let qdq = DeviceTensor::empty(dev, DType::F32, &q.shape)?;
-    let tau = Arg::Scalar(scale_for(scale, dims.d));
-    let args = [q, k, v, g, h0, d_o, &grads.dq, &qdq].map(Arg::Tensor);
-    pkg.launch(dev, dq_kernel, &[&args[..], &[tau]].concat())?;
-    let tensors = [q, k, v, g, final_state, d_o, dht, &qdq];
-    let outs = [&grads.dk, &grads.dv, &grads.dg, &grads.dh0];
-    let args: Vec<Arg> = tensors.into_iter().chain(outs).map(Arg::Tensor).collect();
-    pkg.launch(dev, dkv_kernel, &[&args[..], &[tau]].concat())?;
+    // The chunk states again (and S_N with them, consistent with them), their gradients from
+    // the end, then every chunk on its own.
+    let chunks = [b, h, q.shape[1].div_ceil(spec::CHUNK), dims.d, dims.e];
+    let hs = DeviceTensor::empty(dev, DType::F32, &chunks)?;
+    let ht = DeviceTensor::empty(dev, DType::F32, &st)?;
+    let dhs = DeviceTensor::empty(dev, DType::F32, &chunks)?;
+    pkg.launch_tensors(dev, state_k, &[k, v, g, h0, &hs, &ht])?;
+    let tau = scale_for(scale, dims.d);
+    let dstate_tensors = [q, g, d_o, dht, &dhs, &grads.dh0];
+    pkg.launch(dev, dstate_k, &tensors_then(&dstate_tensors, tau))?;
+    let dqk_tensors = [
+        q, k, v, g, &hs, &ht, d_o, &dhs, &grads.dq, &grads.dk, &grads.dg,
+    ];
+    pkg.launch(dev, dqk_k, &tensors_then(&dqk_tensors, tau))?;
+    let dv_tensors = [q, k, g, d_o, &dhs, &grads.dv];
+    pkg.launch(dev, dv_k, &tensors_then(&dv_tensors, tau))?;
     Ok(grads)
 }

@@ -100,6 +100,11 @@ pub mod gla {
     pub const FWD_STATE: &str = "gla_fwd_state";
     pub const FWD_O: &str = "gla_fwd_o";
     pub const DECODE: &str = "gla_decode";
+    pub const BWD_DSTATE: &str = "gla_bwd_dstate";
+    pub const BWD_DQK: &str = "gla_bwd_dqk";
+    pub const BWD_DV: &str = "gla_bwd_dv";
+    /// The recurrent backward (one program per (sequence, head)): a reference kernel, not what
+    /// the operator launches.
     pub const BWD_DQ: &str = "gla_bwd_dq";
     pub const BWD_DKV: &str = "gla_bwd_dkv";
 
@@ -110,7 +115,9 @@ pub mod gla {
         package: "gla",
         source: "dsl-examples/gla.tsl",
         variants: &[("D", &["64", "128"]), ("E", &["64", "128"])],
-        kernels: &[FWD_STATE, FWD_O, DECODE, BWD_DQ, BWD_DKV],
+        kernels: &[
+            FWD_STATE, FWD_O, DECODE, BWD_DSTATE, BWD_DQK, BWD_DV, BWD_DQ, BWD_DKV,
+        ],
         constants: &[("BT", CHUNK as i64)],
     };
 }

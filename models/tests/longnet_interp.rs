@@ -89,6 +89,7 @@ fn prefill_then_decode_follows_the_float64_model() {
         s.prefill(std::slice::from_ref(&p), Logits::Last).unwrap();
         let mut seq = p.clone();
         let mut got = vec![s.next_tokens().unwrap()[0]];
+        let mut refs = vec![f.reference.forward(&seq).last().unwrap().clone()];
         // Teacher-forced: each step consumes the float64 model's token, so one near-tie
         // cannot derail the rest; the logits of each step are checked against the full
         // forward's last row.
@@ -104,8 +105,26 @@ fn prefill_then_decode_follows_the_float64_model() {
                 "{name} decode step at position {}: {e}",
                 seq.len() - 1
             );
+            refs.push(want.last().unwrap().clone());
         }
-        assert_eq!(got, want_tokens, "{name}: greedy tokens");
+        // Each choice is the float64 model's, or within rounding of it (a near-tie of two
+        // logits that bf16 cannot order); nearly all are exact.
+        let mut exact = 0;
+        for (i, (&t, r)) in got.iter().zip(&refs).enumerate() {
+            let best = (0..v).max_by(|a, b| r[*a].total_cmp(&r[*b])).unwrap();
+            let scale = r.iter().fold(0f64, |m, x| m.max(x.abs()));
+            let gap = r[best] - r[t as usize];
+            assert!(
+                gap <= TOL * scale,
+                "{name} token {i}: chose {t}, float64 {best} (gap {gap})"
+            );
+            exact += usize::from(t as usize == best);
+        }
+        assert_eq!(refs.len(), want_tokens.len());
+        assert!(
+            exact + 2 >= steps,
+            "{name}: only {exact} of {steps} greedy tokens exact: {got:?}"
+        );
     }
 }
 

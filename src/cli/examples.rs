@@ -33,12 +33,20 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/gla.tsl"),
     ),
     (
+        "dsl-examples/layernorm.tsl",
+        include_str!("../../dsl-examples/layernorm.tsl"),
+    ),
+    (
         "dsl-examples/lightning_attention.tsl",
         include_str!("../../dsl-examples/lightning_attention.tsl"),
     ),
     (
         "dsl-examples/linear.tsl",
         include_str!("../../dsl-examples/linear.tsl"),
+    ),
+    (
+        "dsl-examples/longnet.tsl",
+        include_str!("../../dsl-examples/longnet.tsl"),
     ),
     (
         "dsl-examples/matmul.tsl",

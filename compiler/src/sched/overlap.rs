@@ -35,8 +35,8 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
         let p = &s.pipelines[&lp];
         let slot: usize = p.loads.iter().map(|v| s.staged[v].tile.bytes()).sum();
         let align = cx.strategy.shared_align();
-        let fits = shared_upper_bound(s, align) + depth * slot
-            <= cx.target.max_shared_bytes as usize;
+        let fits =
+            shared_upper_bound(s, align) + depth * slot <= cx.target.max_shared_bytes as usize;
         let p = s.pipelines.get_mut(&lp).expect("listed above");
         if fits {
             p.stages += depth;
@@ -58,15 +58,15 @@ fn overlapping(facts: &Facts, s: &Schedule, lp: ValueId) -> Option<Vec<ValueId>>
     let loads = &s.pipelines[&lp].loads;
     let mut dots = Vec::new();
     for (&r, plan) in &s.dots {
-        let reads_ring = [&plan.a, &plan.b].iter().any(|o| {
-            matches!(o, Operand::Smem { value, staged: true, .. } if loads.contains(value))
-        });
+        let reads_ring = [&plan.a, &plan.b].iter().any(
+            |o| matches!(o, Operand::Smem { value, staged: true, .. } if loads.contains(value)),
+        );
         if !reads_ring {
             continue;
         }
-        let own = [&plan.a, &plan.b].iter().all(|o| {
-            matches!(o, Operand::Smem { value, staged: true, .. } if loads.contains(value))
-        });
+        let own = [&plan.a, &plan.b].iter().all(
+            |o| matches!(o, Operand::Smem { value, staged: true, .. } if loads.contains(value)),
+        );
         let ok = matches!(plan.unit, DotUnit::Wgmma(_))
             && own
             && facts.loop_of(r) == Some(lp)
@@ -109,7 +109,10 @@ pub(super) fn only_carried(facts: &Facts, s: &Schedule, lp: ValueId, r: ValueId)
     };
     let k = facts.kernel;
     ys.get(arg) == Some(&r)
-        && read_by(*c, &|op| matches!(op, Op::Dot { acc: Some(a), .. } if a == c))
+        && read_by(
+            *c,
+            &|op| matches!(op, Op::Dot { acc: Some(a), .. } if a == c),
+        )
         && read_by(r, &|op| matches!(op, Op::Yield(_)))
         && k.ty(*c).dtype == DType::F32
         && k.ty(r).dtype == DType::F32

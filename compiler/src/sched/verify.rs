@@ -18,16 +18,16 @@
 //!   the async proxy; its output is in the m64nNk16 accumulator layout over the whole block
 //!   ([`crate::sched::Dist::wgmma`]) in a `num_warps × 1` frame of whole warpgroups, 64 rows each; its plan's
 //!   descriptors are those of its tiles (`verify/hopper.rs`).
-//! - **Ring**: a pipeline refills a slot only when no dot may still read it: its copies run
-//!   1 ≤ `ahead` ≤ `stages` − 1 − d iterations ahead, d the most wgmma batches left in flight
-//!   by a dot reading its slots; a dot left in flight sits directly in its pipeline's loop,
-//!   reads only that ring, and its accumulator is only carried to the next iteration's dot
-//!   (nothing reads the registers a batch may still write).
 //! - **Staging**: a staged value is a 2-D load whose tile has its shape and dtype; a `cp.async`
 //!   copy moves a 16-bit tile with rows of a multiple of 8 elements, from a load whose last axis
 //!   is a unit-step range (a chunk is 8 adjacent elements; rows may be any step apart).
 //! - **Pipelines**: a pipeline belongs to a loop (named by its induction variable), has 2 stages
 //!   or more, and prefetches exactly the staged `cp.async` loads in that loop's body that name it.
+//! - **Ring**: a pipeline refills a slot only when no dot may still read it: its copies run
+//!   1 ≤ `ahead` ≤ `stages` − 1 − d iterations ahead, d the most wgmma batches left in flight
+//!   by a dot reading its slots; a dot left in flight sits directly in its pipeline's loop,
+//!   reads only that ring, and its accumulator is only carried to the next iteration's dot
+//!   (nothing reads the registers a batch may still write).
 //! - **Buffers**: every staged value has one buffer, holding its tile once per pipeline slot,
 //!   16-byte aligned; buffers live at once do not overlap; all of them end before the scratch
 //!   region, which starts 16-byte aligned and ends at `shared_bytes`, within the target's limit.
@@ -57,9 +57,9 @@ pub enum Invariant {
     SharedOnly,
     Dots,
     Wgmma,
-    Ring,
     Staging,
     Pipelines,
+    Ring,
     Buffers,
     Scratch,
     Reductions,
@@ -129,8 +129,8 @@ pub fn check(facts: &Facts, s: &Schedule) -> Res {
     block(s)?;
     layouts(facts, s)?;
     dots(facts, s)?;
-    ring(facts, s)?;
     staging(facts, s)?;
+    ring(facts, s)?;
     buffers(s)?;
     scratch(facts, s)?;
     reductions(facts, s)?;

@@ -119,9 +119,9 @@ pub(super) fn ring(facts: &Facts, s: &Schedule) -> Res {
             .dots
             .values()
             .filter(|d| {
-                [&d.a, &d.b].iter().any(|o| {
-                    matches!(o, Operand::Smem { value, .. } if p.loads.contains(value))
-                })
+                [&d.a, &d.b]
+                    .iter()
+                    .any(|o| matches!(o, Operand::Smem { value, .. } if p.loads.contains(value)))
             })
             .map(|d| match d.unit {
                 DotUnit::Wgmma(w) => w.wait,
@@ -148,7 +148,7 @@ pub(super) fn ring(facts: &Facts, s: &Schedule) -> Res {
 mod tests {
     use super::super::check;
     use super::*;
-    use crate::sched::{schedule, Layout, SmemTile, Strategy};
+    use crate::sched::{schedule, schedule_with, Layout, SmemTile, Strategy};
     use crate::sema::{compile_source, Overrides};
     use crate::tir::Kernel;
     use crate::Target;
@@ -233,8 +233,16 @@ mod tests {
         refused(&|s| wgmma_plan(s).wait = 2);
         // No copies ahead at all: the iteration waits on a slot nobody filled.
         refused(&|s| s.pipelines.values_mut().for_each(|p| p.ahead = 0));
-        // A batch in flight whose slots no pipeline of its loop holds.
-        refused(&|s| s.pipelines.values_mut().for_each(|p| p.loads.clear()));
+        // @stages(4) at 128x256: a fifth 48 KB slot would pass the 227 KB, so the ring keeps 4
+        // slots and the copies come one iteration closer (2 ahead), the batch still in flight.
+        let four = crate::sched::SchedOptions {
+            stages: Some(4),
+            ..Default::default()
+        };
+        let s = schedule_with(&k, Target::lookup("sm_90a").unwrap(), &four).unwrap();
+        let p = s.pipelines.values().next().unwrap();
+        assert_eq!((p.stages, p.ahead), (4, 2));
+        assert!(matches!(s.dots.values().next().unwrap().unit, DotUnit::Wgmma(w) if w.wait == 1));
         // A dot whose result is read in the loop (here scaled before it is carried) may not be
         // left in flight: the overlap pass waits it to 0, and a plan that does not is refused.
         let scaled = MATMUL.replace("acc = dot(x, y, acc);", "acc = dot(x, y, acc) * 0.5;");

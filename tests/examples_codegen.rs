@@ -121,9 +121,21 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
                     assert!(count(ptx, "cp.async.wait_group") > 0, "{what}: no wait");
                 }
                 for p in s.pipelines.values() {
-                    let want = format!("cp.async.wait_group {};", p.stages - 2);
+                    // Each iteration waits for its own copies: `ahead` groups were committed
+                    // before it, the last `ahead - 1` of them may still be in flight.
+                    let want = format!("cp.async.wait_group {};", p.ahead - 1);
                     assert!(ptx.contains(&want), "{what}: pipeline without `{want}`");
                 }
+                // A dot the schedule leaves in flight keeps a batch running; the others wait to 0.
+                let in_flight = s
+                    .dots
+                    .values()
+                    .any(|d| matches!(d.unit, DotUnit::Wgmma(w) if w.wait > 0));
+                assert_eq!(
+                    in_flight,
+                    ptx.contains("wgmma.wait_group.sync.aligned 1;"),
+                    "{what}: wgmma batches in flight disagree with the schedule"
+                );
                 let shuffles = s.reduces.values().any(|r| !r.shuffles.is_empty());
                 assert_eq!(
                     shuffles,

@@ -1,19 +1,24 @@
 //! Loops: `scf.for` carrying every register of every loop-carried tile, and software pipelining.
 //!
-//! A loop the schedule pipelines `stages` deep keeps its staged tiles in `stages` slots each. The
-//! prologue issues the first `stages - 1` iterations' copies, one `cp.async` group per
-//! iteration; each iteration waits for its own group, passes one barrier (so the slot the previous
-//! iteration read is free), issues the copy `stages - 1` iterations ahead into that slot, and
-//! computes (when wgmma reads the slots, each thread fences its copies into the async proxy
-//! between the wait and the barrier). Only the scalar ops the copies' start indices depend on are lowered ahead, with the
-//! induction variable bound to the later iteration.
+//! A loop the schedule pipelines keeps its staged tiles in a ring of `stages` slots each, its
+//! copies `ahead` iterations ahead (`stages - 1`, or fewer when wgmma batches left in flight
+//! still read the slots before this iteration's). The prologue issues the first `ahead`
+//! iterations' copies, one `cp.async` group per iteration; each iteration waits for its own group,
+//! passes one barrier (so the slot `stages - ahead` iterations back is free: every thread has
+//! retired the batches that read it), issues the copy `ahead` iterations ahead into that slot,
+//! and computes (when wgmma reads the slots, each thread fences its copies into the async proxy
+//! between the wait and the barrier). Only the scalar ops the copies' start indices depend on are
+//! lowered ahead, with the induction variable bound to the later iteration. After a loop whose
+//! dots leave batches in flight, every thread waits them to 0, passing the accumulators through
+//! the wait so that nothing reads them earlier.
 
 use std::collections::HashSet;
 
 use super::emit::{Arith, ICmp, Value};
 use super::entry::Lower;
+use super::ptx_templates as ptx;
 use super::{err, R};
-use crate::sched::Pipeline;
+use crate::sched::{DotUnit, Pipeline};
 use crate::tir::{Block, Inst, Op, ValueId};
 
 impl Lower<'_> {
@@ -53,6 +58,13 @@ impl Lower<'_> {
             counts.push(v.len());
             init_vals.extend(v);
         }
+        // A loop whose dots leave batches in flight runs under `lo < hi`, its wait to 0 inside:
+        // ptxas keeps a wgmma pipeline only when no path reaches the wait from outside the loop
+        // (the zero-trip path's initial accumulators, merged before it, serialise every wgmma).
+        let in_flight = self.leaves_in_flight(body);
+        if in_flight {
+            self.e.open_region();
+        }
         let vars = self.e.loop_vars(&init_vals);
         self.e.open_region();
         let iv = vars.iv.clone();
@@ -70,12 +82,51 @@ impl Lower<'_> {
             }
         }
         let region = self.e.close_region(&ys);
-        let results = self.e.scf_for(vars, bounds, &init_vals, region)?;
+        let mut results = self.e.scf_for(vars, bounds, &init_vals, region)?;
+        if in_flight {
+            self.retire_in_flight(body, &counts, &mut results)?;
+            let ran = self.e.close_region(&results);
+            self.e.open_region();
+            let skipped = self.e.close_region(&init_vals);
+            let any = self.e.cmpi(ICmp::Slt, &lo, &hi);
+            results = self.e.scf_if(&any, ran, Some(skipped))?;
+        }
         if pipe.is_some() {
             self.wait(0)?;
             self.barrier()?;
         }
         self.bind(&inst.results, &counts, &results);
+        Ok(())
+    }
+
+    /// Whether a dot of `body` leaves wgmma batches in flight at the end of an iteration.
+    fn leaves_in_flight(&self, body: &Block) -> bool {
+        body.insts.iter().any(|i| {
+            i.results.first().is_some_and(|r| {
+                matches!(self.s.dots.get(r).map(|d| d.unit), Some(DotUnit::Wgmma(w)) if w.wait > 0)
+            })
+        })
+    }
+
+    /// Waits to 0 for the wgmma batches the dots of `body` left in flight, the loop's results
+    /// they accumulate into (registers `counts[i]` at a time, as carried) passed through the wait.
+    fn retire_in_flight(&mut self, body: &Block, counts: &[usize], results: &mut [Value]) -> R<()> {
+        let Some(Op::Yield(ys)) = body.insts.last().map(|i| &i.op) else {
+            return Ok(());
+        };
+        let mut at = 0;
+        for (y, n) in ys.iter().zip(counts) {
+            let in_flight = matches!(
+                self.s.dots.get(y).map(|d| d.unit),
+                Some(DotUnit::Wgmma(w)) if w.wait > 0
+            );
+            if in_flight {
+                let regs: Vec<&Value> = results[at..at + n].iter().collect();
+                let out = self.e.inline_asm(&ptx::wgmma_wait_for(0, *n), &regs)?;
+                results[at..at + n].clone_from_slice(&out);
+            }
+            at += n;
+        }
         Ok(())
     }
 
@@ -88,10 +139,10 @@ impl Lower<'_> {
         }
     }
 
-    /// The first `stages - 1` iterations' copies, before the loop, into slots 0, 1, ….
+    /// The first `ahead` iterations' copies, before the loop, into slots 0, 1, ….
     fn prologue(&mut self, p: &Pipeline, body: &Block, [lo, hi, step]: [&Value; 3]) -> R<()> {
         self.barrier()?;
-        for s in 0..p.stages - 1 {
+        for s in 0..p.ahead {
             let sv = self.e.i32(s as i64);
             let off = self.e.muli(&sv, step);
             let ivs = self.e.addi(lo, &off);
@@ -114,7 +165,7 @@ impl Lower<'_> {
     }
 
     /// At the top of an iteration: waits for its slot, then refills the slot the previous
-    /// iteration read with the copy `stages - 1` iterations ahead, and points the staged loads
+    /// iteration read with the copy `ahead` iterations ahead, and points the staged loads
     /// at this iteration's slot.
     fn prefetch(
         &mut self,
@@ -123,7 +174,8 @@ impl Lower<'_> {
         iv: &Value,
         [lo, hi, step]: [&Value; 3],
     ) -> R<()> {
-        self.wait(p.stages - 2)?;
+        // Groups committed: `ahead` in the prologue, one per iteration before this one.
+        self.wait(p.ahead - 1)?;
         if p.loads.iter().any(|l| self.s.staged[l].async_reads) {
             self.fence_proxy_async()?;
         }
@@ -132,9 +184,9 @@ impl Lower<'_> {
         let j = self.e.arith(Arith::DivSI, &d, step);
         let sv = self.e.i32(p.stages as i64);
         let rd = self.e.arith(Arith::RemSI, &j, &sv);
-        let wr = self.e.add_const(&rd, p.stages as i64 - 1);
+        let wr = self.e.add_const(&rd, p.ahead as i64);
         let wr = self.e.arith(Arith::RemSI, &wr, &sv);
-        let ahead = self.e.i32(p.stages as i64 - 1);
+        let ahead = self.e.i32(p.ahead as i64);
         let off = self.e.muli(&ahead, step);
         let ivn = self.e.addi(iv, &off);
         let inside = self.e.cmpi(ICmp::Slt, &ivn, hi);

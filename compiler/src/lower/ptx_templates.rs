@@ -115,6 +115,22 @@ pub(super) fn wgmma_wait(pending: usize) -> Template {
     effect(format!("wgmma.wait_group.sync.aligned {pending};"), "", 0)
 }
 
+/// `wgmma_wait` with a batch's accumulators passed through it (tied in and out, no PTX of
+/// their own): whatever reads the accumulators reads this instruction's results, so LLVM cannot
+/// move the read above the wait (the registers are still being written until it returns).
+pub(super) fn wgmma_wait_for(pending: usize, regs: usize) -> Template {
+    let mut constraints: Vec<String> = vec!["=f".into(); regs];
+    constraints.extend((0..regs).map(|i| i.to_string()));
+    Template {
+        asm: format!("wgmma.wait_group.sync.aligned {pending};"),
+        constraints: constraints.join(","),
+        operands: regs,
+        results: regs,
+        result: Ty::F32,
+        side_effects: true,
+    }
+}
+
 /// D += A·B on one warpgroup's m64nNk16 tile, f32 accumulators (N/2 per thread, tied in and
 /// out), A and B by descriptor; `trans_b` when B is stored N-major. Operands: the A and B
 /// descriptors, then the accumulators; results: the accumulators. Its reads of shared memory

@@ -38,14 +38,13 @@ pub struct Buffer {
 /// Places the staged buffers (one slot per pipeline stage), then the scratch region after them,
 /// and refuses a schedule that needs more shared memory than the target has.
 pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
-    let stages = cx.hints.stages(&cx.target);
     let uses: Vec<BufferUse> = staged_loads(cx, s)
         .iter()
         .map(|v| {
             let st = &s.staged[v];
             BufferUse {
                 value: *v,
-                bytes: st.tile.bytes() * st.pipelined.map_or(1, |_| stages),
+                bytes: st.tile.bytes() * st.pipelined.map_or(1, |lp| s.pipelines[&lp].stages),
                 align: cx.strategy.shared_align(),
                 whole_loop: st.pipelined,
             }

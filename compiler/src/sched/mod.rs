@@ -17,6 +17,7 @@ mod features;
 pub mod hints;
 pub mod layout;
 mod layouts;
+mod overlap;
 mod pipeline;
 mod print;
 mod reduces;
@@ -91,6 +92,7 @@ pub fn schedule_with(
     staging::run(&cx, &mut s); // staged
     pipeline::run(&cx, &mut s); // pipelines, staged[_].pipelined
     scratch::run(&cx, &mut s); // conversions, scratch_bytes
+    overlap::run(&cx, &mut s); // dots[_] wgmma wait, pipelines[_].stages and ahead
     alloc::run(&cx, &mut s)?; // buffers, staged[_].buffer, scratch_offset, shared_bytes
     features::run(&cx, &mut s); // features
     verify::check(&cx.facts, &s).map_err(|e| e.into_error(kernel))?;

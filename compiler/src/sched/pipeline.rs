@@ -1,6 +1,7 @@
 //! Software pipelining: which loops prefetch their staged loads `stages - 1` iterations ahead.
 //!
-//! Writes `pipelines` and each prefetched load's `staged[_].pipelined`.
+//! Writes `pipelines` and each prefetched load's `staged[_].pipelined`. (The overlap pass may
+//! later add a slot to a ring that asynchronous dots read: [`super::overlap`].)
 //!
 //! A staged load is prefetched by the loop around it when it is copied asynchronously, `@stages`
 //! is above 1, and its start indices can be computed for a later iteration (they depend on the
@@ -27,6 +28,7 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
                 .entry(lp)
                 .or_insert_with(|| Pipeline {
                     stages,
+                    ahead: stages - 1,
                     loads: Vec::new(),
                 })
                 .loads

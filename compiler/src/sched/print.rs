@@ -42,12 +42,12 @@ impl fmt::Display for Schedule {
         for l in sorted(self.pipelines.keys()) {
             let p = &self.pipelines[&l];
             let loads: Vec<String> = p.loads.iter().map(|v| v.to_string()).collect();
-            writeln!(
-                f,
-                "  pipeline loop {l}: {} stages over {}",
-                p.stages,
-                loads.join(", ")
-            )?;
+            write!(f, "  pipeline loop {l}: {} stages", p.stages)?;
+            if p.ahead + 1 != p.stages {
+                // Some slots are still read by dots in flight when the copies are issued.
+                write!(f, ", copies {} ahead", p.ahead)?;
+            }
+            writeln!(f, " over {}", loads.join(", "))?;
         }
         for v in sorted(self.dots.keys()) {
             dot(f, v, &self.dots[&v])?;

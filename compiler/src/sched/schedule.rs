@@ -136,10 +136,16 @@ pub struct DotPlan {
     pub b: Operand,
 }
 
-/// A loop whose staged loads are prefetched `stages - 1` iterations ahead.
+/// A loop whose staged loads are prefetched `ahead` iterations ahead into a ring of `stages`
+/// slots per load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
+    /// Slots in the ring of each of its loads.
     pub stages: usize,
+    /// Iterations the copies run ahead of the compute (`stages - 1` when the dots reading the
+    /// slots finish within their iteration; fewer slots stay free when some are still being
+    /// read by batches in flight).
+    pub ahead: usize,
     /// The staged loads it prefetches.
     pub loads: Vec<ValueId>,
 }

@@ -147,6 +147,16 @@ impl Strategy {
         }
     }
 
+    /// Dot batches the strategy keeps in flight while the next iteration's copies are issued:
+    /// wgmma is asynchronous, so one batch may still read its slots when the next one is issued
+    /// (`wgmma.wait_group 1`); mma.sync and FMAs finish before the next instruction.
+    pub fn dots_in_flight(self) -> usize {
+        match self {
+            Strategy::Hopper => 1,
+            Strategy::Ampere | Strategy::Simt => 0,
+        }
+    }
+
     /// Whether staged tiles are read by the async proxy (wgmma), so that the threads that wrote
     /// them through the generic proxy (cp.async, st.shared) fence before the barrier.
     pub fn async_proxy_reads(self) -> bool {

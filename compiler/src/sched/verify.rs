@@ -16,14 +16,18 @@
 //!   whose rows are a swizzle mode's width, whose buffers start on 1024-byte atoms (and slots on
 //!   their own atoms) and whose writers fence
 //!   the async proxy; its output is in the m64nNk16 accumulator layout over the whole block
-//!   ([`Dist::wgmma`]) in a `num_warps × 1` frame of whole warpgroups, 64 rows each; its plan's
-//!   descriptors are those of its tiles; and every batch is committed and waited to 0 before
-//!   the accumulators are read.
+//!   ([`crate::sched::Dist::wgmma`]) in a `num_warps × 1` frame of whole warpgroups, 64 rows each; its plan's
+//!   descriptors are those of its tiles (`verify/hopper.rs`).
 //! - **Staging**: a staged value is a 2-D load whose tile has its shape and dtype; a `cp.async`
 //!   copy moves a 16-bit tile with rows of a multiple of 8 elements, from a load whose last axis
 //!   is a unit-step range (a chunk is 8 adjacent elements; rows may be any step apart).
 //! - **Pipelines**: a pipeline belongs to a loop (named by its induction variable), has 2 stages
 //!   or more, and prefetches exactly the staged `cp.async` loads in that loop's body that name it.
+//! - **Ring**: a pipeline refills a slot only when no dot may still read it: its copies run
+//!   1 ≤ `ahead` ≤ `stages` − 1 − d iterations ahead, d the most wgmma batches left in flight
+//!   by a dot reading its slots; a dot left in flight sits directly in its pipeline's loop,
+//!   reads only that ring, and its accumulator is only carried to the next iteration's dot
+//!   (nothing reads the registers a batch may still write).
 //! - **Buffers**: every staged value has one buffer, holding its tile once per pipeline slot,
 //!   16-byte aligned; buffers live at once do not overlap; all of them end before the scratch
 //!   region, which starts 16-byte aligned and ends at `shared_bytes`, within the target's limit.
@@ -38,11 +42,12 @@
 
 use std::fmt;
 
-use super::layout::Dist;
-use super::wgmma::{panel, Swizzle, WgmmaPlan, ATOM_BYTES};
-use super::{Copy, DotPlan, DotUnit, Frame, Layout, Operand, SchedError, Schedule};
+mod hopper;
+use hopper::{ring, wgmma};
+
+use super::{Copy, DotUnit, Frame, Layout, Operand, SchedError, Schedule};
 use crate::tir::facts::Facts;
-use crate::tir::{DType, Kernel, Op, ValueId};
+use crate::tir::{DType, Kernel, Op};
 use crate::Feature;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,7 @@ pub enum Invariant {
     Wgmma,
     Staging,
     Pipelines,
+    Ring,
     Buffers,
     Scratch,
     Reductions,
@@ -70,6 +76,7 @@ impl fmt::Display for Invariant {
             Invariant::SharedOnly => "shared-only values",
             Invariant::Dots => "dots",
             Invariant::Wgmma => "wgmma",
+            Invariant::Ring => "ring",
             Invariant::Staging => "staging",
             Invariant::Pipelines => "pipelines",
             Invariant::Buffers => "buffers",
@@ -123,6 +130,7 @@ pub fn check(facts: &Facts, s: &Schedule) -> Res {
     layouts(facts, s)?;
     dots(facts, s)?;
     staging(facts, s)?;
+    ring(facts, s)?;
     buffers(s)?;
     scratch(facts, s)?;
     reductions(facts, s)?;
@@ -266,75 +274,6 @@ fn dots(facts: &Facts, s: &Schedule) -> Res {
         "kernel",
         format!("{count} dots, {} plans", s.dots.len()),
     )
-}
-
-fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> Res {
-    let warps = s.num_warps as usize;
-    let ok = warps.is_multiple_of(4)
-        && s.frame == (Frame::Mma { wm: warps, wn: 1 })
-        && plan.m == 64 * w.groups
-        && plan.m == 16 * warps
-        && w.n == plan.n
-        && w.k_steps * 16 == plan.k;
-    ensure(
-        ok,
-        Invariant::Wgmma,
-        r,
-        format!(
-            "{w:?} cannot carry {}x{}x{} on {warps} warps",
-            plan.m, plan.n, plan.k
-        ),
-    )?;
-    let ok = *w == WgmmaPlan::new(plan.m, plan.n, plan.k);
-    ensure(
-        ok,
-        Invariant::Wgmma,
-        r,
-        "descriptors not those of its tiles",
-    )?;
-    ensure(
-        w.wait == 0,
-        Invariant::Wgmma,
-        r,
-        format!("accumulators read with {} batches in flight", w.wait),
-    )?;
-    let acc = Dist::wgmma(plan.n, warps);
-    let ok = s.dist(r).is_some_and(|d| d.same_placement(&acc));
-    ensure(
-        ok,
-        Invariant::Wgmma,
-        r,
-        "output not in the wgmma accumulator layout",
-    )?;
-    for o in [&plan.a, &plan.b] {
-        let ok = match o {
-            Operand::Smem {
-                value,
-                trans: false,
-                staged: true,
-            } => s.staged.get(value).is_some_and(|st| {
-                let atom = 8 * st.tile.panel * st.tile.dtype.size();
-                let slot_aligned = st.tile.bytes().is_multiple_of(atom);
-                st.tile.panel == panel(st.tile.cols)
-                    && Swizzle::of_row(st.tile.panel * 2) != Swizzle::None
-                    && st.tile.swizzle
-                    && st.tile.dtype.size() == 2
-                    && st.async_reads
-                    && slot_aligned
-                    && s.buffers
-                        .get(st.buffer)
-                        .is_some_and(|b| b.offset.is_multiple_of(ATOM_BYTES))
-            }),
-            _ => false,
-        };
-        ensure(
-            ok,
-            Invariant::Wgmma,
-            r,
-            format!("operand {o:?} is not a fenced swizzled panel tile on an atom"),
-        )?;
-    }
-    Ok(())
 }
 
 fn staging(facts: &Facts, s: &Schedule) -> Res {

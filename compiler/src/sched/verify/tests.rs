@@ -1,7 +1,7 @@
 //! Each invariant of the schedule verifier, broken on a real schedule and refused.
 
 use super::*;
-use crate::sched::{schedule, Layout, SmemTile};
+use crate::sched::{schedule, Layout};
 use crate::sema::{compile_source, Overrides};
 use crate::tir::ValueId;
 use crate::Target;
@@ -75,58 +75,6 @@ fn dots() {
             trans: false,
             staged: true,
         };
-    });
-}
-
-/// `break_it` applied to matmul's Hopper schedule on sm_90a is refused for the wgmma rule.
-fn refused_on_hopper(break_it: impl Fn(&mut Schedule)) {
-    let k = kernel(MATMUL);
-    let facts = Facts::of(&k);
-    let mut s = schedule(&k, Target::lookup("sm_90a").unwrap()).unwrap();
-    assert_eq!(s.strategy, crate::sched::Strategy::Hopper);
-    assert_eq!(check(&facts, &s), Ok(()));
-    break_it(&mut s);
-    let e = check(&facts, &s).expect_err("the broken schedule passes");
-    assert_eq!(e.invariant, Invariant::Wgmma, "{e:?}");
-}
-
-fn wgmma_plan(s: &mut Schedule) -> &mut WgmmaPlan {
-    match &mut s.dots.values_mut().next().unwrap().unit {
-        DotUnit::Wgmma(w) => w,
-        u => panic!("{u:?}"),
-    }
-}
-
-#[test]
-fn wgmma() {
-    // Accumulators read with a batch still in flight.
-    refused_on_hopper(|s| wgmma_plan(s).wait = 1);
-    // A descriptor that is not its tile's.
-    refused_on_hopper(|s| wgmma_plan(s).b.lbo = 4096);
-    // Not whole warpgroups, or not 64 rows each.
-    refused_on_hopper(|s| wgmma_plan(s).groups = 1);
-    // An operand tile not in swizzled panels, or not fenced for the async proxy.
-    // (B, 64x256: unpanelled, its rows are 512 bytes; A's 64 columns are one panel anyway.)
-    refused_on_hopper(|s| {
-        let v = *s.staged.keys().max().unwrap();
-        let t = &mut s.staged.get_mut(&v).unwrap().tile;
-        *t = SmemTile::new(t.rows, t.cols, t.dtype);
-    });
-    refused_on_hopper(|s| {
-        let v = first_staged(s);
-        s.staged.get_mut(&v).unwrap().async_reads = false;
-    });
-    // A buffer off a 1024-byte swizzle atom.
-    refused_on_hopper(|s| {
-        let v = first_staged(s);
-        let b = s.staged[&v].buffer;
-        s.buffers[b].offset += 512;
-    });
-    // An output layout that is not the accumulator's.
-    refused_on_hopper(|s| {
-        let r = *s.dots.keys().next().unwrap();
-        let d = Dist::mma(128, 256, 2, 4);
-        s.layouts[r.0 as usize] = Layout::Dist(d);
     });
 }
 

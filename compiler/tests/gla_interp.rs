@@ -43,6 +43,25 @@ fn gates(shape: &[usize], extra: f64) -> HostTensor {
     HostTensor::new(DType::F32, shape.to_vec(), data)
 }
 
+/// The largest Σ|g| over one 64-token chunk of one (batch, head, channel): how far the kernel's
+/// f32 running sums of log-gates reach.
+fn chunk_gate_mass(g: &HostTensor, p: &Problem) -> f64 {
+    let mut worst = 0f64;
+    for b in 0..p.b {
+        for h in 0..p.h {
+            for c in 0..p.d {
+                for start in (0..p.n).step_by(64) {
+                    let mass: f64 = (start..(start + 64).min(p.n))
+                        .map(|t| g.data[((b * p.n + t) * p.h + h) * p.d + c].abs())
+                        .sum();
+                    worst = worst.max(mass);
+                }
+            }
+        }
+    }
+    worst
+}
+
 fn tensor(a: &HostArg) -> &HostTensor {
     match a {
         HostArg::Tensor(t) => t,
@@ -366,7 +385,14 @@ fn chunked_backward_matches_the_float64_gradients() {
             &p, &x.q.data, &x.k.data, &x.v.data, &x.g.data, &x.h0.data, scale, &d_o.data, &dht.data,
         );
         let got = chunked_backward(&p, &x, &d_o, &dht, dt, scale, &defines(d, e, t));
-        let tol = if dt == DType::F32 { 1e-5 } else { 3e-2 };
+        // f32: 1e-5, plus what f32 itself loses in the gates' running sums: an exponent
+        // b_t − b_s built from up to a chunk of f32 additions carries ~ε·Σ|g| absolute error,
+        // which e^{b_t − b_s} turns into relative error (fast gates make Σ|g| ~ 64 per chunk).
+        let tol = if dt == DType::F32 {
+            1e-5 + 4.0 * f32::EPSILON as f64 * chunk_gate_mass(&x.g, &p)
+        } else {
+            3e-2
+        };
         let names = ["dq", "dk", "dv", "dg", "dh0"];
         let wants = [&want.dq, &want.dk, &want.dv, &want.dg, &want.dh0];
         for ((name, got), want) in names.iter().zip(&got).zip(wants) {

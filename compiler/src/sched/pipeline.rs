@@ -53,6 +53,10 @@ fn starts_hoistable(cx: &Ctx, v: ValueId, lp: ValueId) -> bool {
         if !seen.insert(x) || x == lp {
             continue;
         }
+        // A value this loop carries changes every iteration, though it is defined outside.
+        if cx.facts.arg_of(x) == Some(lp) {
+            return false;
+        }
         if cx.facts.loop_of(x) != Some(lp) {
             // Defined outside this loop (or in an enclosing one): invariant here.
             continue;

@@ -31,6 +31,8 @@ pub struct Facts<'k> {
     /// Per value: the loop (by induction variable) whose body holds the instruction defining it;
     /// a loop's own block arguments belong to the loop around the `for`, as its results do.
     loop_of: Vec<Option<ValueId>>,
+    /// Per value: the loop (by induction variable) whose block argument it is, if it is one.
+    arg_of: Vec<Option<ValueId>>,
     /// Per value: the instructions that read it, in program order.
     uses: Vec<Vec<usize>>,
     /// Every value in order of definition (a loop's arguments before its body, results after).
@@ -48,6 +50,7 @@ impl<'k> Facts<'k> {
             def: vec![None; n],
             def_at: vec![0; n],
             loop_of: vec![None; n],
+            arg_of: vec![None; n],
             uses: vec![Vec::new(); n],
             order: Vec::with_capacity(n),
             spans: HashMap::new(),
@@ -80,6 +83,7 @@ impl<'k> Facts<'k> {
                 let start = here + 1;
                 for a in &body.args {
                     self.define(*a, None, start, lp);
+                    self.arg_of[a.0 as usize] = Some(iv);
                 }
                 loops.push(iv);
                 self.walk(&body.insts, loops);
@@ -113,6 +117,13 @@ impl<'k> Facts<'k> {
 
     pub fn loop_of(&self, v: ValueId) -> Option<ValueId> {
         self.loop_of[v.0 as usize]
+    }
+
+    /// The loop (by induction variable) whose block argument `v` is: its induction variable or
+    /// one of the values it carries from one iteration to the next. A carried value is defined
+    /// where the loop is (`loop_of` names the enclosing loop) but changes every iteration.
+    pub fn arg_of(&self, v: ValueId) -> Option<ValueId> {
+        self.arg_of[v.0 as usize]
     }
 
     /// The instructions reading `v`, with their positions, in program order.
@@ -157,6 +168,9 @@ mod tests {
         assert_eq!(f.loop_span(ValueId(5)), Some(5..7));
         assert_eq!(f.loop_of(ValueId(7)), Some(ValueId(5)));
         assert_eq!(f.loop_of(ValueId(6)), None);
+        assert_eq!(f.arg_of(ValueId(6)), Some(ValueId(5)));
+        assert_eq!(f.arg_of(ValueId(5)), Some(ValueId(5)));
+        assert_eq!(f.arg_of(ValueId(7)), None);
         assert!(matches!(f.def(ValueId(4)), Some(Op::For { .. })));
         assert_eq!(f.def_position(ValueId(4)), 7);
         assert_eq!(f.def_position(ValueId(6)), 5);

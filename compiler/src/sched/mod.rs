@@ -90,7 +90,7 @@ pub fn schedule_with(
     layouts::run(&cx, &mut s)?; // layouts
     reduces::run(&cx, &mut s); // reduces
     staging::run(&cx, &mut s); // staged
-    pipeline::run(&cx, &mut s); // pipelines, staged[_].pipelined
+    pipeline::run(&cx, &mut s)?; // pipelines, staged[_].pipelined
     scratch::run(&cx, &mut s); // conversions, scratch_bytes
     overlap::run(&cx, &mut s); // dots[_] wgmma wait, pipelines[_].stages and ahead
     alloc::run(&cx, &mut s)?; // buffers, staged[_].buffer, scratch_offset, shared_bytes

@@ -4,16 +4,16 @@
 //! later add a slot to a ring that asynchronous dots read: [`super::overlap`].)
 //!
 //! A staged load is prefetched by the loop around it when it is copied asynchronously, `@stages`
-//! is above 1, and its start indices can be computed for a later iteration (they depend on the
+//! is above 1 (a depth asked for that no loop can take is refused), and its start indices can be computed for a later iteration (they depend on the
 //! induction variable and loop invariants only, through scalar arithmetic).
 
 use std::collections::HashSet;
 
 use super::staging::staged_loads;
-use super::{Copy, Ctx, Pipeline, Schedule};
+use super::{Copy, Ctx, Pipeline, SchedError, Schedule, Strategy};
 use crate::tir::{Op, ValueId};
 
-pub fn run(cx: &Ctx, s: &mut Schedule) {
+pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
     let stages = cx.hints.stages(&cx.target);
     for v in staged_loads(cx, s) {
         let Some(st) = s.staged.get_mut(&v) else {
@@ -34,6 +34,20 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
                 .loads
                 .push(v);
         }
+    }
+    // A depth asked for (`@stages(n)`, `--stages n`) that no loop takes is a hint the compiler
+    // cannot honour: refused, like the other hints, rather than silently unused. The simt
+    // strategy copies nothing asynchronously, so there a depth written for the matrix-unit
+    // strategies has nothing to apply to (its schedule shows no pipeline).
+    match cx.hints.stages {
+        Some(h) if h.value > 1 && s.pipelines.is_empty() && cx.strategy != Strategy::Simt => {
+            Err(cx.refuse(
+                format!("`@stages({})`", h.value),
+                "no loop of this kernel prefetches a staged load (a loop around an asynchronously \
+             copied dot operand whose start follows the induction variable)",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod device;
 pub mod dilated;
+pub mod dilated_sp;
 pub mod error;
 pub mod flash_gau;
 pub mod gla;

@@ -184,6 +184,31 @@ pub mod dilated {
     };
 }
 
+/// Sequence-parallel dilated attention's gathered-pattern kernels (runtime::dilated_sp; the
+/// local patterns use [`dilated`]'s).
+pub mod dilated_sp {
+    use super::OperatorSpec;
+
+    pub const SPARSIFY: &str = "dilated_sp_sparsify";
+    pub const FWD: &str = "dilated_sp_fwd";
+    pub const BWD_DELTA: &str = "dilated_sp_bwd_delta";
+    pub const BWD_DKDV: &str = "dilated_sp_bwd_dkdv";
+    pub const BWD_DQ: &str = "dilated_sp_bwd_dq";
+    pub const SCATTER_ADD: &str = "dilated_sp_scatter_add";
+
+    pub const SPEC: OperatorSpec = OperatorSpec {
+        package: "dilated_sp",
+        source: "dsl-examples/dilated_sp.tsl",
+        variants: &[
+            ("D", &["64", "128"]),
+            ("CAUSAL", &["false", "true"]),
+            ("FIRST", &["false", "true"]),
+        ],
+        kernels: &[SPARSIFY, FWD, BWD_DELTA, BWD_DKDV, BWD_DQ, SCATTER_ADD],
+        constants: &[],
+    };
+}
+
 /// Every operator family's package.
 pub const OPERATORS: &[OperatorSpec] = &[
     flash::SPEC,
@@ -191,4 +216,5 @@ pub const OPERATORS: &[OperatorSpec] = &[
     gla::SPEC,
     flash_gau::SPEC,
     dilated::SPEC,
+    dilated_sp::SPEC,
 ];

@@ -6,3 +6,6 @@
 pub mod plan;
 
 pub use plan::{Placement, Plan, PlanError, RankPattern};
+pub mod ops;
+
+pub use ops::{sp_backward, sp_forward, RankPackages, SequenceParallel, SpOutput};

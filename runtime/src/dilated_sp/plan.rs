@@ -101,7 +101,7 @@ impl Plan {
         if ranks == 0 {
             return Err(PlanError::NoRanks);
         }
-        if n % ranks != 0 || n == 0 {
+        if n == 0 || !n.is_multiple_of(ranks) {
             return Err(PlanError::Uneven { n, ranks });
         }
         let local = n / ranks;
@@ -259,15 +259,15 @@ fn place(n: usize, ranks: usize, local: usize, pattern: Pattern) -> Result<Patte
         // One rank holds every segment, ragged or not: the single-device operator.
         Placement::Local { segment }
     } else if segment <= local {
-        if local % segment != 0 {
+        if !local.is_multiple_of(segment) {
             return Err(straddles);
         }
         Placement::Local { segment }
     } else {
-        if segment % local != 0 {
+        if !segment.is_multiple_of(local) {
             return Err(straddles);
         }
-        if local % r != 0 {
+        if !local.is_multiple_of(r) {
             return Err(PlanError::Dilation { w, r, local });
         }
         Placement::Gathered {

@@ -501,8 +501,61 @@ pub fn sp_backward(
             )?;
         }
     }
-    // The gathered patterns' shares of dK̃, dṼ on the ranks' own streams, then per segment the
-    // reduce-scatter that hands each member the sum over the segment for its own rows.
+    let x = Bwd {
+        q,
+        d_o,
+        fwd,
+        deltas: &deltas,
+        mode,
+        scale,
+        causal: c,
+        dtype,
+    };
+    let summed = gathered_shares(sp, &steps, x)?;
+    join(&sp.group, &side)?;
+    gathered_dq_and_scatter(sp, &steps, x, &summed, &grads)?;
+    Ok(grads)
+}
+
+/// What the gathered part of the backward reads.
+#[derive(Clone, Copy)]
+struct Bwd<'a> {
+    q: &'a [DeviceTensor],
+    d_o: &'a [DeviceTensor],
+    fwd: &'a SpOutput,
+    deltas: &'a [Vec<DeviceTensor>],
+    mode: GradMode,
+    scale: f64,
+    causal: (&'static str, &'static str),
+    dtype: DType,
+}
+
+impl Bwd<'_> {
+    /// Rank's δ for the n-th launch: one per pattern in torchscale mode.
+    fn delta(&self, rank: usize, n: usize) -> &DeviceTensor {
+        &self.deltas[rank][if self.mode == GradMode::Exact { 0 } else { n }]
+    }
+}
+
+/// The gathered patterns' shares of dK̃, dṼ on the ranks' own streams, then per segment the
+/// reduce-scatter that hands each member the sum over the segment for its own rows.
+fn gathered_shares(
+    sp: &SequenceParallel,
+    steps: &[Vec<Step>],
+    x: Bwd<'_>,
+) -> Result<PerRank, RuntimeError> {
+    let Bwd {
+        q,
+        d_o,
+        fwd,
+        mode,
+        scale,
+        causal: c,
+        dtype,
+        ..
+    } = x;
+    let (b, h, d) = (q[0].shape[0], q[0].shape[1], q[0].shape[3]);
+    let delta = |rank: usize, n: usize| x.delta(rank, n);
     let mut summed: PerRank = (0..steps[0].len())
         .map(|_| (0..sp.ranks()).map(|_| None).collect())
         .collect();
@@ -547,7 +600,7 @@ pub fn sp_backward(
             shares[rank] = Some((dkg, dvg));
         }
         let mut done: Vec<Vec<usize>> = Vec::new();
-        for st in &steps {
+        for st in steps {
             let RankPattern::Gathered { members, rows, .. } = &st[n].place else {
                 continue;
             };
@@ -572,7 +625,29 @@ pub fn sp_backward(
             }
         }
     }
-    join(&sp.group, &side)?;
+    Ok(summed)
+}
+
+/// After the streams joined: each gathered pattern's dQ, and its reduce-scattered dK̃, dṼ added
+/// into the rank's dK, dV.
+fn gathered_dq_and_scatter(
+    sp: &SequenceParallel,
+    steps: &[Vec<Step>],
+    x: Bwd<'_>,
+    summed: &PerRank,
+    grads: &[AttentionGrads],
+) -> Result<(), RuntimeError> {
+    let Bwd {
+        q,
+        d_o,
+        fwd,
+        scale,
+        causal: c,
+        dtype,
+        ..
+    } = x;
+    let d = q[0].shape[3];
+    let delta = |rank: usize, n: usize| x.delta(rank, n);
     for (rank, st) in steps.iter().enumerate() {
         let (dev, pkg, g) = (sp.group.device(rank), &sp.packages[rank].sp, &grads[rank]);
         for (n, s) in st.iter().enumerate() {
@@ -617,5 +692,5 @@ pub fn sp_backward(
             )?;
         }
     }
-    Ok(grads)
+    Ok(())
 }

@@ -15,7 +15,9 @@ use tessel_compiler::sema::{self, parse_const, Overrides};
 use tessel_compiler::tir::{Io, Kernel, ParamKind};
 use tessel_package::DType;
 
-use crate::graph::{Access, Buf, CallArg, Graph, KernelRef, Plan};
+use petgraph::graph::NodeIndex;
+
+use crate::graph::{Access, Buf, Call, CallArg, Graph, KernelRef, Op, Plan};
 use crate::kernels::source;
 use crate::ModelError;
 
@@ -30,7 +32,33 @@ pub trait Backend {
     /// A persistent buffer's contents, after all work issued so far.
     fn read(&mut self, name: &str) -> Result<Vec<f64>, ModelError>;
     /// Runs every call of `graph` in `plan`'s order.
-    fn run(&mut self, graph: &Graph, plan: &Plan) -> Result<(), ModelError>;
+    fn run(&mut self, graph: &Graph, plan: &Plan) -> Result<(), ModelError> {
+        self.begin(graph, plan)?;
+        self.run_nodes(graph, plan, &plan.order)
+    }
+    /// Readies the arena for `plan` before `graph`'s nodes run, in pieces, through
+    /// [`Backend::run_nodes`] (how a group of ranks steps together between collectives).
+    fn begin(&mut self, graph: &Graph, plan: &Plan) -> Result<(), ModelError>;
+    /// Runs these nodes of `graph`, in this order. A collective over one rank is the identity;
+    /// one over more ranks is refused (it runs only in [`crate::parallel::Ranks`]).
+    fn run_nodes(
+        &mut self,
+        graph: &Graph,
+        plan: &Plan,
+        nodes: &[NodeIndex],
+    ) -> Result<(), ModelError>;
+    /// [`Backend::run_nodes`] of a piece of a graph that will run again unchanged, under `key`
+    /// (a GPU backend captures it once, as [`Backend::run_repeated`] does a whole graph).
+    fn run_nodes_repeated(
+        &mut self,
+        key: &str,
+        graph: &Graph,
+        plan: &Plan,
+        nodes: &[NodeIndex],
+    ) -> Result<(), ModelError> {
+        let _ = key;
+        self.run_nodes(graph, plan, nodes)
+    }
     /// Runs a graph that will be run again unchanged (a decode step): a GPU backend captures it
     /// once and replays it. `key` names it; the graph must be the same on every call with it.
     fn run_repeated(&mut self, key: &str, graph: &Graph, plan: &Plan) -> Result<(), ModelError> {
@@ -53,6 +81,20 @@ pub(crate) fn encode(dtype: DType, data: &[f64]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Whether a single backend may skip `call`: a collective over one rank changes nothing; a
+/// collective over more needs the other ranks, which a single backend does not have.
+pub(crate) fn single_rank_collective(call: &Call) -> Result<bool, ModelError> {
+    match call.op {
+        Op::Kernel(_) => Ok(false),
+        Op::Collective { ranks: 1, .. } => Ok(true),
+        Op::Collective { kind, ranks } => Err(ModelError::Backend(format!(
+            "`{}` is a {kind:?} over {ranks} ranks: run the graph on a group of ranks \
+             (parallel::Ranks), not on one backend",
+            call.label
+        ))),
+    }
 }
 
 pub(crate) fn decode(dtype: DType, bytes: &[u8]) -> Vec<f64> {
@@ -137,15 +179,42 @@ impl InterpBackend {
         }
     }
 
-    fn run_call(&mut self, graph: &Graph, plan: &Plan, node: usize) -> Result<(), ModelError> {
-        let call = &graph.graph[petgraph::graph::NodeIndex::new(node)];
-        if !self.kernels.contains_key(&call.kernel) {
-            let k = compile(&call.kernel)?;
-            self.kernels.insert(call.kernel.clone(), k);
+    /// The bytes of `buf` as `graph` under `plan` places it, for writing (the simulated
+    /// collectives of [`crate::parallel`]).
+    pub(crate) fn bytes_mut(
+        &mut self,
+        graph: &Graph,
+        plan: &Plan,
+        buf: &Buf,
+    ) -> Result<&mut [u8], ModelError> {
+        match buf {
+            Buf::Persistent(n) => self
+                .persistent
+                .get_mut(n)
+                .map(|(_, b)| b.as_mut_slice())
+                .ok_or_else(|| ModelError::Backend(format!("no persistent buffer `{n}`"))),
+            Buf::Transient(i) => {
+                let at = plan.offsets[*i];
+                Ok(&mut self.arena[at..at + graph.transients[*i].bytes()])
+            }
         }
-        let kernel = &self.kernels[&call.kernel];
+    }
+
+    fn run_call(&mut self, graph: &Graph, plan: &Plan, node: NodeIndex) -> Result<(), ModelError> {
+        let call = &graph.graph[node];
+        if single_rank_collective(call)? {
+            return Ok(());
+        }
+        let Op::Kernel(kref) = &call.op else {
+            unreachable!("a collective over several ranks was refused above")
+        };
+        if !self.kernels.contains_key(kref) {
+            let k = compile(kref)?;
+            self.kernels.insert(kref.clone(), k);
+        }
+        let kernel = &self.kernels[kref];
         let bad = |message: String| ModelError::Kernel {
-            kernel: format!("{} ({})", call.kernel.display(), call.label),
+            kernel: format!("{} ({})", kref.display(), call.label),
             message,
         };
         if kernel.params.len() != call.args.len() {
@@ -265,15 +334,24 @@ impl Backend for InterpBackend {
         Ok(decode(*d, b))
     }
 
-    fn run(&mut self, graph: &Graph, plan: &Plan) -> Result<(), ModelError> {
+    fn begin(&mut self, _: &Graph, plan: &Plan) -> Result<(), ModelError> {
         if self.arena.len() < plan.arena_bytes {
             self.arena.resize(plan.arena_bytes, 0);
         }
         // Poison the arena: an intermediate read before it is written shows as NaN.
         self.arena.fill(0xff);
         self.peak_arena = self.peak_arena.max(plan.arena_bytes);
-        for node in &plan.order {
-            self.run_call(graph, plan, node.index())?;
+        Ok(())
+    }
+
+    fn run_nodes(
+        &mut self,
+        graph: &Graph,
+        plan: &Plan,
+        nodes: &[NodeIndex],
+    ) -> Result<(), ModelError> {
+        for node in nodes {
+            self.run_call(graph, plan, *node)?;
         }
         Ok(())
     }

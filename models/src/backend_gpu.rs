@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 
 use tessel_package::DType;
-use tessel_runtime::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
+use tessel_runtime::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError, TensorView};
 
-use crate::backend::Backend;
-use crate::graph::{Buf, CallArg, Graph, KernelRef, Plan};
+use petgraph::graph::NodeIndex;
+
+use crate::backend::{single_rank_collective, Backend};
+use crate::graph::{Buf, CallArg, Graph, KernelRef, Plan, View};
 use crate::ModelError;
 
 fn rt(e: RuntimeError) -> ModelError {
@@ -49,29 +51,49 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn launch_all(&self, graph: &Graph, plan: &Plan) -> Result<(), ModelError> {
-        for node in &plan.order {
+    /// The device memory a graph's tensor argument names, as planned.
+    pub fn tensor_view<'t>(
+        &'t self,
+        plan: &Plan,
+        v: &'t View,
+    ) -> Result<TensorView<'t>, ModelError> {
+        let (t, offset) = match &v.buf {
+            Buf::Persistent(n) => (
+                self.persistent
+                    .get(n)
+                    .ok_or_else(|| ModelError::Backend(format!("no persistent buffer `{n}`")))?,
+                0,
+            ),
+            Buf::Transient(i) => (
+                self.arena
+                    .as_ref()
+                    .ok_or_else(|| ModelError::Backend("no arena: begin() was not run".into()))?,
+                plan.offsets[*i],
+            ),
+        };
+        t.view(&self.dev, offset, v.dtype, &v.shape).map_err(rt)
+    }
+
+    fn launch_nodes(
+        &self,
+        graph: &Graph,
+        plan: &Plan,
+        nodes: &[NodeIndex],
+    ) -> Result<(), ModelError> {
+        for node in nodes {
             let call = &graph.graph[*node];
-            let name = entry_name(&call.kernel);
+            if single_rank_collective(call)? {
+                continue;
+            }
+            let Some(kernel) = call.kernel() else {
+                unreachable!("a collective over several ranks was refused above")
+            };
+            let name = entry_name(kernel);
             let mut args = Vec::with_capacity(call.args.len());
             for a in &call.args {
                 args.push(match a {
                     CallArg::Scalar(v) => Arg::Scalar(*v),
-                    CallArg::Tensor(v) => {
-                        let (t, offset) = match &v.buf {
-                            Buf::Persistent(n) => (
-                                self.persistent.get(n).ok_or_else(|| {
-                                    ModelError::Backend(format!("no persistent buffer `{n}`"))
-                                })?,
-                                0,
-                            ),
-                            Buf::Transient(i) => (
-                                self.arena.as_ref().expect("allocated by run"),
-                                plan.offsets[*i],
-                            ),
-                        };
-                        Arg::View(t.view(&self.dev, offset, v.dtype, &v.shape).map_err(rt)?)
-                    }
+                    CallArg::Tensor(v) => Arg::View(self.tensor_view(plan, v)?),
                 });
             }
             self.pkg
@@ -136,18 +158,36 @@ impl Backend for GpuBackend {
         t.to_f64(&self.dev).map_err(rt)
     }
 
-    fn run(&mut self, graph: &Graph, plan: &Plan) -> Result<(), ModelError> {
-        self.ensure_arena(plan.arena_bytes)?;
-        self.launch_all(graph, plan)
+    fn begin(&mut self, _: &Graph, plan: &Plan) -> Result<(), ModelError> {
+        self.ensure_arena(plan.arena_bytes)
+    }
+
+    fn run_nodes(
+        &mut self,
+        graph: &Graph,
+        plan: &Plan,
+        nodes: &[NodeIndex],
+    ) -> Result<(), ModelError> {
+        self.launch_nodes(graph, plan, nodes)
     }
 
     fn run_repeated(&mut self, key: &str, graph: &Graph, plan: &Plan) -> Result<(), ModelError> {
         self.ensure_arena(plan.arena_bytes)?;
+        self.run_nodes_repeated(key, graph, plan, &plan.order)
+    }
+
+    fn run_nodes_repeated(
+        &mut self,
+        key: &str,
+        graph: &Graph,
+        plan: &Plan,
+        nodes: &[NodeIndex],
+    ) -> Result<(), ModelError> {
         if !self.captured.contains_key(key) {
             // A refused launch inside the capture keeps its own error; the capture ends cleanly.
             let mut refused = None;
             let captured = self.dev.capture(|| {
-                self.launch_all(graph, plan).map_err(|e| {
+                self.launch_nodes(graph, plan, nodes).map_err(|e| {
                     refused = Some(e);
                     RuntimeError::EmptyGraph
                 })

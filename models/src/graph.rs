@@ -2,7 +2,8 @@
 //! intermediates.
 //!
 //! Nodes are kernel calls (a kernel of a dsl-examples source, the constants it is specialised
-//! with, its arguments); an edge A → B says B must run after A because of a buffer: B reads what
+//! with, its arguments) or collectives over the ranks of a parallel group ([`Collective`]: what a
+//! tensor-parallel graph reduces between ranks); an edge A → B says B must run after A because of a buffer: B reads what
 //! A wrote (true dependence), or B overwrites what A read or wrote. Calls run in a topological
 //! order of that graph (petgraph's, checked for cycles), and the order is what liveness is
 //! computed over.
@@ -83,12 +84,64 @@ impl KernelRef {
     }
 }
 
+/// A collective over the ranks of a parallel group. Each rank runs the same graph on its own
+/// buffers; at a collective node the ranks meet. Its tensor arguments are every rank's
+/// buffers of the same name (all `ReadWrite`: the ranks' values go in, the combined values come
+/// out), so the dependence edges of kernel calls order it like any other writer.
+///
+/// Only the sum all-reduce exists yet; gathers and scatters (sequence parallelism) add variants
+/// here, each backend executing them as it executes this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collective {
+    /// Every tensor argument summed over the ranks, in place. Several arguments are one
+    /// operation (one NCCL group on the GPU, which NCCL fuses into one launch).
+    AllReduceSum,
+}
+
+/// What a node does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Kernel(KernelRef),
+    /// A collective over a group of `ranks` ranks (a backend of one rank runs `ranks == 1`
+    /// as the identity and refuses anything else).
+    Collective {
+        kind: Collective,
+        ranks: usize,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
-    pub kernel: KernelRef,
+    pub op: Op,
     pub args: Vec<CallArg>,
     /// What the call is for, for listings (`layer 3 qkvu`).
     pub label: String,
+}
+
+impl Call {
+    /// The kernel a kernel call launches (None for a collective).
+    pub fn kernel(&self) -> Option<&KernelRef> {
+        match &self.op {
+            Op::Kernel(k) => Some(k),
+            Op::Collective { .. } => None,
+        }
+    }
+
+    /// `name[K=V,...]` of a kernel call, `AllReduceSum×2` of a collective over two ranks.
+    pub fn describe(&self) -> String {
+        match &self.op {
+            Op::Kernel(k) => k.display(),
+            Op::Collective { kind, ranks } => format!("{kind:?}×{ranks}"),
+        }
+    }
+
+    /// The tensors the call touches, in argument order.
+    pub fn views(&self) -> impl Iterator<Item = &View> {
+        self.args.iter().filter_map(|a| match a {
+            CallArg::Tensor(v) => Some(v),
+            CallArg::Scalar(_) => None,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,11 +192,43 @@ impl Graph {
 
     /// Appends a call, with an edge from every earlier call it must follow.
     pub fn call(&mut self, label: impl Into<String>, kernel: KernelRef, args: Vec<CallArg>) {
-        let node = self.graph.add_node(Call {
-            kernel,
-            args,
-            label: label.into(),
-        });
+        self.node(label.into(), Op::Kernel(kernel), args);
+    }
+
+    /// Appends a collective over `ranks` ranks on `bufs` (each read and written in place).
+    pub fn collective(
+        &mut self,
+        label: impl Into<String>,
+        kind: Collective,
+        ranks: usize,
+        bufs: Vec<View>,
+    ) {
+        let args = bufs
+            .into_iter()
+            .map(|v| {
+                CallArg::Tensor(View {
+                    access: Access::ReadWrite,
+                    ..v
+                })
+            })
+            .collect();
+        self.node(label.into(), Op::Collective { kind, ranks }, args);
+    }
+
+    /// Every kernel the graph launches, sorted and without repeats.
+    pub fn kernels(&self) -> Vec<KernelRef> {
+        let mut set: Vec<KernelRef> = self
+            .graph
+            .node_weights()
+            .filter_map(|c| c.kernel().cloned())
+            .collect();
+        set.sort();
+        set.dedup();
+        set
+    }
+
+    fn node(&mut self, label: String, op: Op, args: Vec<CallArg>) {
+        let node = self.graph.add_node(Call { op, args, label });
         let earlier: Vec<NodeIndex> = self.graph.node_indices().filter(|n| *n != node).collect();
         for prev in earlier {
             if conflicts(&self.graph[prev], &self.graph[node]) {

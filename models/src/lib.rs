@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod graph;
 pub mod kernels;
 pub mod longnet;
+pub mod parallel;
 pub mod transnormer;
 
 pub use tessel_runtime as runtime;

@@ -38,11 +38,25 @@ pub enum RuntimeError {
         wanted: String,
         available: String,
     },
+    #[error("no NCCL library found (libnccl.so could not be loaded): collectives over several GPUs need NCCL")]
+    NoNccl,
+    /// An NCCL call failed; `code` is NCCL's result code (cudarc's error carries no message).
+    #[error("NCCL error during {during}: {code}")]
+    Nccl { during: &'static str, code: String },
     #[error("{op}: {reason}")]
     BadOperand { op: &'static str, reason: String },
 }
 
 impl RuntimeError {
+    pub(crate) fn nccl(
+        during: &'static str,
+    ) -> impl FnOnce(cudarc::nccl::result::NcclError) -> Self {
+        move |e| RuntimeError::Nccl {
+            during,
+            code: format!("{:?}", e.0),
+        }
+    }
+
     pub(crate) fn driver(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> Self {
         move |source| RuntimeError::Driver { during, source }
     }

@@ -7,6 +7,7 @@
 //! sequences of launches can be captured into CUDA graphs.
 
 pub mod attention;
+pub mod collective;
 pub mod device;
 pub mod dilated;
 pub mod error;

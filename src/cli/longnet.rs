@@ -76,7 +76,7 @@ pub fn plan(what: &str, b: usize, n: usize, calls: bool) -> super::CliResult {
         if calls && what.starts_with("decode") {
             for node in &p.order {
                 let c = &g.graph[*node];
-                println!("  {:<40} {}", c.label, c.kernel.display());
+                println!("  {:<40} {}", c.label, c.describe());
             }
         }
     }

@@ -114,7 +114,7 @@ fn plan(args: PlanArgs) -> super::CliResult {
         if args.calls && what.starts_with("decode") {
             for node in &p.order {
                 let c = &g.graph[*node];
-                println!("  {:<32} {}", c.label, c.kernel.display());
+                println!("  {:<32} {}", c.label, c.describe());
             }
         }
     }

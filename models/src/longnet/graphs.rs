@@ -377,7 +377,7 @@ impl LongNet {
         ];
         let mut set: Vec<_> = graphs
             .iter()
-            .flat_map(|g| g.graph.node_weights().map(|c| c.kernel.clone()))
+            .flat_map(|g| g.graph.node_weights().filter_map(|c| c.kernel().cloned()))
             .collect();
         set.sort();
         set.dedup();

@@ -280,7 +280,7 @@ impl Transnormer {
         ];
         let mut set: Vec<KernelRef> = graphs
             .iter()
-            .flat_map(|g| g.graph.node_weights().map(|c| c.kernel.clone()))
+            .flat_map(|g| g.graph.node_weights().filter_map(|c| c.kernel().cloned()))
             .collect();
         set.sort();
         set.dedup();

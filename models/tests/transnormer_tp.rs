@@ -23,10 +23,15 @@ const MEAN_TOL: f64 = 1.2e-2;
 
 /// Every position's logits of a ragged batch (37 and 11 tokens: across Lightning blocks and
 /// segments, with left padding).
-fn all_logits(model: &Transnormer, be: &mut dyn Backend, prompts: &[Vec<u32>]) -> Vec<Vec<Vec<f64>>> {
+fn all_logits(
+    model: &Transnormer,
+    be: &mut dyn Backend,
+    prompts: &[Vec<u32>],
+) -> Vec<Vec<Vec<f64>>> {
     let mut s = Session::new(model, be, prompts.len()).unwrap();
     s.prefill(prompts, Logits::All).unwrap();
-    s.all_logits(prompts.iter().map(Vec::len).max().unwrap()).unwrap()
+    s.all_logits(prompts.iter().map(Vec::len).max().unwrap())
+        .unwrap()
 }
 
 fn check_split(cfg: &ModelConfig, ranks: usize) {
@@ -50,15 +55,29 @@ fn check_split(cfg: &ModelConfig, ranks: usize) {
         for (t, w) in want.iter().enumerate() {
             let at = n - p.len() + t;
             let (e1, er) = (err(&split[b][at], &whole[b][at]), err(&split[b][at], w));
-            assert!(e1 < 2.0 * TOL, "TP={ranks} seq {b} position {t}: {e1} from TP=1");
-            assert!(er < TOL, "TP={ranks} seq {b} position {t}: {er} from float64");
+            assert!(
+                e1 < 2.0 * TOL,
+                "TP={ranks} seq {b} position {t}: {e1} from TP=1"
+            );
+            assert!(
+                er < TOL,
+                "TP={ranks} seq {b} position {t}: {er} from float64"
+            );
             vs_one.push(e1);
             vs_ref.push(er);
         }
     }
     let mean = |e: &[f64]| e.iter().sum::<f64>() / e.len() as f64;
-    assert!(mean(&vs_ref) < MEAN_TOL, "TP={ranks}: mean {} from float64", mean(&vs_ref));
-    assert!(mean(&vs_one) < 2.0 * MEAN_TOL, "TP={ranks}: mean {} from TP=1", mean(&vs_one));
+    assert!(
+        mean(&vs_ref) < MEAN_TOL,
+        "TP={ranks}: mean {} from float64",
+        mean(&vs_ref)
+    );
+    assert!(
+        mean(&vs_one) < 2.0 * MEAN_TOL,
+        "TP={ranks}: mean {} from TP=1",
+        mean(&vs_one)
+    );
 }
 
 #[test]
@@ -82,7 +101,8 @@ fn greedy_decoding_at_tp_2_follows_the_float64_model() {
     let v = cfg.vocab;
     let start = prompt(9, v);
     let mut s = Session::new(&local, &mut group, 1).unwrap();
-    s.prefill(std::slice::from_ref(&start), Logits::Last).unwrap();
+    s.prefill(std::slice::from_ref(&start), Logits::Last)
+        .unwrap();
     let mut dec = reference::Decoder::new(&reference);
     let mut want = Vec::new();
     for &t in &start {
@@ -98,12 +118,18 @@ fn greedy_decoding_at_tp_2_follows_the_float64_model() {
         let best = (0..v).max_by(|a, b| want[*a].total_cmp(&want[*b])).unwrap();
         let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
         let gap = want[best] - want[got as usize];
-        assert!(gap <= TOL * scale, "token {i}: chose {got}, the reference {best} (gap {gap})");
+        assert!(
+            gap <= TOL * scale,
+            "token {i}: chose {got}, the reference {best} (gap {gap})"
+        );
         exact += usize::from(got as usize == best);
         generated.push(got);
         want = dec.step(got as usize);
     }
-    assert!(exact >= 22, "only {exact} of 24 greedy tokens exact: {generated:?}");
+    assert!(
+        exact >= 22,
+        "only {exact} of 24 greedy tokens exact: {generated:?}"
+    );
     // The decode step's graph: 8 launches a layer (+4) and 2 all-reduces a layer.
     let g = local.decode_graph(1);
     let collectives = g
@@ -142,15 +168,25 @@ fn each_rank_holds_exactly_its_slices_of_the_checkpoint() {
         let (w, got) = (full(out), be.read(out).unwrap());
         for i in 0..d {
             for j in 0..hid / 2 {
-                assert_eq!(got[i * hid / 2 + j], w[i * hid + r * hid / 2 + j], "out_proj");
+                assert_eq!(
+                    got[i * hid / 2 + j],
+                    w[i * hid + r * hid / 2 + j],
+                    "out_proj"
+                );
             }
         }
         let l1 = "model.layers.0.channel_mixer.l1.weight";
-        assert_eq!(be.read(l1).unwrap(), full(l1)[r * f / 2 * d..(r + 1) * f / 2 * d]);
+        assert_eq!(
+            be.read(l1).unwrap(),
+            full(l1)[r * f / 2 * d..(r + 1) * f / 2 * d]
+        );
         let l3 = "model.layers.0.channel_mixer.l3.weight";
         let (w, got) = (full(l3), be.read(l3).unwrap());
         for i in 0..d {
-            assert_eq!(got[i * f / 2..(i + 1) * f / 2], w[i * f + r * f / 2..i * f + (r + 1) * f / 2]);
+            assert_eq!(
+                got[i * f / 2..(i + 1) * f / 2],
+                w[i * f + r * f / 2..i * f + (r + 1) * f / 2]
+            );
         }
         let theta = "model.layers.0.token_mixer.lrpe.theta";
         assert_eq!(be.read(theta).unwrap(), full(theta)[r * hd..(r + 1) * hd]);

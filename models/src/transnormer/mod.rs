@@ -13,6 +13,8 @@ pub mod tensor_parallel;
 pub mod weights;
 
 #[cfg(test)]
+mod tensor_parallel_tests;
+#[cfg(test)]
 mod weights_tests;
 
 pub use model::{Choice, Tiles, Tp, Transnormer};

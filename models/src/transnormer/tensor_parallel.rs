@@ -138,10 +138,7 @@ pub fn check(cfg: &ModelConfig, ranks: usize) -> Result<(), TpError> {
     if ranks == 0 {
         return Err(TpError::Zero);
     }
-    for (what, value) in [
-        ("decoder_attention_heads", cfg.heads),
-        ("glu_dim", cfg.glu),
-    ] {
+    for (what, value) in [("decoder_attention_heads", cfg.heads), ("glu_dim", cfg.glu)] {
         if !value.is_multiple_of(ranks) {
             return Err(TpError::Indivisible { ranks, what, value });
         }
@@ -275,7 +272,11 @@ impl Transnormer {
             let local = s.local_shape(plan.ranks);
             let bytes = slice_bytes(&t, &s.ranges(plan.ranks, rank));
             let numel: usize = local.iter().product();
-            let dtype = if s.tensor.ends_with("lrpe.theta") { F } else { T };
+            let dtype = if s.tensor.ends_with("lrpe.theta") {
+                F
+            } else {
+                T
+            };
             be.persistent(&s.tensor, dtype, numel)?;
             if dtype == T && t.dtype == Stored::Bf16 {
                 be.write_bytes(&s.tensor, &bytes)?;
@@ -292,7 +293,10 @@ impl Transnormer {
         for l in 0..c.layers {
             let slopes = layer_slopes(Schedule::Released, full_heads, l, c.layers);
             be.persistent(&Names::slope(l), F, c.heads)?;
-            be.write(&Names::slope(l), &slopes[rank * c.heads..(rank + 1) * c.heads])?;
+            be.write(
+                &Names::slope(l),
+                &slopes[rank * c.heads..(rank + 1) * c.heads],
+            )?;
         }
         be.persistent(Names::NO_THETA, F, c.heads * c.head_dim)
     }

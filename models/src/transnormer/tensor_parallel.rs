@@ -78,7 +78,7 @@ impl Shard {
         let numel: usize = self.shape.iter().product();
         let row: usize = self.shape[1..].iter().product();
         match self.split {
-            Split::Replicated => vec![0..numel],
+            Split::Replicated => std::iter::once(0..numel).collect(),
             Split::Rows { blocks } => {
                 let per_block = self.shape[0] / blocks;
                 let take = per_block / ranks;

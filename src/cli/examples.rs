@@ -13,6 +13,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../dsl-examples/dilated_attention.tsl"),
     ),
     (
+        "dsl-examples/dilated_sp.tsl",
+        include_str!("../../dsl-examples/dilated_sp.tsl"),
+    ),
+    (
         "dsl-examples/elementwise.tsl",
         include_str!("../../dsl-examples/elementwise.tsl"),
     ),

@@ -240,3 +240,71 @@ fn the_385m_decode_step_stays_at_124_launches() {
         );
     }
 }
+
+/// `generate --interpret --tensor-parallel 2` runs the split model over two interpreter ranks:
+/// its tokens are the library's split session's; `model plan --tensor-parallel` prints the
+/// sharding plan; degrees that do not divide the model are refused by name.
+#[test]
+fn tensor_parallel_generate_and_plan() {
+    use tessel_models::parallel::Ranks;
+    use tessel_models::transnormer::tensor_parallel;
+    let d = tiny_model("tp", 7);
+    let dir = model_dir(&d);
+    let path = dir.to_str().unwrap();
+    let (ok, out, err) = tessel(&[
+        "generate",
+        path,
+        "--interpret",
+        "--tokens",
+        "5,17,3",
+        "--max-new-tokens",
+        "4",
+        "--tensor-parallel",
+        "2",
+    ]);
+    assert!(ok && err.contains("sharded over 2 ranks"), "{err}");
+    let got: Vec<u32> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+    let cfg = ModelConfig::read(&dir.join("config.json")).unwrap();
+    let w = Weights::open(&dir, &cfg).unwrap();
+    let model = Transnormer::new(cfg, Tiles::interpreter());
+    let mut ranks = Ranks::interpreted(2).unwrap();
+    let local = tensor_parallel::load(&model, &mut ranks, &w).unwrap();
+    let mut s = Session::new(&local, &mut ranks, 1).unwrap();
+    s.prefill(&[vec![5, 17, 3]], Logits::Last).unwrap();
+    let mut want = vec![s.next_tokens().unwrap()[0]];
+    for _ in 1..4 {
+        want.push(s.step().unwrap()[0]);
+    }
+    assert_eq!(got, want);
+    let (ok, out, err) = tessel(&[
+        "model",
+        "plan",
+        "7b",
+        "--tensor-parallel",
+        "2",
+        "--tokens",
+        "64",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("16 heads per rank"), "{out}");
+    assert!(
+        out.contains("qkvu_proj.weight") && out.contains("[16384, 4096]"),
+        "{out}"
+    );
+    assert!(out.contains("60 all-reduces"), "{out}");
+    let (ok, _, err) = tessel(&[
+        "generate",
+        path,
+        "--interpret",
+        "--tokens",
+        "1",
+        "--tensor-parallel",
+        "3",
+    ]);
+    assert!(
+        !ok && err.contains("decoder_attention_heads = 2 is not a multiple of 3"),
+        "{err}"
+    );
+    let (ok, _, err) = tessel(&["model", "plan", "1b", "--tensor-parallel", "3"]);
+    assert!(!ok && err.contains("not a multiple of 3"), "{err}");
+}

@@ -65,6 +65,11 @@ pub trait Backend {
         let _ = key;
         self.run(graph, plan)
     }
+    /// Device milliseconds spent in collectives since the last call, where a group measures
+    /// them ([`crate::parallel::Nccl::timing`]); None elsewhere.
+    fn take_collective_ms(&mut self) -> Result<Option<f64>, ModelError> {
+        Ok(None)
+    }
     /// Peak bytes of persistent buffers and of the largest arena so far.
     fn memory(&self) -> (usize, usize);
 }

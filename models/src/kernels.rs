@@ -16,6 +16,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("sampling", include_str!("../../dsl-examples/sampling.tsl")),
     (
+        "transnormer_tp",
+        include_str!("../../dsl-examples/transnormer_tp.tsl"),
+    ),
+    (
         "layernorm",
         include_str!("../../dsl-examples/layernorm.tsl"),
     ),

@@ -28,6 +28,8 @@ pub enum ModelError {
     LongNetConfig(#[from] longnet::config::ConfigError),
     #[error(transparent)]
     Weights(#[from] WeightError),
+    #[error(transparent)]
+    TensorParallel(#[from] transnormer::tensor_parallel::TpError),
     #[error("kernel {kernel}: {message}")]
     Kernel { kernel: String, message: String },
     #[error("{0}")]

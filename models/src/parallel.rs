@@ -20,6 +20,7 @@
 use petgraph::graph::NodeIndex;
 use tessel_package::DType;
 use tessel_runtime::collective::Group;
+use tessel_runtime::cuda::CudaEvent;
 
 use crate::backend::{decode, encode, Backend, InterpBackend};
 use crate::backend_gpu::GpuBackend;
@@ -37,6 +38,10 @@ pub trait Communicator {
         plan: &Plan,
         node: NodeIndex,
     ) -> Result<(), ModelError>;
+    /// Device milliseconds spent in collectives since the last call, where measured.
+    fn take_collective_ms(&mut self) -> Result<Option<f64>, ModelError> {
+        Ok(None)
+    }
 }
 
 /// The ranks of a parallel group and how they communicate.
@@ -160,6 +165,10 @@ impl<C: Communicator> Backend for Ranks<C> {
         self.step(graph, plan, &plan.order, Some(key))
     }
 
+    fn take_collective_ms(&mut self) -> Result<Option<f64>, ModelError> {
+        self.comm.take_collective_ms()
+    }
+
     /// The largest rank's: what one device must hold.
     fn memory(&self) -> (usize, usize) {
         let m: Vec<(usize, usize)> = self.ranks.iter().map(Backend::memory).collect();
@@ -253,10 +262,18 @@ impl Ranks<Simulated> {
 /// Collectives through NCCL; rank r's backend runs on the group's device r.
 pub struct Nccl {
     pub group: Group,
-    /// When set, each collective is timed on rank 0's stream (events around it; reading them
-    /// waits for the device) into `times_ms`.
+    /// When set, each collective is bracketed by timing events on rank 0's stream (recorded,
+    /// not waited for: the ranks keep overlapping), summed by `take_collective_ms`. The time
+    /// includes waiting for the slowest rank to arrive, which is what the step pays.
     pub timing: bool,
-    pub times_ms: Vec<f32>,
+    events: Vec<(CudaEvent, CudaEvent)>,
+}
+
+fn timing_event(dev: &tessel_runtime::Device) -> Result<CudaEvent, ModelError> {
+    use tessel_runtime::cuda::sys::CUevent_flags::CU_EVENT_DEFAULT;
+    dev.stream()
+        .record_event(Some(CU_EVENT_DEFAULT))
+        .map_err(|e| ModelError::Backend(format!("timing event: {e}")))
 }
 
 impl Communicator for Nccl {
@@ -276,17 +293,33 @@ impl Communicator for Nccl {
                     .iter()
                     .map(|be| call.views().map(|v| be.tensor_view(plan, v)).collect())
                     .collect::<Result<Vec<Vec<_>>, _>>()?;
-                let run = || self.group.all_reduce_sum(&views);
-                if self.timing {
-                    let ms = self.group.device(0).time_ms(run);
-                    self.times_ms
-                        .push(ms.map_err(|e| ModelError::Backend(e.to_string()))?);
-                } else {
-                    run().map_err(|e| ModelError::Backend(e.to_string()))?;
+                let start = self
+                    .timing
+                    .then(|| timing_event(self.group.device(0)))
+                    .transpose()?;
+                self.group
+                    .all_reduce_sum(&views)
+                    .map_err(|e| ModelError::Backend(e.to_string()))?;
+                if let Some(start) = start {
+                    let end = timing_event(self.group.device(0))?;
+                    self.events.push((start, end));
                 }
             }
         }
         Ok(())
+    }
+
+    fn take_collective_ms(&mut self) -> Result<Option<f64>, ModelError> {
+        if !self.timing {
+            return Ok(None);
+        }
+        let bad = |e: tessel_runtime::cuda::DriverError| ModelError::Backend(e.to_string());
+        let mut ms = 0.0;
+        for (start, end) in self.events.drain(..) {
+            end.synchronize().map_err(bad)?;
+            ms += f64::from(start.elapsed_ms(&end).map_err(bad)?);
+        }
+        Ok(Some(ms))
     }
 }
 
@@ -310,7 +343,7 @@ impl Ranks<Nccl> {
             Nccl {
                 group,
                 timing: false,
-                times_ms: Vec::new(),
+                events: Vec::new(),
             },
         )
     }

@@ -2,8 +2,9 @@
 //!
 //! It links neither LLVM nor MLIR: a program built on it needs only libc and, at run time, the
 //! NVIDIA driver (loaded dynamically, so a machine without one gets `RuntimeError::NoDriver`
-//! instead of a crash). Packages are verified when read, every launch is checked against the
-//! package's manifest before it reaches the GPU, device memory comes from a caching pool, and
+//! instead of a crash; collectives load libnccl the same way, `RuntimeError::NoNccl` when
+//! absent). Packages are verified when read, every launch is checked against the package's
+//! manifest before it reaches the GPU, device memory comes from a caching pool, and
 //! sequences of launches can be captured into CUDA graphs.
 
 pub mod attention;

@@ -30,6 +30,10 @@ pub struct CompileModelArgs {
     /// Kernels compiled at once (default: the machine's cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Also build the kernels of a rank of an N-way tensor-parallel split (the package then
+    /// serves `generate` with and without `--tensor-parallel N`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub tensor_parallel: usize,
 }
 
 type Built = Result<(KernelEntry, String), String>;
@@ -62,7 +66,14 @@ pub fn run(args: CompileModelArgs) -> super::CliResult {
     let kernels = if tessel_models::longnet::config::is_longnet(&args.model) {
         super::longnet::kernels(&args.model)?
     } else {
-        Transnormer::new(config(&args.model)?, Tiles::gpu()).kernels()
+        let model = Transnormer::new(config(&args.model)?, Tiles::gpu());
+        let mut k = model.kernels();
+        if args.tensor_parallel > 1 {
+            k.extend(model.rank_model(args.tensor_parallel)?.kernels());
+            k.sort();
+            k.dedup();
+        }
+        k
     };
     let jobs = args
         .jobs

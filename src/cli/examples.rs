@@ -84,6 +84,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "dsl-examples/transnormer_mixer.tsl",
         include_str!("../../dsl-examples/transnormer_mixer.tsl"),
     ),
+    (
+        "dsl-examples/transnormer_tp.tsl",
+        include_str!("../../dsl-examples/transnormer_tp.tsl"),
+    ),
 ];
 
 /// The source of the example at `path` (e.g. `dsl-examples/matmul.tsl`).

@@ -9,9 +9,12 @@ use std::time::Instant;
 use clap::Args;
 use tessel_models::backend::{Backend, InterpBackend};
 use tessel_models::backend_gpu::GpuBackend;
+use tessel_models::parallel::Ranks;
 use tessel_models::transnormer::config::ModelConfig;
+use tessel_models::transnormer::tensor_parallel;
 use tessel_models::transnormer::weights::Weights;
 use tessel_models::transnormer::{Choice, Logits, Session, Tiles, Transnormer};
+use tessel_runtime::collective::Group;
 use tessel_runtime::format::Package;
 use tessel_runtime::{Device, LoadedPackage};
 
@@ -56,6 +59,48 @@ pub struct GenerateArgs {
     /// Seed of the draws (and of --random-prompt).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Split the model over N GPUs (0..N, NCCL all-reduces; the package from `compile-model
+    /// --tensor-parallel N`), or with --interpret over N interpreter ranks with the all-reduces
+    /// simulated in process. N must divide the heads and glu_dim.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub tensor_parallel: usize,
+}
+
+/// Where a generation runs: one backend, or a tensor-parallel group of ranks.
+fn machine(
+    args: &GenerateArgs,
+    model: &Transnormer,
+    weights: &Weights,
+) -> Result<(Transnormer, Box<dyn Backend>), Box<dyn std::error::Error>> {
+    let n = args.tensor_parallel;
+    if n == 1 {
+        let mut be: Box<dyn Backend> = match &args.package {
+            Some(path) => {
+                let dev = Device::open(0)?;
+                let pkg = LoadedPackage::load(&dev, Package::read(path)?)?;
+                Box::new(GpuBackend::new(dev, pkg))
+            }
+            None => Box::new(InterpBackend::new()),
+        };
+        model.load(be.as_mut(), weights)?;
+        return Ok((model.clone(), be));
+    }
+    // Refuse a degree that does not divide the model before any device is opened.
+    tensor_parallel::check(&model.cfg, n)?;
+    match &args.package {
+        Some(path) => {
+            let mut ranks = Ranks::gpu(Group::open(n)?, &Package::read(path)?)?;
+            // All-reduce time per step: events around each collective, read after the steps.
+            ranks.comm.timing = true;
+            let local = tensor_parallel::load(model, &mut ranks, weights)?;
+            Ok((local, Box::new(ranks)))
+        }
+        None => {
+            let mut ranks = Ranks::interpreted(n)?;
+            let local = tensor_parallel::load(model, &mut ranks, weights)?;
+            Ok((local, Box::new(ranks)))
+        }
+    }
 }
 
 /// The directory's tokenizer.json when the prompt is text (required then), or when the output
@@ -113,29 +158,34 @@ pub(super) fn mib(b: usize) -> f64 {
 
 pub fn run(args: GenerateArgs) -> super::CliResult {
     if tessel_models::longnet::config::is_longnet(&args.model_dir.to_string_lossy()) {
+        if args.tensor_parallel != 1 {
+            return Err(
+                "--tensor-parallel splits TransNormerLLM; LongNet is not split by heads".into(),
+            );
+        }
         return super::longnet::generate(args);
     }
     let choice = choice(&args)?;
     let tokenizer = text_tokenizer(&args)?;
     let cfg = ModelConfig::read(&args.model_dir.join("config.json"))?;
     let weights = Weights::open(&args.model_dir, &cfg)?;
-    let (tiles, mut be): (Tiles, Box<dyn Backend>) = match &args.package {
-        Some(path) => {
-            let dev = Device::open(0)?;
-            let pkg = LoadedPackage::load(&dev, Package::read(path)?)?;
-            (Tiles::gpu(), Box::new(GpuBackend::new(dev, pkg)))
-        }
-        None => (Tiles::interpreter(), Box::new(InterpBackend::new())),
+    let tiles = match &args.package {
+        Some(_) => Tiles::gpu(),
+        None => Tiles::interpreter(),
     };
     let mut model = Transnormer::new(cfg, tiles);
     model.choice = choice;
     let t0 = Instant::now();
-    model.load(be.as_mut(), &weights)?;
+    let (model, mut be) = machine(&args, &model, &weights)?;
     eprintln!(
-        "loaded {} ({:.0} MiB stored) in {:.2} s",
+        "loaded {} ({:.0} MiB stored) in {:.2} s{}",
         args.model_dir.display(),
         mib(weights.stored_bytes()),
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64(),
+        match args.tensor_parallel {
+            1 => String::new(),
+            n => format!(", sharded over {n} ranks"),
+        }
     );
     let tokens = match args.random_prompt {
         Some(n) => {
@@ -160,6 +210,7 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
     let plan = s.prefill(&prompts, Logits::Last)?;
     let mut next = s.next_tokens()?;
     let prefill_s = t0.elapsed().as_secs_f64();
+    let prefill_ar = s.backend().take_collective_ms()?;
     eprintln!(
         "prefill: {} tokens × {} in {:.1} ms ({:.0} tokens/s); intermediates peak {:.2} MiB \
          (unshared {:.2} MiB)",
@@ -170,6 +221,9 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         mib(plan.arena_bytes),
         mib(plan.unshared_bytes)
     );
+    if let Some(ms) = prefill_ar {
+        eprintln!("prefill all-reduce: {ms:.3} ms");
+    }
     let mut stream = Stream::new(tokenizer.as_ref());
     let mut emit = |toks: &[u32]| stream.emit(toks);
     if args.max_new_tokens > 0 {
@@ -181,6 +235,7 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         next = s.step()?;
         emit(&next);
     }
+    s.backend().take_collective_ms()?;
     let t0 = Instant::now();
     for _ in 2..args.max_new_tokens {
         next = s.step()?;
@@ -191,6 +246,7 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
     }
     let steps = args.max_new_tokens.saturating_sub(2);
     let dt = t0.elapsed().as_secs_f64();
+    let decode_ar = s.backend().take_collective_ms()?;
     if steps > 0 {
         let plan = s.decode_plan().expect("a step ran");
         eprintln!(
@@ -203,10 +259,18 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
             mib(plan.arena_bytes),
             mib(plan.unshared_bytes)
         );
+        if let Some(ms) = decode_ar {
+            eprintln!("decode all-reduce: {:.1} µs/step", ms * 1e3 / steps as f64);
+        }
     }
     let (persistent, arena) = s.backend().memory();
     eprintln!(
-        "memory: persistent {:.1} MiB (weights, states, ids), arena {:.2} MiB",
+        "memory{}: persistent {:.1} MiB (weights, states, ids), arena {:.2} MiB",
+        if args.tensor_parallel > 1 {
+            " per rank"
+        } else {
+            ""
+        },
         mib(persistent),
         mib(arena)
     );

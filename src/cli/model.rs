@@ -29,6 +29,9 @@ pub struct PlanArgs {
     /// List every call of the decode step.
     #[arg(long)]
     pub calls: bool,
+    /// Print the sharding plan over N ranks, and one rank's graphs.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub tensor_parallel: usize,
 }
 
 #[derive(Args)]
@@ -74,10 +77,22 @@ fn config(what: &str) -> Result<ModelConfig, Box<dyn std::error::Error>> {
 
 fn plan(args: PlanArgs) -> super::CliResult {
     if tessel_models::longnet::config::is_longnet(&args.config) {
+        if args.tensor_parallel != 1 {
+            return Err(
+                "--tensor-parallel splits TransNormerLLM; LongNet is not split by heads".into(),
+            );
+        }
         return super::longnet::plan(&args.config, args.batch, args.tokens, args.calls);
     }
     use tessel_models::transnormer::{Logits, Tiles, Transnormer};
-    let cfg = config(&args.config)?;
+    let full = config(&args.config)?;
+    let ranks = args.tensor_parallel;
+    let plan = tessel_models::transnormer::tensor_parallel::ShardPlan::new(&full, ranks)?;
+    if ranks > 1 {
+        print!("{}", plan.render());
+    }
+    let model = Transnormer::new(full, Tiles::gpu()).rank_model(ranks)?;
+    let cfg = model.cfg.clone();
     let weights: usize = tessel_models::transnormer::weights::expected(&cfg)
         .iter()
         .map(|(_, s)| s.iter().product::<usize>() * 2)
@@ -86,10 +101,16 @@ fn plan(args: PlanArgs) -> super::CliResult {
         .map(|l| args.batch * cfg.heads * cfg.key_dim(l) * cfg.head_dim * 4)
         .sum();
     let layers = cfg.layers;
-    let model = Transnormer::new(cfg, Tiles::gpu());
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    // A rank's weights: its shards plus the replicated embedding and LM head.
+    let weights = if ranks > 1 {
+        plan.bytes_per_rank().0
+    } else {
+        weights
+    };
     println!(
-        "weights (bf16): {:.1} MiB; decode state: {:.2} MiB",
+        "weights (bf16){}: {:.1} MiB; decode state: {:.2} MiB",
+        if ranks > 1 { " per rank" } else { "" },
         mib(weights),
         mib(state)
     );
@@ -102,11 +123,16 @@ fn plan(args: PlanArgs) -> super::CliResult {
         (format!("decode {b}"), model.decode_graph(b)),
     ] {
         let p = g.plan();
+        let collectives = g.len()
+            - g.graph
+                .node_weights()
+                .filter(|c| c.kernel().is_some())
+                .count();
+        let launches = g.len() - collectives;
         println!(
-            "{what}: {} kernel launches ({:.2} per layer), {} intermediates; arena {:.2} MiB \
-             (peak of live intermediates), {:.2} MiB without reuse",
-            g.len(),
-            g.len() as f64 / layers as f64,
+            "{what}: {launches} kernel launches ({:.2} per layer), {collectives} all-reduces, {} \
+             intermediates; arena {:.2} MiB (peak of live intermediates), {:.2} MiB without reuse",
+            launches as f64 / layers as f64,
             g.transients.len(),
             mib(p.arena_bytes),
             mib(p.unshared_bytes)

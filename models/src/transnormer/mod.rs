@@ -9,11 +9,14 @@ pub mod model;
 pub mod model_decode;
 pub mod model_graphs;
 pub mod session;
+pub mod tensor_parallel;
 pub mod weights;
 
 #[cfg(test)]
+mod tensor_parallel_tests;
+#[cfg(test)]
 mod weights_tests;
 
-pub use model::{Choice, Tiles, Transnormer};
+pub use model::{Choice, Tiles, Tp, Transnormer};
 pub use model_graphs::Logits;
 pub use session::Session;

@@ -86,12 +86,23 @@ pub enum Choice {
     },
 }
 
+/// Which share of a tensor-parallel group a model is ([`Transnormer::rank_model`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tp {
+    /// Ranks of the group (1: the unsplit model, no collectives).
+    pub ranks: usize,
+    /// The token mixer's full inner width H·HD, over which its SRMSNorm is taken.
+    pub hidden: usize,
+}
+
 /// A model: its configuration, decay slopes and how its calls are tiled.
 #[derive(Debug, Clone)]
 pub struct Transnormer {
+    /// The widths this model computes: a tensor-parallel rank's are its share.
     pub cfg: ModelConfig,
     pub tiles: Tiles,
     pub choice: Choice,
+    pub tp: Tp,
 }
 
 pub(super) fn pow2(n: usize) -> usize {
@@ -153,10 +164,15 @@ pub(super) use Access::{Read as R, ReadWrite as RW, Write as W};
 
 impl Transnormer {
     pub fn new(cfg: ModelConfig, tiles: Tiles) -> Self {
+        let tp = Tp {
+            ranks: 1,
+            hidden: cfg.hidden,
+        };
         Self {
             cfg,
             tiles,
             choice: Choice::Greedy,
+            tp,
         }
     }
 

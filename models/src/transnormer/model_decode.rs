@@ -20,11 +20,11 @@
 //! language, fewer launches would mean recomputing across programs.
 
 use super::model::*;
-use crate::graph::Graph;
+use crate::graph::{Buf, Graph};
 
 impl Transnormer {
     /// One layer of a decode step of b sequences on the residual stream x (f32, (b, D)).
-    fn decode_layer(&self, g: &mut Graph, l: usize, x: &crate::graph::Buf, b: usize) {
+    fn decode_layer(&self, g: &mut Graph, l: usize, x: &Buf, b: usize) {
         let c = &self.cfg;
         let (h, hd, kd) = (c.heads, c.head_dim, c.key_dim(l));
         let hidden = c.hidden;
@@ -68,16 +68,20 @@ impl Transnormer {
             ],
         );
         let tiles = self.gemv_tiles(self.tiles.gemv);
-        g.call(
-            format!("layer {l} norm ⊙ u + out_proj + residual"),
-            self.k("transnormer_mixer", "mixer_gate_out", &tiles),
-            vec![
-                view(&o, T, &[b, hidden], R),
-                view(&u, T, &[b, hidden], R),
-                view(&p(&lw("token_mixer.out_proj")), T, &[c.dim, hidden], R),
-                view(x, F, &[b, c.dim], RW),
-            ],
-        );
+        if self.tp.ranks > 1 {
+            self.decode_out_partial(g, l, x, [&o, &u], b);
+        } else {
+            g.call(
+                format!("layer {l} norm ⊙ u + out_proj + residual"),
+                self.k("transnormer_mixer", "mixer_gate_out", &tiles),
+                vec![
+                    view(&o, T, &[b, hidden], R),
+                    view(&u, T, &[b, hidden], R),
+                    view(&p(&lw("token_mixer.out_proj")), T, &[c.dim, hidden], R),
+                    view(x, F, &[b, c.dim], RW),
+                ],
+            );
+        }
         g.call(
             format!("layer {l} norm + sglu"),
             self.k("sglu", "sglu_norm", &tiles),
@@ -88,15 +92,70 @@ impl Transnormer {
                 view(&gate, T, &[b, c.glu], W),
             ],
         );
+        let l3 = p(&lw("channel_mixer.l3"));
+        if self.tp.ranks > 1 {
+            let z = g.transient(format!("layer {l} l3 partial"), F, b * c.dim);
+            g.call(
+                format!("layer {l} l3 (partial)"),
+                self.k("transnormer_tp", "linear_gemv", &tiles),
+                vec![
+                    view(&gate, T, &[b, c.glu], R),
+                    view(&l3, T, &[c.dim, c.glu], R),
+                    view(&z, F, &[b, c.dim], W),
+                ],
+            );
+            self.all_reduce_add(g, l, x, &z, None, b);
+            return;
+        }
         g.call(
             format!("layer {l} l3 + residual"),
             self.k("linear", "linear_residual_gemv", &tiles),
             vec![
                 view(&gate, T, &[b, c.glu], R),
-                view(&p(&lw("channel_mixer.l3")), T, &[c.dim, c.glu], R),
+                view(&l3, T, &[c.dim, c.glu], R),
                 view(x, F, &[b, c.dim], RW),
             ],
         );
+    }
+
+    /// A tensor-parallel rank's decode token-mixer output: y = o ⊙ u with its partial Σo², the
+    /// partial out_proj product, then the all-reduce and the normed residual add.
+    fn decode_out_partial(&self, g: &mut Graph, l: usize, x: &Buf, [o, u]: [&Buf; 2], b: usize) {
+        let c = &self.cfg;
+        let hidden = c.hidden;
+        let y = g.transient(format!("layer {l} gate (unnormalised)"), T, b * hidden);
+        let ss = g.transient(format!("layer {l} partial Σo²"), F, b);
+        let z = g.transient(format!("layer {l} out_proj partial"), F, b * c.dim);
+        let [bm, _, bk, _] = self.tiles.gemv;
+        g.call(
+            format!("layer {l} gate (unnormalised) + Σo²"),
+            self.k(
+                "transnormer_tp",
+                "gate_partial_rows",
+                &[("BM", s(bm)), ("BK", s(bk))],
+            ),
+            vec![
+                view(o, T, &[b, hidden], R),
+                view(u, T, &[b, hidden], R),
+                view(&y, T, &[b, hidden], W),
+                view(&ss, F, &[b], W),
+            ],
+        );
+        let wo = p(&format!("model.layers.{l}.token_mixer.out_proj.weight"));
+        g.call(
+            format!("layer {l} out_proj (partial)"),
+            self.k(
+                "transnormer_tp",
+                "linear_gemv",
+                &self.gemv_tiles(self.tiles.gemv),
+            ),
+            vec![
+                view(&y, T, &[b, hidden], R),
+                view(&wo, T, &[c.dim, hidden], R),
+                view(&z, F, &[b, c.dim], W),
+            ],
+        );
+        self.all_reduce_add(g, l, x, &z, Some(&ss), b);
     }
 
     /// One decode step of b sequences: consumes `next.b{b}` at positions `pos.b{b}`, advances
@@ -134,6 +193,12 @@ impl Transnormer {
     /// overhead. 5 per layer, and 4 more: embedding, final norm + LM head, the choice, the
     /// positions.
     pub fn decode_launches(&self) -> usize {
+        if self.tp.ranks > 1 {
+            // The tensor-parallel layer: qkvu, Lightning, gate + Σo², out_proj, residual;
+            // sglu, l3, residual (docs/models/tensor_parallel.md); its 2 all-reduces are not
+            // kernel launches.
+            return 8 * self.cfg.layers + 4;
+        }
         5 * self.cfg.layers + 4
     }
 }

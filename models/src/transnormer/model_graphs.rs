@@ -3,7 +3,7 @@
 use super::model::Choice;
 use super::model::*;
 use crate::backend::Backend;
-use crate::graph::{Buf, CallArg, Graph, KernelRef};
+use crate::graph::{Buf, CallArg, Collective, Graph, KernelRef};
 use crate::ModelError;
 
 /// What a prefill ends with.
@@ -75,8 +75,15 @@ impl Transnormer {
                 view(&bufs.g, T, &[m, c.glu], W),
             ],
         );
-        let label = format!("layer {l} l3 + residual");
         let shape = [m, c.dim, c.glu];
+        if self.tp.ranks > 1 {
+            let z = g.transient(format!("layer {l} l3 partial"), F, m * c.dim);
+            let label = format!("layer {l} l3 (partial)");
+            self.linear(g, label, &bufs.g, &w("l3"), &z, shape, F, false);
+            self.all_reduce_add(g, l, &bufs.x, &z, None, m);
+            return;
+        }
+        let label = format!("layer {l} l3 + residual");
         self.linear(g, label, &bufs.g, &w("l3"), &bufs.x, shape, F, true);
     }
 
@@ -145,10 +152,82 @@ impl Transnormer {
                 view(&p(&Names::state(l, b)), F, &[b, h, kd, hd], W),
             ],
         );
-        self.mixer_gate(g, l, &o, &bufs.qkvu, &bufs.y, b, n);
         let shape = [m, c.dim, c.hidden];
+        if self.tp.ranks > 1 {
+            let ss = g.transient(format!("layer {l} partial Σo²"), F, m);
+            g.call(
+                format!("layer {l} gate (unnormalised) + Σo²"),
+                self.k(
+                    "transnormer_tp",
+                    "mixer_gate_partial",
+                    &[("BH", s(pow2(h))), ("HD", s(hd))],
+                ),
+                vec![
+                    view(&o, T, &[b, h, n, hd], R),
+                    view(&bufs.qkvu, T, &[b, n, 4 * h, hd], R),
+                    view(&bufs.y, T, &[b, n, h, hd], W),
+                    view(&ss, F, &[b, n], W),
+                ],
+            );
+            let z = g.transient(format!("layer {l} out_proj partial"), F, m * c.dim);
+            let label = format!("layer {l} out_proj (partial)");
+            self.linear(g, label, &bufs.y, &wo, &z, shape, F, false);
+            self.all_reduce_add(g, l, &bufs.x, &z, Some(&ss), m);
+            return;
+        }
+        self.mixer_gate(g, l, &o, &bufs.qkvu, &bufs.y, b, n);
         let label = format!("layer {l} out_proj + residual");
         self.linear(g, label, &bufs.y, &wo, &bufs.x, shape, F, true);
+    }
+
+    /// The end of a tensor-parallel mixer: the all-reduce of the partial product z (m, D) and,
+    /// for the token mixer, of its partial Σo² (m), then x ← x + z (scaled by the norm factor).
+    pub(super) fn all_reduce_add(
+        &self,
+        g: &mut Graph,
+        l: usize,
+        x: &Buf,
+        z: &Buf,
+        ss: Option<&Buf>,
+        m: usize,
+    ) {
+        let d = self.cfg.dim;
+        let zv = |a| match view(z, F, &[m, d], a) {
+            CallArg::Tensor(v) => v,
+            CallArg::Scalar(_) => unreachable!(),
+        };
+        let mut bufs = vec![zv(RW)];
+        let which = if ss.is_some() { "out_proj" } else { "l3" };
+        if let Some(ss) = ss {
+            if let CallArg::Tensor(v) = view(ss, F, &[m], RW) {
+                bufs.push(v);
+            }
+        }
+        g.collective(
+            format!("layer {l} all-reduce {which}"),
+            Collective::AllReduceSum,
+            self.tp.ranks,
+            bufs,
+        );
+        let bd = ("BD", s(pow2(d)));
+        let (x, z) = (view(x, F, &[m, d], RW), view(z, F, &[m, d], R));
+        match ss {
+            Some(ss) => g.call(
+                format!("layer {l} norm factor + residual"),
+                self.k("transnormer_tp", "residual_add_rms", &[("BM", s(1)), bd]),
+                vec![
+                    x,
+                    z,
+                    view(ss, F, &[m], R),
+                    CallArg::Scalar(self.tp.hidden as f64),
+                ],
+            ),
+            None => g.call(
+                format!("layer {l} residual"),
+                self.k("transnormer_tp", "residual_add", &[("BM", s(1)), bd]),
+                vec![x, z],
+            ),
+        }
     }
 
     /// The next tokens from `logits.b{b}` into `next.b{b}`; sampling keys its draws on the

@@ -196,6 +196,11 @@ impl Checkpoint {
         })
     }
 
+    /// The files mapped, in the order read.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
+    }
+
     /// Total stored bytes of all tensors.
     pub fn stored_bytes(&self) -> usize {
         self.tensors.values().map(|e| e.bytes.len()).sum()

@@ -77,9 +77,33 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
                         "wgmma.fence.sync.aligned",
                         "wgmma.commit_group.sync.aligned",
                         "wgmma.wait_group.sync.aligned 0",
-                        "fence.proxy.async.shared::cta",
                     ] {
                         assert!(count(ptx, want) > 0, "{what}: wgmma without `{want}`");
+                    }
+                }
+                // Generic-proxy writers of wgmma tiles fence; TMA writes through the async proxy
+                // and completes on mbarriers instead.
+                let generic = s
+                    .staged
+                    .values()
+                    .any(|st| st.async_reads && !matches!(st.copy, Copy::Tma(_)));
+                let fence = count(ptx, "fence.proxy.async.shared::cta");
+                assert_eq!(generic, fence > 0, "{what}: {fence} proxy fences");
+                let tma = count(ptx, "cp.async.bulk.tensor.");
+                assert_eq!(
+                    s.tensor_maps.is_empty(),
+                    tma == 0,
+                    "{what}: {} tensor maps, {tma} TMA copies",
+                    s.tensor_maps.len()
+                );
+                if tma > 0 {
+                    for want in [
+                        "mbarrier.init.shared::cta.b64",
+                        "mbarrier.arrive.expect_tx.shared::cta.b64",
+                        "mbarrier.try_wait.parity.shared::cta.b64",
+                        ".param .align 64 .b8",
+                    ] {
+                        assert!(count(ptx, want) > 0, "{what}: TMA without `{want}`");
                     }
                 }
                 let smem_operands = s
@@ -122,8 +146,14 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
                 }
                 for p in s.pipelines.values() {
                     // Each iteration waits for its own copies: `ahead` groups were committed
-                    // before it, the last `ahead - 1` of them may still be in flight.
-                    let want = format!("cp.async.wait_group {};", p.ahead - 1);
+                    // before it, the last `ahead - 1` of them may still be in flight (a ring
+                    // whose loads all go by TMA waits on its slot's mbarrier instead).
+                    let cp = p.loads.iter().any(|l| s.staged[l].copy == Copy::Async);
+                    let want = if cp {
+                        format!("cp.async.wait_group {};", p.ahead - 1)
+                    } else {
+                        "mbarrier.try_wait.parity".to_string()
+                    };
                     assert!(ptx.contains(&want), "{what}: pipeline without `{want}`");
                 }
                 // A dot the schedule leaves in flight keeps a batch running; the others wait to 0.

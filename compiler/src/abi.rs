@@ -13,15 +13,21 @@ pub enum Arg<'k> {
     Param(&'k Param),
     /// The run-time value of a shape symbol (an extent, or a stride in elements), as an i32.
     Shape(&'k str),
+    /// Tensor map `index` of the schedule (`.param .align 64 .b8 [128]`, passed by value), for
+    /// TMA copies of tensor parameter `tensor`; the runtime encodes it per launch.
+    TensorMap { index: usize, tensor: usize },
 }
 
 /// A kernel's arguments: one per Tile IR parameter in declaration order, then one i32 per shape
 /// symbol in order of first appearance in the tensors' dimensions and strides (each tensor's
-/// dimensions, then its strides), so a kernel without strides keeps its order.
+/// dimensions, then its strides), so a kernel without strides keeps its order, then the tensor
+/// maps its schedule copies through (none off the TMA path, so other kernels keep theirs).
 #[derive(Clone, Debug)]
 pub struct Signature<'k> {
     kernel: &'k Kernel,
     symbols: Vec<String>,
+    /// The tensor parameter of each tensor map, in the schedule's order.
+    maps: Vec<usize>,
 }
 
 impl<'k> Signature<'k> {
@@ -29,6 +35,15 @@ impl<'k> Signature<'k> {
         Self {
             kernel,
             symbols: shape_symbols(kernel),
+            maps: Vec::new(),
+        }
+    }
+
+    /// The arguments of `kernel` as scheduled by `s`: with its tensor maps.
+    pub fn scheduled(kernel: &'k Kernel, s: &crate::sched::Schedule) -> Self {
+        Self {
+            maps: s.tensor_maps.iter().map(|m| m.tensor).collect(),
+            ..Self::of(kernel)
         }
     }
 
@@ -39,6 +54,17 @@ impl<'k> Signature<'k> {
             .iter()
             .map(Arg::Param)
             .chain(self.symbols.iter().map(|s| Arg::Shape(s)))
+            .chain(
+                self.maps
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &tensor)| Arg::TensorMap { index, tensor }),
+            )
+    }
+
+    /// The argument index of tensor map `index`.
+    pub fn tensor_map_arg(&self, index: usize) -> Option<usize> {
+        (index < self.maps.len()).then(|| self.kernel.params.len() + self.symbols.len() + index)
     }
 
     /// The argument index that carries shape symbol `symbol`'s extent.
@@ -86,6 +112,7 @@ mod tests {
             .map(|a| match a {
                 Arg::Param(p) => p.name.as_str(),
                 Arg::Shape(s) => s,
+                Arg::TensorMap { .. } => "tensor map",
             })
             .collect();
         assert_eq!(names, ["a", "b", "c", "s", "M", "K", "N"]);
@@ -105,5 +132,43 @@ mod tests {
         assert_eq!(shape_symbols(&kernels[0]), ["M", "K", "SA"]);
         let sig = Signature::of(&kernels[0]);
         assert_eq!(sig.shape_arg("SA"), Some(4));
+    }
+
+    #[test]
+    fn tensor_maps_follow_the_shape_symbols_when_the_schedule_has_them() {
+        let src = include_str!("../../dsl-examples/matmul.tsl");
+        let k = compile_source(src, &Overrides::new()).unwrap().remove(0);
+        let hopper = crate::sched::schedule(&k, crate::Target::lookup("sm_90a").unwrap()).unwrap();
+        let sig = Signature::scheduled(&k, &hopper);
+        let maps: Vec<(usize, Arg)> = sig
+            .args()
+            .enumerate()
+            .filter(|(_, a)| matches!(a, Arg::TensorMap { .. }))
+            .collect();
+        // a, b, c, M, K, N, then A's map (of parameter 0) and B's (of parameter 1).
+        assert_eq!(
+            maps,
+            [
+                (
+                    6,
+                    Arg::TensorMap {
+                        index: 0,
+                        tensor: 0
+                    }
+                ),
+                (
+                    7,
+                    Arg::TensorMap {
+                        index: 1,
+                        tensor: 1
+                    }
+                )
+            ]
+        );
+        assert_eq!(sig.tensor_map_arg(1), Some(7));
+        assert_eq!(sig.tensor_map_arg(2), None);
+        // Off the TMA path the signature is the kernel's own.
+        let ampere = crate::sched::schedule(&k, crate::Target::lookup("sm_90").unwrap()).unwrap();
+        assert_eq!(Signature::scheduled(&k, &ampere).args().count(), 6);
     }
 }

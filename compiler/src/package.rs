@@ -37,7 +37,8 @@ pub fn kernel_entry(
         d => Ok(d),
     };
     let mut params = Vec::new();
-    for arg in crate::abi::Signature::of(kernel).args() {
+    let s = &compiled.schedule;
+    for arg in crate::abi::Signature::scheduled(kernel, s).args() {
         params.push(match arg {
             Arg::Param(p) => match &p.kind {
                 ParamKind::Tensor {
@@ -60,6 +61,23 @@ pub fn kernel_entry(
             Arg::Shape(symbol) => ParamSpec::Shape {
                 symbol: symbol.to_string(),
             },
+            Arg::TensorMap { index, tensor } => {
+                let m = &s.tensor_maps[index];
+                let p = &kernel.params[tensor];
+                let ParamKind::Tensor { dtype: d, .. } = &p.kind else {
+                    return Err(CompileError::Reference(
+                        "a tensor map of a scalar parameter".into(),
+                    ));
+                };
+                ParamSpec::TensorMap {
+                    name: format!("{}_tmap{index}", p.name),
+                    tensor: p.name.clone(),
+                    dtype: dtype(*d)?,
+                    box_dims: m.box_dims.iter().map(|&b| b as u32).collect(),
+                    swizzle: m.swizzle as u32,
+                    requires: tessel_package::tensor_map::REQUIREMENT.into(),
+                }
+            }
         });
     }
     // Bytes a call moves at least: every tensor read or written once (read and written for inout).

@@ -35,6 +35,8 @@ pub enum ParamValue {
     F32(f32),
     /// A 16-bit float scalar's bits.
     B16(u16),
+    /// A TMA tensor map, to be encoded by the driver and passed by value.
+    TensorMap(crate::tensor_map::TensorMapEncoding),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,17 +146,22 @@ pub enum LaunchError {
     UnboundSymbol { symbol: String },
     #[error("grid extent {index} ({expr}) is invalid for these shapes")]
     Grid { index: usize, expr: String },
+    #[error(
+        "tensor map `{param}` cannot describe `{tensor}`: {reason} (TMA needs: {requirement})"
+    )]
+    TensorMap {
+        param: String,
+        tensor: String,
+        reason: String,
+        requirement: &'static str,
+    },
     #[error("the kernel requires `{requirement}`, which does not hold for {values}")]
     Requirement { requirement: String, values: String },
 }
 
 /// Checks `args` against `entry` and computes the launch.
 pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchError> {
-    let given: Vec<&ParamSpec> = entry
-        .params
-        .iter()
-        .filter(|p| !matches!(p, ParamSpec::Shape { .. }))
-        .collect();
+    let given: Vec<&ParamSpec> = entry.params.iter().filter(|p| p.is_passed()).collect();
     if given.len() != args.len() {
         return Err(LaunchError::ArgCount {
             kernel: entry.name.clone(),
@@ -190,7 +197,9 @@ pub fn plan(entry: &KernelEntry, args: &[ArgInfo]) -> Result<LaunchPlan, LaunchE
                     scalars.insert(name.clone(), *v as i64);
                 }
             }
-            (ParamSpec::Shape { .. }, _) => unreachable!("shape parameters are not passed"),
+            (ParamSpec::Shape { .. } | ParamSpec::TensorMap { .. }, _) => {
+                unreachable!("shape parameters and tensor maps are not passed")
+            }
         }
     }
     check_overlaps(&ranges)?;
@@ -438,6 +447,14 @@ fn launch_params(
     lookup: &dyn Fn(&str) -> Option<i64>,
 ) -> Result<Vec<ParamValue>, LaunchError> {
     let mut params = Vec::with_capacity(entry.params.len());
+    // Tensor maps describe tensors passed by name.
+    let tensors: BTreeMap<&str, &ArgInfo> = entry
+        .params
+        .iter()
+        .filter(|p| p.is_passed())
+        .zip(args)
+        .map(|(p, a)| (p.name(), a))
+        .collect();
     let mut args = args.iter();
     for spec in &entry.params {
         params.push(match spec {
@@ -478,6 +495,24 @@ fn launch_params(
                 })?;
                 ParamValue::I32(v as i32)
             }
+            ParamSpec::TensorMap { tensor, .. } => match tensors.get(tensor.as_str()) {
+                Some(ArgInfo::Tensor {
+                    dtype,
+                    shape,
+                    strides,
+                    ptr,
+                }) => ParamValue::TensorMap(crate::tensor_map::encoding(
+                    spec, *dtype, shape, strides, *ptr,
+                )?),
+                _ => {
+                    return Err(LaunchError::TensorMap {
+                        param: spec.name().into(),
+                        tensor: tensor.clone(),
+                        reason: "no such tensor parameter".into(),
+                        requirement: crate::tensor_map::REQUIREMENT,
+                    })
+                }
+            },
         });
     }
     Ok(params)

@@ -9,9 +9,11 @@ pub mod format;
 pub mod launch;
 pub mod manifest;
 pub mod target;
+pub mod tensor_map;
 
 pub use expr::{Cmp, Requirement, ShapeExpr};
 pub use format::{Package, PackageBuilder, PackageError};
 pub use launch::{failed_requirement, plan, ArgInfo, LaunchError, LaunchPlan, ParamValue};
 pub use manifest::{dense_strides, DType, DimSpec, Io, KernelEntry, LaunchRule, ParamSpec};
 pub use target::{Feature, PtxVersion, Target, TargetError};
+pub use tensor_map::TensorMapEncoding;

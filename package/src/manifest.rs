@@ -111,14 +111,36 @@ pub enum ParamSpec {
     /// The value of a shape symbol (an extent or a stride) bound from the tensors, passed as an
     /// i32.
     Shape { symbol: String },
+    /// A TMA tensor map of tensor parameter `tensor`, passed by value (128 bytes, 64-aligned),
+    /// encoded per launch from that tensor's pointer, shape and strides
+    /// ([`crate::tensor_map::encoding`]): its dimensions innermost first, boxes of `box_dims`
+    /// (innermost first), `swizzle` bytes (128, 64, 32; 0 for none), out-of-bounds elements read
+    /// as zeros. `requires` says what the tensor must satisfy; a launch it does not is refused.
+    #[serde(rename = "tensor_map")]
+    TensorMap {
+        name: String,
+        tensor: String,
+        dtype: DType,
+        box_dims: Vec<u32>,
+        swizzle: u32,
+        requires: String,
+    },
 }
 
 impl ParamSpec {
     pub fn name(&self) -> &str {
         match self {
-            ParamSpec::Tensor { name, .. } | ParamSpec::Scalar { name, .. } => name,
+            ParamSpec::Tensor { name, .. }
+            | ParamSpec::Scalar { name, .. }
+            | ParamSpec::TensorMap { name, .. } => name,
             ParamSpec::Shape { symbol } => symbol,
         }
+    }
+
+    /// Whether the caller passes it (a tensor or a scalar); shape values and tensor maps are
+    /// derived from the tensors passed.
+    pub fn is_passed(&self) -> bool {
+        matches!(self, ParamSpec::Tensor { .. } | ParamSpec::Scalar { .. })
     }
 }
 

@@ -516,3 +516,55 @@ fn inconsistent_strides_are_refused_before_launch() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_tensor_map_is_encoded_from_its_tensor_or_the_launch_is_refused() {
+    // q's TMA map, after the shape parameter: boxes of 64 columns x 128 rows of N.
+    let mut e = entry();
+    e.params.push(ParamSpec::TensorMap {
+        name: "q_tmap0".into(),
+        tensor: "q".into(),
+        dtype: DType::Bf16,
+        box_dims: vec![64, 128, 1, 1],
+        swizzle: 128,
+        requires: tessel_package::tensor_map::REQUIREMENT.into(),
+    });
+    let o = Q + 0x100_0000;
+    let args = |q: ArgInfo| vec![q, tensor(&[2, 3, 200, 64], o), ArgInfo::Scalar(0.5)];
+    let p = plan(&e, &args(tensor(&[2, 3, 200, 64], Q))).unwrap();
+    // Not passed by the caller, but launched last, innermost dimension first.
+    assert_eq!(p.params.len(), 5);
+    let ParamValue::TensorMap(m) = p.params[4] else {
+        panic!("{:?}", p.params[4]);
+    };
+    assert_eq!((m.rank, m.address, m.swizzle), (4, Q, 128));
+    assert_eq!(m.dims[..4], [64, 200, 3, 2]);
+    assert_eq!(m.strides[..3], [128, 128 * 200, 128 * 200 * 3]);
+    assert_eq!(m.box_dims[..4], [64, 128, 1, 1]);
+    // A view whose rows are 8 bytes out of step with 16: refused before any launch, with the
+    // requirement named. (q's own checks pass: it is 16-byte aligned and dense-declared
+    // strides are not checked here, so only the tensor map can refuse it.)
+    let mut e2 = e.clone();
+    if let ParamSpec::Tensor { strides, dims, .. } = &mut e2.params[0] {
+        *strides = Some(vec![
+            DimSpec::Sym("S0".into()),
+            DimSpec::Sym("S1".into()),
+            DimSpec::Sym("S2".into()),
+            DimSpec::Const(1),
+        ]);
+        dims[3] = DimSpec::Sym("D".into());
+    }
+    let q = ArgInfo::Tensor {
+        dtype: DType::Bf16,
+        shape: vec![2, 3, 200, 60],
+        strides: vec![3 * 200 * 68, 200 * 68, 68, 1],
+        ptr: Q,
+    };
+    let err = plan(&e2, &args(q)).unwrap_err();
+    assert!(
+        matches!(&err, LaunchError::TensorMap { param, reason, .. }
+            if param == "q_tmap0" && reason.contains("136 bytes")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("multiple of 16 bytes"), "{err}");
+}

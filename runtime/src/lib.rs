@@ -21,6 +21,7 @@ mod operand;
 pub mod package;
 pub mod spec;
 pub mod tensor;
+pub mod tensor_map;
 
 pub use device::{Device, Graph, LoadedModule};
 pub use error::RuntimeError;

@@ -180,6 +180,16 @@ impl LoadedPackage {
             .functions
             .get(name)
             .ok_or_else(|| RuntimeError::KernelNotFound { name: name.into() })?;
+        // Tensor maps are encoded first: the builder holds references to every argument.
+        let maps = plan
+            .params
+            .iter()
+            .filter_map(|p| match p {
+                ParamValue::TensorMap(e) => Some(crate::tensor_map::encode(e)),
+                _ => None,
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut maps = maps.iter();
         let mut builder = stream.launch_builder(func);
         for p in &plan.params {
             match p {
@@ -187,6 +197,7 @@ impl LoadedPackage {
                 ParamValue::I32(v) => builder.arg(v),
                 ParamValue::F32(v) => builder.arg(v),
                 ParamValue::B16(v) => builder.arg(v),
+                ParamValue::TensorMap(_) => builder.arg(maps.next().expect("encoded above")),
             };
         }
         let cfg = cudarc::driver::LaunchConfig {
@@ -196,7 +207,8 @@ impl LoadedPackage {
         };
         // SAFETY: `plan` checked every argument against the manifest the PTX was compiled with:
         // pointer parameters are live, aligned, dense tensors of the declared dtype and of the
-        // sizes the shape symbols (also passed) describe; outputs overlap nothing else.
+        // sizes the shape symbols (also passed) describe; outputs overlap nothing else; tensor
+        // maps describe those same tensors (true extents, so TMA reads nothing outside them).
         unsafe { builder.launch(cfg) }.map_err(RuntimeError::driver("kernel launch"))?;
         Ok(plan)
     }

@@ -131,7 +131,7 @@ fn bench_params(
             ParamSpec::Scalar { name, .. } => out.push(BenchParam::Scalar(
                 scalars.get(name).copied().unwrap_or(1.0),
             )),
-            ParamSpec::Shape { .. } => {}
+            ParamSpec::Shape { .. } | ParamSpec::TensorMap { .. } => {}
         }
     }
     Ok(out)

@@ -55,6 +55,16 @@ pub fn describe(k: &KernelEntry, ptx_bytes: usize) -> Vec<String> {
             ParamSpec::Scalar { name, dtype } => out.push(format!("  param      {name}: {dtype}")),
             // Shape parameters are passed by the runtime, bound from the tensors.
             ParamSpec::Shape { .. } => {}
+            ParamSpec::TensorMap {
+                name,
+                tensor,
+                box_dims,
+                swizzle,
+                ..
+            } => out.push(format!(
+                "  tensormap  {name}: TMA of `{tensor}`, box {box_dims:?} innermost first, \
+                 {swizzle}-byte swizzle"
+            )),
         }
     }
     for r in &k.requires {

@@ -107,7 +107,7 @@ pub(crate) fn host_inputs(
             ParamSpec::Scalar { name, .. } => {
                 out.push(HostArg::Scalar(scalars.get(name).copied().unwrap_or(1.0)))
             }
-            ParamSpec::Shape { .. } => {}
+            ParamSpec::Shape { .. } | ParamSpec::TensorMap { .. } => {}
         }
     }
     Ok(out)
@@ -118,10 +118,7 @@ pub(crate) fn upload(
     entry: &KernelEntry,
     host: &[HostArg],
 ) -> Result<Vec<Option<DeviceTensor>>, Box<dyn std::error::Error>> {
-    let specs = entry
-        .params
-        .iter()
-        .filter(|p| !matches!(p, ParamSpec::Shape { .. }));
+    let specs = entry.params.iter().filter(|p| p.is_passed());
     let mut out = Vec::new();
     for (spec, h) in specs.zip(host) {
         out.push(match (spec, h) {
@@ -245,10 +242,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
         "output", "dtype", "shape", "max err/max", "tolerance", "result"
     );
     let mut failed = false;
-    let specs = entry
-        .params
-        .iter()
-        .filter(|p| !matches!(p, ParamSpec::Shape { .. }));
+    let specs = entry.params.iter().filter(|p| p.is_passed());
     for ((spec, t), h) in specs.zip(&tensors).zip(&host) {
         let (
             ParamSpec::Tensor {
@@ -326,7 +320,7 @@ pub(crate) fn check_problem_names(
                 }
             }
             ParamSpec::Scalar { name, .. } => scalar_names.push(name.clone()),
-            ParamSpec::Shape { .. } => {}
+            ParamSpec::Shape { .. } | ParamSpec::TensorMap { .. } => {}
         }
     }
     let sorted = |m: &HashMap<String, f64>| {

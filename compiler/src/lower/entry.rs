@@ -40,7 +40,7 @@ pub(super) struct Lower<'a> {
 
 /// The MLIR text of a scheduled kernel.
 pub fn build_text(k: &Kernel, s: &Schedule) -> R<String> {
-    let sig = Signature::of(k);
+    let sig = Signature::scheduled(k, s);
     let params = sig
         .args()
         .map(|a| match a {
@@ -49,6 +49,7 @@ pub fn build_text(k: &Kernel, s: &Schedule) -> R<String> {
                 ParamKind::Scalar { dtype } => Ty::of(*dtype),
             },
             Arg::Shape(_) => Ty::I32,
+            Arg::TensorMap { .. } => Ty::TensorMap,
         })
         .collect();
     let mut e = Emitter::new(params);

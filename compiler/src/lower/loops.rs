@@ -91,9 +91,15 @@ impl Lower<'_> {
             let any = self.e.cmpi(ICmp::Slt, &lo, &hi);
             results = self.e.scf_if(&any, ran, Some(skipped))?;
         }
-        if pipe.is_some() {
-            self.wait(0)?;
+        if let Some(p) = &pipe {
+            let (cp, tma) = self.copy_kinds(p);
+            if !cp.is_empty() {
+                self.wait(0)?;
+            }
             self.barrier()?;
+            if !tma.is_empty() {
+                self.ring_end(p)?;
+            }
         }
         self.bind(&inst.results, &counts, &results);
         Ok(())
@@ -139,8 +145,13 @@ impl Lower<'_> {
         }
     }
 
-    /// The first `ahead` iterations' copies, before the loop, into slots 0, 1, ….
+    /// The first `ahead` iterations' copies, before the loop, into slots 0, 1, … (a ring with
+    /// TMA loads first initialises its mbarriers, which the barrier publishes).
     fn prologue(&mut self, p: &Pipeline, body: &Block, [lo, hi, step]: [&Value; 3]) -> R<()> {
+        let (cp, tma) = self.copy_kinds(p);
+        if !tma.is_empty() {
+            self.ring_init(p)?;
+        }
         self.barrier()?;
         for s in 0..p.ahead {
             let sv = self.e.i32(s as i64);
@@ -150,18 +161,37 @@ impl Lower<'_> {
             self.when(&inside, |me| {
                 let saved = me.env.clone();
                 me.lower_start_slice(body, &p.loads, &ivs)?;
-                for &l in &p.loads {
+                for &l in &cp {
                     let st = &me.s.staged[&l];
                     let slot = me.s.buffers[st.buffer].offset + s * st.tile.bytes();
                     let base = me.e.i32(slot as i64);
                     me.copy_in(l, &base)?;
                 }
+                if !tma.is_empty() {
+                    let slot = me.e.i32(s as i64);
+                    me.ring_fill(p, &slot)?;
+                }
                 me.env = saved;
                 Ok(())
             })?;
-            self.commit()?;
+            if !cp.is_empty() {
+                self.commit()?;
+            }
         }
         Ok(())
+    }
+
+    /// The loads of `p` copied by cp.async (one group per iteration) and by TMA (completing on
+    /// the ring's mbarriers).
+    fn copy_kinds(&self, p: &Pipeline) -> (Vec<ValueId>, Vec<ValueId>) {
+        let tma = self.tma_loads(p);
+        let cp = p
+            .loads
+            .iter()
+            .copied()
+            .filter(|l| !tma.contains(l))
+            .collect();
+        (cp, tma)
     }
 
     /// At the top of an iteration: waits for its slot, then refills the slot the previous
@@ -174,10 +204,18 @@ impl Lower<'_> {
         iv: &Value,
         [lo, hi, step]: [&Value; 3],
     ) -> R<()> {
-        // Groups committed: `ahead` in the prologue, one per iteration before this one.
-        self.wait(p.ahead - 1)?;
-        if p.loads.iter().any(|l| self.s.staged[l].async_reads) {
-            self.fence_proxy_async()?;
+        let (cp, tma) = self.copy_kinds(p);
+        if !cp.is_empty() {
+            // Groups committed: `ahead` in the prologue, one per iteration before this one.
+            self.wait(p.ahead - 1)?;
+            if cp.iter().any(|l| self.s.staged[l].async_reads) {
+                self.fence_proxy_async()?;
+            }
+        }
+        if !tma.is_empty() {
+            let d = self.e.arith(Arith::SubI, iv, lo);
+            let j = self.e.arith(Arith::DivSI, &d, step);
+            self.ring_wait(p, &j)?;
         }
         self.barrier()?;
         let d = self.e.arith(Arith::SubI, iv, lo);
@@ -193,14 +231,19 @@ impl Lower<'_> {
         self.when(&inside, |me| {
             let saved = me.env.clone();
             me.lower_start_slice(body, &p.loads, &ivn)?;
-            for &l in &p.loads {
+            for &l in &cp {
                 let base = me.slot(l, &wr);
                 me.copy_in(l, &base)?;
+            }
+            if !tma.is_empty() {
+                me.ring_fill(p, &wr)?;
             }
             me.env = saved;
             Ok(())
         })?;
-        self.commit()?;
+        if !cp.is_empty() {
+            self.commit()?;
+        }
         for &l in &p.loads {
             let base = self.slot(l, &rd);
             self.smem_at.insert(l, base);
@@ -209,7 +252,7 @@ impl Lower<'_> {
     }
 
     /// The byte offset of slot `index` of staged load `l`'s buffer.
-    fn slot(&mut self, l: ValueId, index: &Value) -> Value {
+    pub(super) fn slot(&mut self, l: ValueId, index: &Value) -> Value {
         let st = &self.s.staged[&l];
         let (offset, bytes) = (self.s.buffers[st.buffer].offset, st.tile.bytes());
         let b0 = self.e.i32(offset as i64);

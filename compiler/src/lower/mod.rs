@@ -35,6 +35,7 @@ mod reduce;
 mod scalar;
 mod scan;
 mod shared;
+mod tma;
 mod wgmma;
 
 pub use entry::build_text;

@@ -157,3 +157,61 @@ pub(super) fn wgmma_m64nk16(n: usize, dtype: &str, trans_b: bool) -> Template {
         side_effects: true,
     }
 }
+
+/// Initialises the mbarrier at shared address `$0` for one arrival per phase (the thread that
+/// announces a slot's bytes); TMA's completed bytes finish the phase.
+pub(super) fn mbarrier_init() -> Template {
+    effect("mbarrier.init.shared::cta.b64 [$0], 1;", "r", 1)
+}
+
+/// Makes `mbarrier.init` visible to the async proxy (TMA's complete_tx) and to other threads,
+/// before the barrier that follows it.
+pub(super) fn fence_mbarrier_init() -> Template {
+    effect("fence.mbarrier_init.release.cluster;", "", 0)
+}
+
+/// Ends the mbarrier at `$0` (every phase complete, no thread waiting) so that its memory may be
+/// initialised again when its loop is next entered.
+pub(super) fn mbarrier_inval() -> Template {
+    effect("mbarrier.inval.shared::cta.b64 [$0];", "r", 1)
+}
+
+/// The one arrival of a slot's phase at mbarrier `$0`, announcing the `bytes` that the slot's
+/// TMA copies will complete on it.
+pub(super) fn mbarrier_arrive_expect_tx(bytes: usize) -> Template {
+    effect(
+        format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], {bytes};"),
+        "r",
+        1,
+    )
+}
+
+/// Waits until the phase of parity `$1` of mbarrier `$0` has completed (`try_wait` suspends a
+/// while, then the loop asks again; `${:uid}` keeps each copy's label unique).
+pub(super) fn mbarrier_wait_parity() -> Template {
+    effect(
+        "{\\0A\\09.reg .pred p;\\0A\\09TW${:uid}:\\0A\\09\
+         mbarrier.try_wait.parity.shared::cta.b64 p, [$0], $1;\\0A\\09@!p bra TW${:uid};\\0A\\09}",
+        "r,r",
+        2,
+    )
+}
+
+/// One box of a `rank`-dimensional tensor map into shared memory, completing on an mbarrier.
+/// Operands: the shared destination, the tensor map's generic address, `rank` i32 coordinates
+/// (innermost first, signed: boxes past any edge are zero-filled), the mbarrier.
+pub(super) fn tma_load(rank: usize) -> Template {
+    let coords: Vec<String> = (0..rank).map(|i| format!("${}", i + 2)).collect();
+    let mut constraints = vec!["r", "l"];
+    constraints.extend(std::iter::repeat_n("r", rank + 1));
+    effect(
+        format!(
+            "cp.async.bulk.tensor.{rank}d.shared::cluster.global.mbarrier::complete_tx::bytes \
+             [$0], [$1, {{{}}}], [${}];",
+            coords.join(", "),
+            rank + 2
+        ),
+        &constraints.join(","),
+        rank + 3,
+    )
+}

@@ -232,6 +232,9 @@ impl Lower<'_> {
             steps: &steps,
         };
         let st = self.s.staged[&v].clone();
+        if matches!(st.copy, Copy::Tma(_)) {
+            return Err(err(format!("{v} goes by TMA, into its ring's slots only")));
+        }
         let tile = st.tile;
         let blocked = Dist::blocked(tile.rows, tile.cols, self.s.num_warps as usize);
         let sync = |me: &mut Self| -> R<Vec<Value>> {

@@ -1,6 +1,7 @@
 //! Shared-memory allocation by liveness.
 //!
-//! Writes `buffers`, `staged[_].buffer`, `scratch_offset` and `shared_bytes`.
+//! Writes `buffers`, `staged[_].buffer`, `scratch_offset`, `pipelines[_].mbarriers` and
+//! `shared_bytes`.
 //!
 //! Positions are program order with loop bodies inline ([`Facts`]); a buffer lives from
 //! its definition to its last use, stretched to the end of every loop that re-reads it, or over
@@ -12,7 +13,10 @@
 use petgraph::graph::{NodeIndex, UnGraph};
 
 use super::staging::staged_loads;
-use super::{Ctx, SchedError, Schedule};
+use super::{Copy, Ctx, SchedError, Schedule};
+
+/// Bytes (and alignment) of one mbarrier object.
+pub const MBARRIER_BYTES: usize = 8;
 use crate::tir::facts::Facts;
 use crate::tir::ValueId;
 
@@ -59,6 +63,22 @@ pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
     s.buffers = buffers;
     s.scratch_offset = staged_bytes.div_ceil(16) * 16;
     s.shared_bytes = s.scratch_offset + s.scratch_bytes;
+    // Each ring with TMA loads gets one 8-byte mbarrier per slot after the scratch region, live
+    // for the whole kernel (re-initialised each time its loop is entered).
+    let mut rings: Vec<_> = s.pipelines.keys().copied().collect();
+    rings.sort();
+    for lp in rings {
+        let p = s.pipelines.get_mut(&lp).expect("listed above");
+        let tma = p
+            .loads
+            .iter()
+            .any(|v| matches!(s.staged[v].copy, Copy::Tma(_)));
+        if tma {
+            let at = s.shared_bytes.div_ceil(MBARRIER_BYTES) * MBARRIER_BYTES;
+            p.mbarriers = Some(at);
+            s.shared_bytes = at + MBARRIER_BYTES * p.stages;
+        }
+    }
     let target = &cx.target;
     if s.shared_bytes > target.max_shared_bytes as usize {
         return Err(cx.refuse(

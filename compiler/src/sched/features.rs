@@ -22,5 +22,9 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
     if s.staged.values().any(|st| st.copy == Copy::Async) {
         features.push(Feature::CpAsync);
     }
+    if !s.tensor_maps.is_empty() {
+        features.push(Feature::Mbarrier);
+        features.push(Feature::Tma);
+    }
     s.features = features;
 }

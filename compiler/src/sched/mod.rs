@@ -26,15 +26,16 @@ mod schedule;
 mod scratch;
 mod staging;
 pub mod strategy;
+pub mod tma;
 pub mod verify;
 pub mod wgmma;
 
-pub use alloc::{Buffer, BufferUse};
+pub use alloc::{Buffer, BufferUse, MBARRIER_BYTES};
 pub use hints::{HintError, Hints, SchedOptions};
 pub use layout::{Coord, Dist, DistKind};
 pub use schedule::{
     Copy, DotPlan, DotUnit, Frame, Layout, Operand, Pipeline, ReducePlan, SchedError, Schedule,
-    SmemTile, Staging,
+    SmemTile, Staging, TensorMap,
 };
 pub use strategy::Strategy;
 
@@ -91,9 +92,10 @@ pub fn schedule_with(
     reduces::run(&cx, &mut s); // reduces
     staging::run(&cx, &mut s); // staged
     pipeline::run(&cx, &mut s)?; // pipelines, staged[_].pipelined
+    tma::run(&cx, &mut s); // staged[_].copy (TMA), tensor_maps
     scratch::run(&cx, &mut s); // conversions, scratch_bytes
     overlap::run(&cx, &mut s); // dots[_] wgmma wait, pipelines[_].stages and ahead
-    alloc::run(&cx, &mut s)?; // buffers, staged[_].buffer, scratch_offset, shared_bytes
+    alloc::run(&cx, &mut s)?; // buffers, staged[_].buffer, scratch_offset, pipelines[_].mbarriers, shared_bytes
     features::run(&cx, &mut s); // features
     verify::check(&cx.facts, &s).map_err(|e| e.into_error(kernel))?;
     Ok(s)

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use super::staging::staged_loads;
-use super::{Copy, Ctx, Pipeline, SchedError, Schedule, Strategy};
+use super::{Ctx, Pipeline, SchedError, Schedule, Strategy};
 use crate::tir::{Op, ValueId};
 
 pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
@@ -22,7 +22,7 @@ pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
         let Some(lp) = cx.facts.loop_of(v) else {
             continue;
         };
-        if st.copy == Copy::Async && stages > 1 && starts_hoistable(cx, v, lp) {
+        if st.copy.is_async() && stages > 1 && starts_hoistable(cx, v, lp) {
             st.pipelined = Some(lp);
             s.pipelines
                 .entry(lp)
@@ -30,6 +30,7 @@ pub fn run(cx: &Ctx, s: &mut Schedule) -> Result<(), SchedError> {
                     stages,
                     ahead: stages - 1,
                     loads: Vec::new(),
+                    mbarriers: None,
                 })
                 .loads
                 .push(v);

@@ -47,7 +47,24 @@ impl fmt::Display for Schedule {
                 // Some slots are still read by dots in flight when the copies are issued.
                 write!(f, ", copies {} ahead", p.ahead)?;
             }
-            writeln!(f, " over {}", loads.join(", "))?;
+            write!(f, " over {}", loads.join(", "))?;
+            if let Some(at) = p.mbarriers {
+                write!(f, "; TMA completes on mbarriers at {at} (one per slot)")?;
+            }
+            writeln!(f)?;
+        }
+        for (i, m) in self.tensor_maps.iter().enumerate() {
+            let dims: Vec<String> = m.box_dims.iter().map(usize::to_string).collect();
+            writeln!(
+                f,
+                "  tensor map {i}: load {} from param {}, box [{}] innermost first, {}-byte \
+                 swizzle, {} boxes per slot",
+                m.load,
+                m.tensor,
+                dims.join(", "),
+                m.swizzle,
+                m.panels
+            )?;
         }
         for v in sorted(self.dots.keys()) {
             dot(f, v, &self.dots[&v])?;
@@ -106,14 +123,16 @@ fn stage(f: &mut fmt::Formatter<'_>, v: ValueId, st: &Staging) -> fmt::Result {
             (false, _) => String::new(),
         },
         match st.copy {
-            Copy::Async => "cp.async 16B",
-            Copy::Sync => "element copies",
+            Copy::Async => "cp.async 16B".to_string(),
+            Copy::Sync => "element copies".to_string(),
+            Copy::Tma(m) => format!("TMA (tensor map {m})"),
         }
     )?;
     if let Some(l) = st.pipelined {
         write!(f, ", prefetched by loop {l}")?;
     }
-    if st.async_reads {
+    // TMA writes through the async proxy itself: its mbarrier orders it before wgmma.
+    if st.async_reads && !matches!(st.copy, Copy::Tma(_)) {
         write!(f, ", writers fence.proxy.async before the barrier")?;
     }
     writeln!(f)

@@ -87,6 +87,43 @@ pub enum Copy {
     Async,
     /// Element loads and shared stores (fills other than 0, explicit masks, 32-bit data).
     Sync,
+    /// TMA (`cp.async.bulk.tensor`) of one box per panel, issued by one thread and completing on
+    /// its pipeline slot's mbarrier, through tensor map `schedule.tensor_maps[i]` (zero-filled
+    /// past the tensor's edge by the hardware).
+    Tma(usize),
+}
+
+impl Copy {
+    /// Whether the copy runs asynchronously, so that a loop may prefetch it into a ring.
+    pub fn is_async(self) -> bool {
+        matches!(self, Copy::Async | Copy::Tma(_))
+    }
+}
+
+/// The tensor map a TMA-copied load reads through: a kernel parameter (`.param .align 64 .b8
+/// [128]`) the runtime encodes per launch from the tensor's pointer, shape and strides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorMap {
+    /// The staged load it copies.
+    pub load: ValueId,
+    /// The tensor parameter it describes.
+    pub tensor: usize,
+    /// The box, innermost tensor dimension first (TMA's order): a panel's columns, then 1 for
+    /// every indexed axis and the tile's rows for the ranged one.
+    pub box_dims: Vec<usize>,
+    /// The swizzle span in bytes (128, 64 or 32): a panel row, the width the wgmma descriptors
+    /// name, so that TMA writes exactly the staging's XOR pattern.
+    pub swizzle: usize,
+    /// Boxes per slot: one per panel of the tile, side by side in the tensor's last dimension.
+    pub panels: usize,
+}
+
+impl TensorMap {
+    /// Bytes one box delivers (out-of-bounds elements included: the hardware fills and counts
+    /// them).
+    pub fn box_bytes(&self, dtype: DType) -> usize {
+        self.box_dims.iter().product::<usize>() * dtype.size()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +185,9 @@ pub struct Pipeline {
     pub ahead: usize,
     /// The staged loads it prefetches.
     pub loads: Vec<ValueId>,
+    /// Where its TMA loads complete: `stages` 8-byte mbarriers at this shared offset, one per
+    /// slot (None when no load goes by TMA). Written by the allocator.
+    pub mbarriers: Option<usize>,
 }
 
 /// How a reduction crosses threads.
@@ -175,6 +215,9 @@ pub struct Schedule {
     pub dots: HashMap<ValueId, DotPlan>,
     pub pipelines: HashMap<ValueId, Pipeline>,
     pub reduces: HashMap<ValueId, ReducePlan>,
+    /// The tensor maps of TMA-copied loads, in the order the kernel takes them (after its
+    /// shape arguments).
+    pub tensor_maps: Vec<TensorMap>,
     /// Values that are converted between layouts at some use.
     pub conversions: Vec<(ValueId, String)>,
     pub buffers: Vec<Buffer>,
@@ -227,6 +270,7 @@ impl Schedule {
             dots: HashMap::new(),
             pipelines: HashMap::new(),
             reduces: HashMap::new(),
+            tensor_maps: Vec::new(),
             conversions: Vec::new(),
             buffers: Vec::new(),
             scratch_offset: 0,

@@ -2,8 +2,9 @@
 //! kernel from the target table (or forced by `--strategy`), printed in the schedule, and asked by
 //! every pass that would otherwise test target features itself.
 //!
-//! There are three: `Hopper` (wgmma.mma_async with both operands in swizzled shared
-//! tiles, cp.async copies: sm_90a, for a kernel whose every dot qualifies, [`super::wgmma`]),
+//! There are three: `Hopper` (wgmma.mma_async with both operands in swizzled shared tiles, TMA
+//! copies into mbarrier rings where they qualify ([`super::tma`]), cp.async otherwise: sm_90a,
+//! for a kernel whose every dot qualifies, [`super::wgmma`]),
 //! `Ampere` (mma.sync.m16n8k16 with ldmatrix operands and cp.async copies: every target in the
 //! table) and `Simt` (no matrix unit: dots as FMAs over shared memory, element copies). Hopper is
 //! chosen per kernel, the others per target; a kernel Hopper cannot carry stays on Ampere, and the
@@ -44,7 +45,12 @@ impl Strategy {
     /// The target features the strategy's instructions need.
     pub fn needs(self) -> &'static [Feature] {
         match self {
-            Strategy::Hopper => &[Feature::Wgmma, Feature::CpAsync],
+            Strategy::Hopper => &[
+                Feature::Wgmma,
+                Feature::CpAsync,
+                Feature::Tma,
+                Feature::Mbarrier,
+            ],
             Strategy::Ampere => &[Feature::MmaSync, Feature::Ldmatrix, Feature::CpAsync],
             Strategy::Simt => &[],
         }
@@ -157,6 +163,13 @@ impl Strategy {
         }
     }
 
+    /// Whether prefetched tiles may be copied by TMA (`cp.async.bulk.tensor`, completing on an
+    /// mbarrier per ring slot): one thread issues a whole tile, the hardware computes its
+    /// addresses and swizzle, and the other threads' registers stay free of copy addressing.
+    pub fn tma_copies(self) -> bool {
+        matches!(self, Strategy::Hopper)
+    }
+
     /// Whether staged tiles are read by the async proxy (wgmma), so that the threads that wrote
     /// them through the generic proxy (cp.async, st.shared) fence before the barrier.
     pub fn async_proxy_reads(self) -> bool {
@@ -182,7 +195,7 @@ impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Strategy::Hopper => f.write_str(
-                "hopper (wgmma.mma_async m64nNk16 from swizzled shared tiles, cp.async)",
+                "hopper (wgmma.mma_async m64nNk16 from swizzled shared tiles, TMA or cp.async)",
             ),
             Strategy::Ampere => f.write_str("ampere (mma.sync.m16n8k16, ldmatrix, cp.async)"),
             Strategy::Simt => f.write_str("simt (fma dots, element copies)"),

@@ -22,15 +22,21 @@
 //!   copy moves a 16-bit tile with rows of a multiple of 8 elements, from a load whose last axis
 //!   is a unit-step range (a chunk is 8 adjacent elements; rows may be any step apart).
 //! - **Pipelines**: a pipeline belongs to a loop (named by its induction variable), has 2 stages
-//!   or more, and prefetches exactly the staged `cp.async` loads in that loop's body that name it.
+//!   or more, and prefetches exactly the staged `cp.async` and TMA loads in that loop's body that name it.
 //! - **Ring**: a pipeline refills a slot only when no dot may still read it: its copies run
 //!   1 ≤ `ahead` ≤ `stages` − 1 − d iterations ahead, d the most wgmma batches left in flight
 //!   by a dot reading its slots; a dot left in flight sits directly in its pipeline's loop,
 //!   reads only that ring, and its accumulator is only carried to the next iteration's dot
 //!   (nothing reads the registers a batch may still write).
+//! - **Tma**: a TMA-copied load's tensor map is its own and describes it: its tensor (an input
+//!   of rank ≤ 5), one box per panel (the panel's columns innermost, the tile's rows, 1 along
+//!   indexed axes, each ≤ 256) whose bytes sum to the tile's, the swizzle span a panel row on
+//!   1024-byte atoms; its ring has one mbarrier per slot, past the scratch region, shared with no
+//!   other ring (`verify/tma.rs`).
 //! - **Buffers**: every staged value has one buffer, holding its tile once per pipeline slot,
 //!   16-byte aligned; buffers live at once do not overlap; all of them end before the scratch
-//!   region, which starts 16-byte aligned and ends at `shared_bytes`, within the target's limit.
+//!   region, which starts 16-byte aligned and ends at `shared_bytes` (or the rings' mbarriers
+//!   do, after it), within the target's limit.
 //! - **Scratch**: conversions are listed once each, in value order, and the scratch region holds
 //!   each converted value (4 bytes an element) and each dot's operands stored there.
 //! - **Reductions**: every reduction of a register tile has a plan.
@@ -43,7 +49,9 @@
 use std::fmt;
 
 mod hopper;
+mod tma;
 use hopper::{ring, wgmma};
+use tma::tma;
 
 use super::{Copy, DotUnit, Frame, Layout, Operand, SchedError, Schedule};
 use crate::tir::facts::Facts;
@@ -60,6 +68,7 @@ pub enum Invariant {
     Staging,
     Pipelines,
     Ring,
+    Tma,
     Buffers,
     Scratch,
     Reductions,
@@ -77,6 +86,7 @@ impl fmt::Display for Invariant {
             Invariant::Dots => "dots",
             Invariant::Wgmma => "wgmma",
             Invariant::Ring => "ring",
+            Invariant::Tma => "tma",
             Invariant::Staging => "staging",
             Invariant::Pipelines => "pipelines",
             Invariant::Buffers => "buffers",
@@ -131,6 +141,7 @@ pub fn check(facts: &Facts, s: &Schedule) -> Res {
     dots(facts, s)?;
     staging(facts, s)?;
     ring(facts, s)?;
+    tma(facts, s)?;
     buffers(s)?;
     scratch(facts, s)?;
     reductions(facts, s)?;
@@ -315,9 +326,7 @@ fn staging(facts: &Facts, s: &Schedule) -> Res {
         ensure(ok, Invariant::Pipelines, lp, format!("{} stages", p.stages))?;
         for v in &p.loads {
             let ok = s.staged.get(v).is_some_and(|st| {
-                st.pipelined == Some(*lp)
-                    && st.copy == Copy::Async
-                    && facts.loop_of(*v) == Some(*lp)
+                st.pipelined == Some(*lp) && st.copy.is_async() && facts.loop_of(*v) == Some(*lp)
             });
             ensure(ok, Invariant::Pipelines, v, format!("listed by loop {lp}"))?;
         }
@@ -360,7 +369,7 @@ fn buffers(s: &Schedule) -> Res {
         }
     }
     let ok = s.scratch_offset.is_multiple_of(16)
-        && s.shared_bytes == s.scratch_offset + s.scratch_bytes
+        && s.shared_bytes == shared_end(s)
         && s.shared_bytes <= s.target.max_shared_bytes as usize;
     ensure(
         ok,
@@ -371,6 +380,15 @@ fn buffers(s: &Schedule) -> Res {
             s.shared_bytes, s.scratch_bytes, s.scratch_offset
         ),
     )
+}
+
+/// Where shared memory ends: after the scratch region, or after the last ring's mbarriers.
+fn shared_end(s: &Schedule) -> usize {
+    let scratch = s.scratch_offset + s.scratch_bytes;
+    s.pipelines
+        .values()
+        .filter_map(|p| p.mbarriers.map(|at| at + 8 * p.stages))
+        .fold(scratch, usize::max)
 }
 
 fn scratch(facts: &Facts, s: &Schedule) -> Res {
@@ -482,6 +500,8 @@ fn features(s: &Schedule) -> Res {
             s.staged.values().any(|st| st.copy == Copy::Async),
             Feature::CpAsync,
         ),
+        (!s.tensor_maps.is_empty(), Feature::Tma),
+        (!s.tensor_maps.is_empty(), Feature::Mbarrier),
     ];
     for (uses, f) in used {
         let ok = !uses || s.features.contains(&f);

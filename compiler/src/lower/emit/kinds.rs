@@ -24,6 +24,9 @@ pub(in crate::lower) enum Ty {
     GlobalPtr,
     /// A pointer to shared memory.
     SharedPtr,
+    /// A generic pointer to a kernel parameter passed by value: a 128-byte TMA tensor map
+    /// (`__grid_constant__`, so its address is the parameter's own, not a local copy's).
+    TensorMap,
 }
 
 impl Ty {
@@ -71,6 +74,7 @@ impl fmt::Display for Ty {
             Ty::Vec2(e) => write!(f, "vector<2x{e}>"),
             Ty::GlobalPtr => f.write_str("!llvm.ptr<1>"),
             Ty::SharedPtr => f.write_str("!llvm.ptr<3>"),
+            Ty::TensorMap => f.write_str("!llvm.ptr"),
         }
     }
 }

@@ -533,7 +533,15 @@ impl Emitter {
             .params
             .iter()
             .enumerate()
-            .map(|(i, t)| format!("%arg{i}: {t}"))
+            .map(|(i, t)| match t {
+                // `.param .align 64 .b8 [128]`, read in place (NVPTX takes the address with
+                // cvta.param instead of copying a grid constant to local memory).
+                Ty::TensorMap => format!(
+                    "%arg{i}: {t} {{llvm.align = 64 : i64, llvm.byval = !llvm.array<128 x i8>, \
+                     nvvm.grid_constant}}"
+                ),
+                t => format!("%arg{i}: {t}"),
+            })
             .collect();
         let occupancy = k
             .min_blocks_per_sm

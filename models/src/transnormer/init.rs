@@ -3,15 +3,13 @@
 //! seeded random weights. Tests, demos and benchmarks use it, since no checkpoint can be
 //! downloaded here; [`super::weights::Weights::open`] reads it exactly as it reads a release.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
-use safetensors::tensor::TensorView;
 
 use super::config::ModelConfig;
-use super::weights::{expected, Stored, WeightError, INDEX_FILE, SINGLE_FILE};
+use super::weights::{expected, Stored, WeightError};
+use crate::checkpoint::encode;
 
 /// How `write_random` fills the directory.
 #[derive(Debug, Clone)]
@@ -49,25 +47,6 @@ pub fn lrpe_theta_init(heads: usize, head_dim: usize) -> Vec<f64> {
         .collect()
 }
 
-fn encode(dtype: Stored, values: &[f64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * dtype.size());
-    for &x in values {
-        match dtype {
-            Stored::Bf16 => out.extend_from_slice(&bf16::from_f64(x).to_le_bytes()),
-            Stored::F16 => out.extend_from_slice(&f16::from_f64(x).to_le_bytes()),
-            Stored::F32 => out.extend_from_slice(&(x as f32).to_le_bytes()),
-        }
-    }
-    out
-}
-
-fn write_err(path: &Path, e: impl std::fmt::Debug) -> WeightError {
-    WeightError::Format {
-        path: path.to_path_buf(),
-        message: format!("writing: {e:?}"),
-    }
-}
-
 /// Writes `config.json` and random weights for `cfg` into `dir` (created if absent).
 pub fn write_random(cfg: &ModelConfig, dir: &Path, opts: &InitOptions) -> Result<(), WeightError> {
     let io = |path: &Path| {
@@ -100,39 +79,5 @@ pub fn write_random(cfg: &ModelConfig, dir: &Path, opts: &InitOptions) -> Result
         })
         .collect();
 
-    let shards = opts.shards.max(1);
-    let file_name = |i: usize| {
-        if shards == 1 {
-            SINGLE_FILE.to_string()
-        } else {
-            format!("model-{:05}-of-{:05}.safetensors", i + 1, shards)
-        }
-    };
-    let mut weight_map = BTreeMap::new();
-    for shard in 0..shards {
-        let path = dir.join(file_name(shard));
-        let views: Vec<(String, TensorView<'_>)> = tensors
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % shards == shard)
-            .map(|(_, (name, shape, bytes))| {
-                weight_map.insert(name.clone(), file_name(shard));
-                let view = TensorView::new(opts.dtype.safetensors(), shape.clone(), bytes)
-                    .expect("bytes fill the shape");
-                (name.clone(), view)
-            })
-            .collect();
-        safetensors::serialize_to_file(views, &None, &path).map_err(|e| write_err(&path, e))?;
-    }
-    if shards > 1 {
-        let index_path = dir.join(INDEX_FILE);
-        let total: usize = tensors.iter().map(|t| t.2.len()).sum();
-        let index = serde_json::json!({
-            "metadata": {"total_size": total},
-            "weight_map": weight_map,
-        });
-        std::fs::write(&index_path, serde_json::to_string_pretty(&index).unwrap())
-            .map_err(io(&index_path))?;
-    }
-    Ok(())
+    crate::checkpoint::write(dir, &tensors, opts.dtype, opts.shards)
 }

@@ -3,52 +3,16 @@
 //! ragged lengths (a partial last chunk), several chunks, fresh random inputs, outputs poisoned
 //! first.
 
-use rand::Rng;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
-use tessel_compiler::sema::{self, parse_const, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
-use tessel_reference::flash_gau::{self, Problem};
+
+mod support;
+use support::{err_vs_scale, random, tensor};
 
 fn kernel(name: &str, defines: &[(&str, String)]) -> Kernel {
-    let path = format!(
-        "{}/../dsl-examples/flash_gau.tsl",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let source = std::fs::read_to_string(&path).unwrap();
-    let overrides: Overrides = defines
-        .iter()
-        .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
-        .collect();
-    sema::compile_source(&source, &overrides)
-        .unwrap_or_else(|d| panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source)))
-        .into_iter()
-        .find(|k| k.name == name)
-        .unwrap()
+    support::example_kernel("flash_gau.tsl", name, defines)
 }
-
-fn random(dtype: DType, shape: &[usize], lo: f64, hi: f64) -> HostTensor {
-    let mut rng = rand::rng();
-    let n = shape.iter().product();
-    let data = (0..n).map(|_| rng.random_range(lo..hi)).collect();
-    HostTensor::new(dtype, shape.to_vec(), data)
-}
-
-fn tensor(a: &HostArg) -> &HostTensor {
-    match a {
-        HostArg::Tensor(t) => t,
-        HostArg::Scalar(_) => panic!("not a tensor"),
-    }
-}
-
-fn err_vs_scale(got: &[f64], want: &[f64]) -> f64 {
-    assert!(
-        got.iter().all(|x| x.is_finite()),
-        "an output is not finite (unwritten?)"
-    );
-    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-30);
-    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs());
-    worst.fold(0.0, f64::max) / scale
-}
+use tessel_reference::flash_gau::{self, Problem};
 
 #[test]
 fn flash_gau_forward_matches_the_dense_definition() {

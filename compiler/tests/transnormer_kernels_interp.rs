@@ -4,31 +4,18 @@
 
 use rand::Rng;
 use tessel_compiler::interp::{self, HostArg, HostTensor};
-use tessel_compiler::sema::{self, parse_const, Overrides};
 use tessel_compiler::tir::{DType, Kernel};
 
+mod support;
+use support::err_vs_scale as err;
+
 fn kernel(file: &str, name: &str, defines: &[(&str, &str)]) -> Kernel {
-    let path = format!("{}/../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
-    let source = std::fs::read_to_string(&path).unwrap();
-    let overrides: Overrides = defines
-        .iter()
-        .map(|(k, v)| (k.to_string(), parse_const(v).unwrap()))
-        .collect();
-    sema::compile_source(&source, &overrides)
-        .unwrap_or_else(|d| panic!("{}", tessel_compiler::diag::render_all(&d, &path, &source)))
-        .into_iter()
-        .find(|k| k.name == name)
-        .unwrap_or_else(|| panic!("no kernel {name} in {file}"))
+    support::example_kernel(file, name, defines)
 }
 
+/// Fresh uniform values in [−scale, scale).
 fn random(dtype: DType, shape: &[usize], scale: f64) -> HostTensor {
-    let mut rng = rand::rng();
-    let n = shape.iter().product();
-    HostTensor::new(
-        dtype,
-        shape.to_vec(),
-        (0..n).map(|_| rng.random_range(-scale..scale)).collect(),
-    )
+    support::random(dtype, shape, -scale, scale)
 }
 
 fn t(a: HostTensor) -> HostArg {
@@ -40,21 +27,6 @@ fn out(a: &HostArg) -> &[f64] {
         HostArg::Tensor(t) => &t.data,
         HostArg::Scalar(_) => panic!("not a tensor"),
     }
-}
-
-/// Worst error relative to the reference's largest magnitude; every element must be written.
-fn err(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    assert!(
-        got.iter().all(|x| x.is_finite()),
-        "an element is not finite"
-    );
-    let scale = want.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f64::max)
-        / scale
 }
 
 fn srms(row: &[f64]) -> Vec<f64> {

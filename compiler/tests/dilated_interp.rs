@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{err_vs_scale, example_kernel, random, run, tensor};
+use support::{err_vs_scale, example_kernel, filled, lse_err, random, run, tensor};
 use tessel_compiler::interp::{HostArg, HostTensor};
 use tessel_compiler::tir::DType;
 use tessel_reference::dilated::{self, Grad, Offsets, Pattern, Problem};
@@ -64,11 +64,6 @@ fn launches(c: &Case) -> (Vec<(usize, usize, usize)>, bool) {
 
 fn scalars(scale: f64, (w, r, g): (usize, usize, usize)) -> [HostArg; 4] {
     [scale, w as f64, r as f64, g as f64].map(HostArg::Scalar)
-}
-
-fn filled(dtype: DType, shape: Vec<usize>, x: f64) -> HostTensor {
-    let n = shape.iter().product();
-    HostTensor::new(dtype, shape, vec![x; n])
 }
 
 /// The operator's forward: (O, L).
@@ -168,18 +163,6 @@ fn backward(
 fn problem(c: &Case) -> Problem {
     let pats: Vec<Pattern> = c.patterns.iter().map(|&(w, r)| Pattern { w, r }).collect();
     Problem::new(Dims::new(c.b, c.h, c.n, D), &pats, c.offsets, c.causal)
-}
-
-/// Log-sum-exps agree where finite and are −∞ together (rows no pattern keeps).
-fn lse_err(got: &[f64], want: &[f64]) -> f64 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| match (g.is_finite(), w.is_finite()) {
-            (true, true) => (g - w).abs() / w.abs().max(1.0),
-            _ if g == w => 0.0,
-            _ => f64::INFINITY,
-        })
-        .fold(0.0, f64::max)
 }
 
 const CASES: &[Case] = &[

@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{err_vs_scale, example_kernel, random, run, tensor};
+use support::{err_vs_scale, example_kernel, filled, lse_err, random, run, tensor};
 use tessel_compiler::interp::{HostArg, HostTensor};
 use tessel_compiler::tir::DType;
 use tessel_reference::dilated::{self, Grad, Offsets, Pattern as RefPattern, Problem};
@@ -85,11 +85,6 @@ fn t(x: &HostTensor) -> HostArg {
 
 fn s(x: f64) -> HostArg {
     HostArg::Scalar(x)
-}
-
-fn filled(dtype: DType, shape: Vec<usize>, x: f64) -> HostTensor {
-    let n = shape.iter().product();
-    HostTensor::new(dtype, shape, vec![x; n])
 }
 
 /// Rank `p`'s block of a (B, H, N, …) tensor: positions p·l .. (p + 1)·l.
@@ -367,18 +362,6 @@ fn problem(c: &Case) -> Problem {
         .map(|&(w, r)| RefPattern { w, r })
         .collect();
     Problem::new(Dims::new(c.b, c.h, c.n, D), &pats, c.offsets, c.causal)
-}
-
-/// Log-sum-exps agree where finite and are −∞ together (rows no pattern keeps).
-fn lse_err(got: &[f64], want: &[f64]) -> f64 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| match (g.is_finite(), w.is_finite()) {
-            (true, true) => (g - w).abs() / w.abs().max(1.0),
-            _ if g == w => 0.0,
-            _ => f64::INFINITY,
-        })
-        .fold(0.0, f64::max)
 }
 
 const CASES: &[Case] = &[

@@ -61,3 +61,22 @@ pub fn err_vs_scale(got: &[f64], want: &[f64]) -> f64 {
     let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs());
     worst.fold(0.0, f64::max) / scale
 }
+
+/// A tensor of `shape` with every element `x` (NaN poisons an output).
+pub fn filled(dtype: DType, shape: Vec<usize>, x: f64) -> HostTensor {
+    let n = shape.iter().product();
+    HostTensor::new(dtype, shape, vec![x; n])
+}
+
+/// The worst disagreement of two log-sum-exp vectors: relative where both are finite, and they
+/// must be −∞ together (rows no key reaches).
+pub fn lse_err(got: &[f64], want: &[f64]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| match (g.is_finite(), w.is_finite()) {
+            (true, true) => (g - w).abs() / w.abs().max(1.0),
+            _ if g == w => 0.0,
+            _ => f64::INFINITY,
+        })
+        .fold(0.0, f64::max)
+}

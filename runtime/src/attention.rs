@@ -8,7 +8,7 @@
 
 use tessel_package::DType;
 
-use crate::operand::{bad, expect, expect_rank, same_dtype};
+use crate::operand::{bad, expect, expect_rank, flag, same_dtype, softmax_scale};
 use crate::spec::flash as spec;
 use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
@@ -78,10 +78,7 @@ fn check_qkv(
             format!("{hq} query heads is not a multiple of {hkv} key/value heads"),
         ));
     }
-    let scale = options.scale.unwrap_or(1.0 / (d as f32).sqrt());
-    if !scale.is_finite() {
-        return Err(bad(op, format!("softmax scale {scale} is not finite")));
-    }
+    let scale = softmax_scale(op, options.scale, d)?;
     Ok(Problem {
         dtype: q.dtype,
         d,
@@ -99,9 +96,8 @@ fn variant<'p>(
 ) -> Result<&'p str, RuntimeError> {
     let d = p.d.to_string();
     let mut consts = vec![("D", d.as_str()), ("T", p.dtype.name())];
-    let causal = causal.map(|c| if c { "true" } else { "false" });
     if let Some(c) = causal {
-        consts.push(("CAUSAL", c));
+        consts.push(("CAUSAL", flag(c)));
     }
     crate::operand::variant(pkg, kernel, &consts)
 }

@@ -11,7 +11,7 @@
 use tessel_package::DType;
 
 use crate::attention::AttentionGrads;
-use crate::operand::{bad, expect, expect_rank, same_dtype, variant};
+use crate::operand::{bad, expect, expect_rank, flag, same_dtype, softmax_scale, variant};
 use crate::spec::dilated as spec;
 use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
@@ -114,10 +114,7 @@ fn check(
     }
     // A stable sort: an r = 1 pattern (if any) first, the others in the caller's order.
     launches.sort_by_key(|(p, _)| p.r != 1);
-    let scale = options.scale.unwrap_or(1.0 / (q.shape[3] as f32).sqrt());
-    if !scale.is_finite() {
-        return Err(bad(op, format!("softmax scale {scale} is not finite")));
-    }
+    let scale = softmax_scale(op, options.scale, q.shape[3])?;
     Ok(Problem {
         dtype,
         shape: q.shape.clone(),
@@ -125,14 +122,6 @@ fn check(
         first_writes: launches[0].0.r == 1,
         launches,
     })
-}
-
-fn flag(b: bool) -> &'static str {
-    if b {
-        "true"
-    } else {
-        "false"
-    }
 }
 
 /// The entry of `kernel` for this problem's head dim and dtype, the mask and FIRST where it has them.

@@ -74,3 +74,25 @@ pub(crate) fn same_dtype(
     }
     Ok(dtype)
 }
+
+/// The softmax scale τ a call asks for, 1/√D when it names none; a non-finite τ is refused.
+pub(crate) fn softmax_scale(
+    op: &'static str,
+    asked: Option<f32>,
+    head_dim: usize,
+) -> Result<f32, RuntimeError> {
+    let scale = asked.unwrap_or(1.0 / (head_dim as f32).sqrt());
+    if !scale.is_finite() {
+        return Err(bad(op, format!("softmax scale {scale} is not finite")));
+    }
+    Ok(scale)
+}
+
+/// A boolean specialisation constant as the package spells it.
+pub(crate) fn flag(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}

@@ -17,7 +17,7 @@ use crate::attention::AttentionGrads;
 use crate::collective::Group;
 use crate::cuda::CudaStream;
 use crate::dilated::{DilatedOptions, GradMode, HeadOffsets};
-use crate::operand::{bad, same_dtype, variant};
+use crate::operand::{bad, flag, same_dtype, softmax_scale, variant};
 use crate::spec::{dilated as local_spec, dilated_sp as spec};
 use crate::{Arg, DeviceTensor, LoadedPackage, RuntimeError};
 
@@ -56,14 +56,6 @@ struct Step {
     r: usize,
     head_group: usize,
     place: RankPattern,
-}
-
-fn flag(b: bool) -> &'static str {
-    if b {
-        "true"
-    } else {
-        "false"
-    }
 }
 
 fn entry<'p>(
@@ -294,10 +286,7 @@ pub fn sp_forward(
     let (b, h, l, d) = (shape[0], shape[1], shape[2], shape[3]);
     let (_, steps) = sp.steps(l * sp.ranks(), h, opts)?;
     sp.ensure_segments(&steps)?;
-    let scale = opts.scale.unwrap_or(1.0 / (d as f32).sqrt()) as f64;
-    if !scale.is_finite() {
-        return Err(bad(OP, format!("softmax scale {scale} is not finite")));
-    }
+    let scale = softmax_scale(OP, opts.scale, d)? as f64;
     let causal = flag(opts.causal);
     // Every variant is looked up before anything is allocated or launched.
     for p in &sp.packages {

@@ -12,7 +12,9 @@ and a results file `tessel plot` draws (one panel per model × phase × batch).
 tessel's numbers are what `tessel generate` prints: prefill tokens/s (one batch-1 prompt of 2k, 8k,
 32k tokens) and decode tokens/s (batch 1, 16, 64 after a prompt of 1k … 64k tokens; every step is
 the captured decode graph replayed, plus the 4·B-byte read of the chosen tokens that streaming
-needs). The weight-read limit of a batch-1 step is the bf16 weight bytes over 4.8 TB/s (H200).
+needs). The weight-read limit of a batch-1 step is the bf16 weight bytes over the copy bandwidth
+measured here (a 2 GiB device-to-device copy through torch: read + write bytes over its median time;
+4.8 TB/s, the H200's nominal, where torch is missing).
 """
 import datetime, json, os, re, subprocess, sys
 
@@ -23,7 +25,25 @@ ARCH = "sm_90a"
 PREFILL = [2048] if QUICK else [2048, 8192, 32768]
 BATCHES = [1, 16] if QUICK else [1, 16, 64]
 CONTEXTS = [1024, 8192] if QUICK else [1024, 4096, 16384, 65536]
-HBM = 4.8e12
+
+
+def copy_bandwidth():
+    """Bytes/s of a device-to-device copy (each byte read once and written once)."""
+    try:
+        import torch
+        from triton.testing import do_bench
+    except ImportError:
+        return 4.8e12
+    a = torch.empty(1 << 30, dtype=torch.int16, device="cuda")
+    b = torch.empty_like(a)
+    ms = do_bench(lambda: b.copy_(a), warmup=5, rep=50, return_mode="median")
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * (2 << 30) / (ms * 1e-3)
+
+
+HBM = copy_bandwidth()
+print(f"copy bandwidth: {HBM / 1e12:.2f} TB/s", flush=True)
 
 
 def sh(cmd):
@@ -76,7 +96,7 @@ def main():
         device = sh(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])[0].strip().splitlines()[0]
     except Exception:
         device = "unknown"
-    out = {"date": datetime.date.today().isoformat(), "commit": commit, "device": device,
+    out = {"date": datetime.date.today().isoformat(), "commit": commit, "device": device, "copy_bandwidth_bytes_per_s": HBM,
            "models": {}, "records": []}
     for cfg in ["385m", "1b"]:
         d = model_dir(cfg)

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod backend_gpu;
+pub mod batch;
 pub mod checkpoint;
 pub mod graph;
 pub mod kernels;

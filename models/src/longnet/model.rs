@@ -68,31 +68,7 @@ pub struct LongNet {
     pub choice: Choice,
 }
 
-/// Names of the persistent buffers of a batch shape.
-pub struct Names;
-
-impl Names {
-    pub fn cache(kind: &str, layer: usize, b: usize) -> String {
-        format!("{kind}cache.{layer}.b{b}")
-    }
-    pub fn next(b: usize) -> String {
-        format!("next.b{b}")
-    }
-    pub fn pos(b: usize) -> String {
-        format!("pos.b{b}")
-    }
-    pub fn logits(b: usize) -> String {
-        format!("logits.b{b}")
-    }
-    pub fn prompt(b: usize, n: usize) -> String {
-        format!("prompt.{b}x{n}")
-    }
-    pub fn all_logits(b: usize, n: usize) -> String {
-        format!("logits.{b}x{n}")
-    }
-    /// Zeros standing in for `inner_attn_ln`'s weight and bias without subln (not read).
-    pub const NO_NORM: &'static str = "longnet.no_inner_norm";
-}
+pub use crate::batch::Names;
 
 pub(super) const T: DType = DType::Bf16;
 pub(super) const F: DType = DType::F32;

@@ -5,6 +5,7 @@ use tessel_package::DType;
 
 use super::model::{LongNet, Names};
 use crate::backend::Backend;
+use crate::batch::{self, fingerprint};
 use crate::graph::{Graph, Plan};
 use crate::transnormer::Logits;
 use crate::ModelError;
@@ -117,46 +118,21 @@ impl<'a> LongNetSession<'a> {
 
     /// Logits of every position after a [`Logits::All`] prefill of length n: [b][n][vocab].
     pub fn all_logits(&mut self, n: usize) -> Result<Vec<Vec<Vec<f64>>>, ModelError> {
-        let v = self.model.cfg.vocab;
-        let flat = self.be.read(&Names::all_logits(self.batch, n))?;
-        Ok(flat
-            .chunks(n * v)
-            .map(|s| s.chunks(v).map(<[f64]>::to_vec).collect())
-            .collect())
+        batch::all_logits(self.be, self.batch, n, self.model.cfg.vocab)
     }
 
     /// The logits of the last token consumed, per sequence.
     pub fn logits(&mut self) -> Result<Vec<Vec<f64>>, ModelError> {
-        let v = self.model.cfg.vocab;
-        let flat = self.be.read(&Names::logits(self.batch))?;
-        Ok(flat.chunks(v).map(<[f64]>::to_vec).collect())
+        batch::logits(self.be, self.batch, self.model.cfg.vocab)
     }
 
     pub fn next_tokens(&mut self) -> Result<Vec<u32>, ModelError> {
-        Ok(self
-            .be
-            .read(&Names::next(self.batch))?
-            .into_iter()
-            .map(|t| t as u32)
-            .collect())
+        batch::next_tokens(self.be, self.batch)
     }
 
     /// Makes the next step consume `tokens` instead of the model's choices.
     pub fn set_next_tokens(&mut self, tokens: &[u32]) -> Result<(), ModelError> {
-        if tokens.len() != self.batch {
-            return Err(ModelError::Input(format!(
-                "{} tokens for a batch of {}",
-                tokens.len(),
-                self.batch
-            )));
-        }
-        if let Some(t) = tokens.iter().find(|t| **t as usize >= self.model.cfg.vocab) {
-            return Err(ModelError::Input(format!(
-                "token id {t} is outside the vocabulary"
-            )));
-        }
-        let v: Vec<f64> = tokens.iter().map(|t| *t as f64).collect();
-        self.be.write(&Names::next(self.batch), &v)
+        batch::set_next_tokens(self.be, self.batch, self.model.cfg.vocab, tokens)
     }
 
     /// One decode step: consumes the next tokens, returns the choices after them.
@@ -185,14 +161,4 @@ impl<'a> LongNetSession<'a> {
     pub fn decode_plan(&self) -> Option<&Plan> {
         self.decode.as_ref().map(|(_, p, _)| p)
     }
-}
-
-fn fingerprint(g: &Graph, p: &Plan) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for node in &p.order {
-        format!("{:?}", g.graph[*node]).hash(&mut h);
-    }
-    p.offsets.hash(&mut h);
-    format!("{:016x}", h.finish())
 }

@@ -113,36 +113,7 @@ pub(super) fn s(v: usize) -> String {
     v.to_string()
 }
 
-/// Names of the persistent buffers of a batch shape.
-pub struct Names;
-
-impl Names {
-    pub fn state(layer: usize, b: usize) -> String {
-        format!("state.{layer}.b{b}")
-    }
-    pub fn next(b: usize) -> String {
-        format!("next.b{b}")
-    }
-    pub fn pos(b: usize) -> String {
-        format!("pos.b{b}")
-    }
-    pub fn logits(b: usize) -> String {
-        format!("logits.b{b}")
-    }
-    pub fn prompt(b: usize, n: usize) -> String {
-        format!("prompt.{b}x{n}")
-    }
-    pub fn pos0(b: usize, n: usize) -> String {
-        format!("pos0.{b}x{n}")
-    }
-    pub fn all_logits(b: usize, n: usize) -> String {
-        format!("logits.{b}x{n}")
-    }
-    pub fn slope(layer: usize) -> String {
-        format!("slope.{layer}")
-    }
-    pub const NO_THETA: &'static str = "theta.none";
-}
+pub use crate::batch::Names;
 
 pub(super) fn view(buf: &Buf, dtype: DType, shape: &[usize], access: Access) -> CallArg {
     CallArg::Tensor(View {

@@ -3,6 +3,7 @@
 use super::model::{Names, Transnormer};
 use super::model_graphs::Logits;
 use crate::backend::Backend;
+use crate::batch::{self, fingerprint};
 use crate::graph::{Graph, Plan};
 use crate::ModelError;
 use tessel_package::DType;
@@ -14,18 +15,6 @@ pub struct Session<'a> {
     batch: usize,
     lengths: Vec<usize>,
     decode: Option<(Graph, Plan, String)>,
-}
-
-/// A name for a graph that differs whenever its calls do: a backend keeps what it captured
-/// under it, so two models (say greedy and sampling) on one backend never share a capture.
-fn fingerprint(g: &Graph, p: &Plan) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for node in &p.order {
-        format!("{:?}", g.graph[*node]).hash(&mut h);
-    }
-    p.offsets.hash(&mut h);
-    format!("{:016x}", h.finish())
 }
 
 impl<'a> Session<'a> {
@@ -118,42 +107,22 @@ impl<'a> Session<'a> {
 
     /// Logits of every position after a [`Logits::All`] prefill of length n: [b][n][vocab].
     pub fn all_logits(&mut self, n: usize) -> Result<Vec<Vec<Vec<f64>>>, ModelError> {
-        let v = self.model.cfg.vocab;
-        let flat = self.be.read(&Names::all_logits(self.batch, n))?;
-        Ok(flat
-            .chunks(n * v)
-            .map(|s| s.chunks(v).map(<[f64]>::to_vec).collect())
-            .collect())
+        batch::all_logits(self.be, self.batch, n, self.model.cfg.vocab)
     }
 
     /// The logits of the last token consumed, per sequence.
     pub fn logits(&mut self) -> Result<Vec<Vec<f64>>, ModelError> {
-        let v = self.model.cfg.vocab;
-        let flat = self.be.read(&Names::logits(self.batch))?;
-        Ok(flat.chunks(v).map(<[f64]>::to_vec).collect())
+        batch::logits(self.be, self.batch, self.model.cfg.vocab)
     }
 
     /// The tokens the next step will consume (the greedy choices, unless overridden).
     pub fn next_tokens(&mut self) -> Result<Vec<u32>, ModelError> {
-        Ok(self
-            .be
-            .read(&Names::next(self.batch))?
-            .into_iter()
-            .map(|t| t as u32)
-            .collect())
+        batch::next_tokens(self.be, self.batch)
     }
 
     /// Makes the next step consume `tokens` instead of the greedy choices.
     pub fn set_next_tokens(&mut self, tokens: &[u32]) -> Result<(), ModelError> {
-        if tokens.len() != self.batch {
-            return Err(ModelError::Input(format!(
-                "{} tokens for a batch of {}",
-                tokens.len(),
-                self.batch
-            )));
-        }
-        let v: Vec<f64> = tokens.iter().map(|t| *t as f64).collect();
-        self.be.write(&Names::next(self.batch), &v)
+        batch::set_next_tokens(self.be, self.batch, self.model.cfg.vocab, tokens)
     }
 
     /// One decode step: consumes the next tokens and returns the greedy choices after them.

@@ -3,8 +3,13 @@
 //! there, overriding the choices, and the key a captured step is replayed under.
 
 use crate::backend::Backend;
-use crate::graph::{Graph, Plan};
+use crate::graph::{
+    persistent, view,
+    Access::{Read, Write},
+    CallArg, Graph, KernelRef, Plan,
+};
 use crate::ModelError;
+use tessel_package::DType;
 
 /// Names of the persistent buffers of a batch shape.
 pub struct Names;
@@ -115,4 +120,67 @@ pub fn fingerprint(g: &Graph, p: &Plan) -> String {
     }
     p.offsets.hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+/// How the next token is chosen (on the device, inside the step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Choice {
+    Greedy,
+    /// softmax(logits / temperature) over the top_k (0: all) largest, then the smallest top set
+    /// of probability ≥ top_p; draws are a function of (seed, position, sequence).
+    Sample {
+        temperature: f64,
+        top_k: usize,
+        top_p: f64,
+        seed: u32,
+    },
+}
+
+/// Adds the call that picks the next tokens from `logits.b{b}` (b, vocab) into `next.b{b}`
+/// (sampling.tsl, `argmax_tile` logits a program); sampling keys its draws on the positions
+/// in `pos` (+ `offset`): the token just consumed.
+pub fn choose(
+    g: &mut Graph,
+    choice: Choice,
+    argmax_tile: usize,
+    b: usize,
+    vocab: usize,
+    pos: &str,
+    offset: usize,
+) {
+    let logits = view(
+        &persistent(&Names::logits(b)),
+        DType::F32,
+        &[b, vocab],
+        Read,
+    );
+    let next = view(&persistent(&Names::next(b)), DType::I32, &[b], Write);
+    let bv = [("BV", argmax_tile.to_string())];
+    match choice {
+        Choice::Greedy => g.call(
+            "argmax",
+            KernelRef::new("sampling", "argmax", &bv),
+            vec![logits, next],
+        ),
+        Choice::Sample {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        } => g.call(
+            "sample",
+            KernelRef::new("sampling", "sample", &bv),
+            vec![
+                logits,
+                view(&persistent(pos), DType::I32, &[b], Read),
+                next,
+                CallArg::Scalar(temperature),
+                CallArg::Scalar(top_k as f64),
+                CallArg::Scalar(top_p),
+                // The kernel's seed is an i32: the bits of the u32, reinterpreted.
+                CallArg::Scalar(seed as i32 as f64),
+                CallArg::Scalar(offset as f64),
+            ],
+        ),
+    }
 }

@@ -318,6 +318,21 @@ fn conflicts(earlier: &Call, later: &Call) -> bool {
     })
 }
 
+/// The persistent buffer `name`.
+pub fn persistent(name: &str) -> Buf {
+    Buf::Persistent(name.to_string())
+}
+
+/// A call argument: `buf` seen as a `dtype` tensor of `shape`, accessed as `access`.
+pub fn view(buf: &Buf, dtype: DType, shape: &[usize], access: Access) -> CallArg {
+    CallArg::Tensor(View {
+        buf: buf.clone(),
+        dtype,
+        shape: shape.to_vec(),
+        access,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,9 @@ use tessel_runtime::dilated::{HeadOffsets, Pattern};
 use super::config::LongNetConfig;
 use super::weights::{expected, layer, EMBED, OUTPUT};
 use crate::backend::Backend;
+use crate::batch;
 use crate::checkpoint::{Checkpoint, Stored};
-use crate::graph::{Access, Buf, CallArg, Graph, KernelRef, View};
+use crate::graph::{Access, Buf, CallArg, Graph, KernelRef};
 use crate::transnormer::model::Choice;
 use crate::ModelError;
 
@@ -73,20 +74,8 @@ pub use crate::batch::Names;
 pub(super) const T: DType = DType::Bf16;
 pub(super) const F: DType = DType::F32;
 pub(super) const I: DType = DType::I32;
+pub(super) use crate::graph::{persistent as p, view};
 pub(super) use Access::{Read as R, ReadWrite as RW, Write as W};
-
-pub(super) fn view(buf: &Buf, dtype: DType, shape: &[usize], access: Access) -> CallArg {
-    CallArg::Tensor(View {
-        buf: buf.clone(),
-        dtype,
-        shape: shape.to_vec(),
-        access,
-    })
-}
-
-pub(super) fn p(name: &str) -> Buf {
-    Buf::Persistent(name.to_string())
-}
 
 pub(super) fn s(v: usize) -> String {
     v.to_string()
@@ -300,37 +289,16 @@ impl LongNet {
         );
     }
 
-    /// The next tokens from `logits` (b, vocab) into `next.b{b}`; sampling keys its draws on
-    /// `pos` + `offset`.
+    /// The next tokens from `logits.b{b}` into `next.b{b}` ([`batch::choose`]).
     pub(super) fn choose(&self, g: &mut Graph, b: usize, pos: &str, offset: usize) {
-        let logits = view(&p(&Names::logits(b)), F, &[b, self.cfg.vocab], R);
-        let next = view(&p(&Names::next(b)), I, &[b], W);
-        let bv = ("BV", s(self.tiles.argmax));
-        match self.choice {
-            Choice::Greedy => g.call(
-                "argmax",
-                self.k("sampling", "argmax", &[bv]),
-                vec![logits, next],
-            ),
-            Choice::Sample {
-                temperature,
-                top_k,
-                top_p,
-                seed,
-            } => g.call(
-                "sample",
-                self.k("sampling", "sample", &[bv]),
-                vec![
-                    logits,
-                    view(&p(pos), I, &[b], R),
-                    next,
-                    CallArg::Scalar(temperature),
-                    CallArg::Scalar(top_k as f64),
-                    CallArg::Scalar(top_p),
-                    CallArg::Scalar(seed as i32 as f64),
-                    CallArg::Scalar(offset as f64),
-                ],
-            ),
-        }
+        batch::choose(
+            g,
+            self.choice,
+            self.tiles.argmax,
+            b,
+            self.cfg.vocab,
+            pos,
+            offset,
+        );
     }
 }

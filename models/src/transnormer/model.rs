@@ -13,7 +13,7 @@ use super::config::ModelConfig;
 use super::decay::{layer_slopes, Schedule};
 use super::weights::{expected, Stored, Weights};
 use crate::backend::Backend;
-use crate::graph::{Access, Buf, CallArg, Graph, KernelRef, View};
+use crate::graph::{Access, Buf, Graph, KernelRef};
 use crate::ModelError;
 
 /// Tile sizes and split factors: the constants each call is specialised with. The interpreter
@@ -72,19 +72,7 @@ impl Tiles {
     }
 }
 
-/// How the next token is chosen (on the device, inside the step).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Choice {
-    Greedy,
-    /// softmax(logits / temperature) over the top_k (0: all) largest, then the smallest top set
-    /// of probability ≥ top_p; draws are a function of (seed, position, sequence).
-    Sample {
-        temperature: f64,
-        top_k: usize,
-        top_p: f64,
-        seed: u32,
-    },
-}
+pub use crate::batch::Choice;
 
 /// Which share of a tensor-parallel group a model is ([`Transnormer::rank_model`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,19 +102,7 @@ pub(super) fn s(v: usize) -> String {
 }
 
 pub use crate::batch::Names;
-
-pub(super) fn view(buf: &Buf, dtype: DType, shape: &[usize], access: Access) -> CallArg {
-    CallArg::Tensor(View {
-        buf: buf.clone(),
-        dtype,
-        shape: shape.to_vec(),
-        access,
-    })
-}
-
-pub(super) fn p(name: &str) -> Buf {
-    Buf::Persistent(name.to_string())
-}
+pub(super) use crate::graph::{persistent as p, view};
 
 pub(super) const T: DType = DType::Bf16;
 pub(super) const F: DType = DType::F32;

@@ -3,6 +3,7 @@
 use super::model::Choice;
 use super::model::*;
 use crate::backend::Backend;
+use crate::batch;
 use crate::graph::{Buf, CallArg, Collective, Graph, KernelRef};
 use crate::ModelError;
 
@@ -230,39 +231,17 @@ impl Transnormer {
         }
     }
 
-    /// The next tokens from `logits.b{b}` into `next.b{b}`; sampling keys its draws on the
-    /// positions in `pos` (+ `offset`): the token just consumed.
+    /// The next tokens from `logits.b{b}` into `next.b{b}` ([`batch::choose`]).
     pub(super) fn choose(&self, g: &mut Graph, b: usize, pos: &str, offset: usize) {
-        let logits = view(&p(&Names::logits(b)), F, &[b, self.cfg.vocab], R);
-        let next = view(&p(&Names::next(b)), I, &[b], W);
-        let bv = ("BV", s(self.tiles.argmax));
-        match self.choice {
-            Choice::Greedy => g.call(
-                "argmax",
-                self.k("sampling", "argmax", &[bv]),
-                vec![logits, next],
-            ),
-            Choice::Sample {
-                temperature,
-                top_k,
-                top_p,
-                seed,
-            } => g.call(
-                "sample",
-                self.k("sampling", "sample", &[bv]),
-                vec![
-                    logits,
-                    view(&p(pos), I, &[b], R),
-                    next,
-                    CallArg::Scalar(temperature),
-                    CallArg::Scalar(top_k as f64),
-                    CallArg::Scalar(top_p),
-                    // The kernel's seed is an i32: the bits of the u32, reinterpreted.
-                    CallArg::Scalar(seed as i32 as f64),
-                    CallArg::Scalar(offset as f64),
-                ],
-            ),
-        }
+        batch::choose(
+            g,
+            self.choice,
+            self.tiles.argmax,
+            b,
+            self.cfg.vocab,
+            pos,
+            offset,
+        );
     }
 
     /// Creates the persistent buffers a batch of `b` needs (states, tokens, positions, logits).

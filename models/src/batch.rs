@@ -46,9 +46,10 @@ impl Names {
     }
     /// TransNormerLLM: the θ standing in for LRPE in layers without it (not read).
     pub const NO_THETA: &'static str = "theta.none";
-    /// LongNet: layer `layer`'s key (`kind` "k") or value ("v") cache.
-    pub fn cache(kind: &str, layer: usize, b: usize) -> String {
-        format!("{kind}cache.{layer}.b{b}")
+    /// LongNet: layer `layer`'s key (`kind` "k") or value ("v") cache of `cap` positions (a
+    /// session of another capacity on the same backend gets caches of its own).
+    pub fn cache(kind: &str, layer: usize, b: usize, cap: usize) -> String {
+        format!("{kind}cache.{layer}.b{b}.c{cap}")
     }
     /// LongNet: zeros standing in for `inner_attn_ln`'s weight and bias without subln (not read).
     pub const NO_NORM: &'static str = "longnet.no_inner_norm";

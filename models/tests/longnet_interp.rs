@@ -247,3 +247,20 @@ fn decode_step_is_the_causal_forwards_row() {
         eprintln!("patterns {pats:?}: worst {worst:.2e}");
     }
 }
+
+#[test]
+fn sessions_of_different_capacities_share_a_backend() {
+    // Each capacity has caches of its own: a second session with room for more tokens on the
+    // same backend (as a benchmark sweeping contexts makes) neither fails nor reads the first's.
+    let mut f = fixture("longnet-tiny", 1);
+    let p = prompt(8, f.model.cfg.vocab);
+    let mut after_one_step = Vec::new();
+    for cap in [12, 40] {
+        let mut s = LongNetSession::new(&f.model, &mut f.backend, 1, cap).unwrap();
+        s.prefill(std::slice::from_ref(&p), Logits::Last).unwrap();
+        s.step().unwrap();
+        after_one_step.push(s.logits().unwrap().remove(0));
+    }
+    let e = err(&after_one_step[1], &after_one_step[0]);
+    assert!(e < 1e-6, "the two capacities disagree: {e}");
+}

@@ -162,7 +162,7 @@ impl LongNet {
             ];
             let kernel = match cache {
                 Some(kind) => {
-                    let name = Names::cache(kind, l, b);
+                    let name = Names::cache(kind, l, b, cap);
                     args.push(view(&p(&name), T, &[b, h, cap, hd], RW));
                     self.k("longnet", "linear_heads_cached", &consts)
                 }
@@ -231,8 +231,8 @@ impl LongNet {
                 view(&qkv[0], T, &[b, h, hd], R),
                 view(&qkv[1], T, &[b, h, hd], R),
                 view(&qkv[2], T, &[b, h, hd], R),
-                view(&p(&Names::cache("k", l, b)), T, &[b, h, cap, hd], RW),
-                view(&p(&Names::cache("v", l, b)), T, &[b, h, cap, hd], RW),
+                view(&p(&Names::cache("k", l, b, cap)), T, &[b, h, cap, hd], RW),
+                view(&p(&Names::cache("v", l, b, cap)), T, &[b, h, cap, hd], RW),
                 view(&p(&Names::pos(b)), I, &[b], R),
                 view(&o, T, &[b, h, hd], RW),
                 view(&lse, F, &[b, h], RW),
@@ -272,7 +272,11 @@ impl LongNet {
         let c = &self.cfg;
         for l in 0..c.layers {
             for kind in ["k", "v"] {
-                be.persistent(&Names::cache(kind, l, b), T, b * c.heads * cap * c.head_dim)?;
+                be.persistent(
+                    &Names::cache(kind, l, b, cap),
+                    T,
+                    b * c.heads * cap * c.head_dim,
+                )?;
             }
         }
         be.persistent(&Names::next(b), I, b)?;

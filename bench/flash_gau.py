@@ -9,8 +9,9 @@ Run on the GPU machine from the repository root, after `scripts/gpu-bundle` here
     python3 bench/flash_gau.py [--quick] [--ns 1024,4096] [--compile] [--no-anchors] [--package PATH]
 
 tessel's times come from one `tessel bench --cases` run (CUDA events, median); a phase is the sum
-of the kernels the operator launches (tessel_runtime::flash_gau): forward = flash_lin_state +
-flash_gau_fwd; backward = flash_lin_state + flash_bwd_lin_state + flash_gau_bwd_kv +
+of the kernels the operator launches (tessel_runtime::flash_gau): forward = flash_chunk_state +
+flash_state_scan + flash_gau_fwd; backward = the forward's two state passes + flash_bwd_chunk_state +
+flash_state_scan + flash_gau_bwd_kv +
 flash_gau_bwd_q + flash_gau_bwd_z + flash_gau_bwd_params. The anchors are timed by
 triton.testing.do_bench (median); forward+backward is one autograd step (w.r.t. z, γ, β, v, u for
 FLASH; q, k, v for SDPA).
@@ -38,11 +39,13 @@ def phases(B, N, causal):
     shape = f"B={B},N={N},NG={-(-N // G)},NB={-(-N // BM)}"
     c = str(causal).lower()
     sym = lambda *names: ",".join(p for p in shape.split(",") if p.split("=")[0] in names)
-    st = f"flash_lin_state[E={E}] {sym('B', 'N', 'NG')}"
-    fwd = [st, f"flash_gau_fwd[E={E},CAUSAL={c}] {sym('B', 'N', 'NG')}"]
-    bwd = [st, f"flash_bwd_lin_state[E={E}] {sym('B', 'N', 'NG')}", f"flash_gau_bwd_kv[E={E},CAUSAL={c}] {sym('B', 'N', 'NG')}",
-           f"flash_gau_bwd_q[E={E},CAUSAL={c}] {sym('B', 'N', 'NG')}", f"flash_gau_bwd_z {sym('B', 'N', 'NB')}",
-           f"flash_gau_bwd_params {sym('B', 'NB')}"]
+    ng = sym('B', 'NG')
+    st = [f"flash_chunk_state[E={E}] {sym('B', 'N', 'NG')}", f"flash_state_scan[E={E}] {ng} reverse=0"]
+    fwd = st + [f"flash_gau_fwd[E={E},CAUSAL={c}] {sym('B', 'N', 'NG')}"]
+    bwd = st + [f"flash_bwd_chunk_state[E={E}] {sym('B', 'N', 'NG')}", f"flash_state_scan[E={E}] {ng} reverse=1",
+                f"flash_gau_bwd_kv[E={E},CAUSAL={c}] {sym('B', 'N', 'NG')}",
+                f"flash_gau_bwd_q[E={E},CAUSAL={c}] {sym('B', 'N', 'NG')}", f"flash_gau_bwd_z {sym('B', 'N', 'NB')}",
+                f"flash_gau_bwd_params {sym('B', 'NB')}"]
     return fwd, bwd
 
 

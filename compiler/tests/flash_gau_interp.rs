@@ -51,21 +51,19 @@ fn flash_gau_forward_matches_the_dense_definition() {
             ("CAUSAL", causal.to_string()),
         ];
         let ng = n.div_ceil(g);
-        let mut a = vec![
-            HostArg::Tensor(z.clone()),
-            HostArg::Tensor(gamma.clone()),
-            HostArg::Tensor(beta.clone()),
-            HostArg::Tensor(v.clone()),
-            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, ng, s, e])),
-            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, s, e])),
-        ];
         let state_defs: Vec<_> = defs
             .iter()
             .filter(|(k, _)| *k != "CAUSAL")
             .cloned()
             .collect();
-        interp::run(&kernel("flash_lin_state", &state_defs), &mut a).unwrap();
-        let (prefix, total) = (tensor(&a[4]).clone(), tensor(&a[5]).clone());
+        let inputs = [&z, &gamma, &beta, &v].map(|x| HostArg::Tensor(x.clone()));
+        let (prefix, total) = chunk_states(
+            "flash_chunk_state",
+            &state_defs,
+            inputs.to_vec(),
+            [b, ng, s, e],
+            false,
+        );
         let mut a = vec![
             HostArg::Tensor(z.clone()),
             HostArg::Tensor(gamma.clone()),
@@ -82,6 +80,37 @@ fn flash_gau_forward_matches_the_dense_definition() {
         let tol = if dt == DType::F32 { 1e-5 } else { 3e-2 };
         assert!(err < tol, "{p:?} {t}: {err}");
     }
+}
+
+/// The linear part's states as the operator computes them: `chunk` (flash_chunk_state or
+/// flash_bwd_chunk_state) writes each chunk's own state, then flash_state_scan makes them the
+/// sums over the chunks before (or, `reverse`, after) each, in place, with the total.
+fn chunk_states(
+    chunk: &str,
+    defs: &[(&str, String)],
+    mut inputs: Vec<HostArg>,
+    [b, ng, s, e]: [usize; 4],
+    reverse: bool,
+) -> (HostTensor, HostTensor) {
+    inputs.push(HostArg::Tensor(HostTensor::poisoned(
+        DType::F32,
+        vec![b, ng, s, e],
+    )));
+    let states = run(&kernel(chunk, defs), inputs).pop().unwrap();
+    let scan_defs: Vec<_> = defs
+        .iter()
+        .filter(|(k, _)| matches!(*k, "S" | "E"))
+        .cloned()
+        .collect();
+    let scanned = run(
+        &kernel("flash_state_scan", &scan_defs),
+        vec![
+            HostArg::Tensor(states),
+            HostArg::Tensor(HostTensor::poisoned(DType::F32, vec![b, s, e])),
+            HostArg::Scalar(f64::from(u8::from(reverse))),
+        ],
+    );
+    (scanned[0].clone(), scanned[1].clone())
 }
 
 fn run(k: &Kernel, args: Vec<HostArg>) -> Vec<HostTensor> {
@@ -132,28 +161,20 @@ fn flash_gau_backward_matches_the_dense_gradients() {
         let (ng, nb) = (n.div_ceil(g), n.div_ceil(64));
         let t = |x: &HostTensor| HostArg::Tensor(x.clone());
         let poison = |shape: Vec<usize>| HostArg::Tensor(HostTensor::poisoned(DType::F32, shape));
-        let fwd_states = run(
-            &kernel("flash_lin_state", &plain),
-            vec![
-                t(&z),
-                t(&gamma),
-                t(&beta),
-                t(&v),
-                poison(vec![b, ng, s, e]),
-                poison(vec![b, s, e]),
-            ],
+        let dims = [b, ng, s, e];
+        let fwd_states = chunk_states(
+            "flash_chunk_state",
+            &plain,
+            vec![t(&z), t(&gamma), t(&beta), t(&v)],
+            dims,
+            false,
         );
-        let bwd_states = run(
-            &kernel("flash_bwd_lin_state", &plain),
-            vec![
-                t(&z),
-                t(&gamma),
-                t(&beta),
-                t(&u),
-                t(&d_o),
-                poison(vec![b, ng, s, e]),
-                poison(vec![b, s, e]),
-            ],
+        let bwd_states = chunk_states(
+            "flash_bwd_chunk_state",
+            &plain,
+            vec![t(&z), t(&gamma), t(&beta), t(&u), t(&d_o)],
+            dims,
+            true,
         );
         let kv = run(
             &kernel("flash_gau_bwd_kv", &defs),
@@ -164,8 +185,8 @@ fn flash_gau_backward_matches_the_dense_gradients() {
                 t(&v),
                 t(&u),
                 t(&d_o),
-                t(&bwd_states[5]),
-                t(&bwd_states[6]),
+                t(&bwd_states.0),
+                t(&bwd_states.1),
                 poison(vec![b, n, e]),
                 poison(vec![b, n, s]),
                 poison(vec![b, n, s]),
@@ -180,8 +201,8 @@ fn flash_gau_backward_matches_the_dense_gradients() {
                 t(&v),
                 t(&u),
                 t(&d_o),
-                t(&fwd_states[4]),
-                t(&fwd_states[5]),
+                t(&fwd_states.0),
+                t(&fwd_states.1),
                 poison(vec![b, n, e]),
                 poison(vec![b, n, s]),
                 poison(vec![b, n, s]),

@@ -12,7 +12,7 @@ use tessel_package::DType;
 
 use crate::operand::{bad, expect, expect_rank, same_dtype, variant};
 use crate::spec::flash_gau as spec;
-use crate::{Device, DeviceTensor, LoadedPackage, RuntimeError};
+use crate::{Arg, Device, DeviceTensor, LoadedPackage, RuntimeError};
 
 const OP: &str = "flash_gau_forward";
 const OP_BWD: &str = "flash_gau_backward";
@@ -49,21 +49,42 @@ fn check(
     Ok((dtype, e))
 }
 
-/// The forward's linear states: (prefix before each chunk, total).
-fn lin_states(
+/// Linear-part states over the chunks: `chunk` (the forward's or the backward's per-chunk state
+/// kernel, already looked up) writes each chunk's own state, then the scan makes them exclusive
+/// sums over the chunks before (`reverse` false) or after each, in place, and adds the total.
+fn chunk_states(
     dev: &Device,
     pkg: &LoadedPackage,
-    [z, gamma, beta, v]: [&DeviceTensor; 4],
-    dtype: DType,
-    e: usize,
+    (chunk, scan): (&str, &str),
+    inputs: &[&DeviceTensor],
+    [b, n, s, e]: [usize; 4],
+    reverse: bool,
 ) -> Result<(DeviceTensor, DeviceTensor), RuntimeError> {
-    let [b, n, s] = [z.shape[0], z.shape[1], z.shape[2]];
-    let es = e.to_string();
-    let state = variant(pkg, spec::LIN_STATE, &[("E", &es), ("T", dtype.name())])?;
-    let prefix = DeviceTensor::empty(dev, DType::F32, &[b, n.div_ceil(spec::CHUNK), s, e])?;
+    let states = DeviceTensor::empty(dev, DType::F32, &[b, n.div_ceil(spec::CHUNK), s, e])?;
     let total = DeviceTensor::empty(dev, DType::F32, &[b, s, e])?;
-    pkg.launch_tensors(dev, state, &[z, gamma, beta, v, &prefix, &total])?;
-    Ok((prefix, total))
+    let mut args: Vec<Arg> = inputs.iter().map(|t| Arg::Tensor(t)).collect();
+    args.push(Arg::Tensor(&states));
+    pkg.launch(dev, chunk, &args)?;
+    let scan_args = [
+        Arg::Tensor(&states),
+        Arg::Tensor(&total),
+        Arg::Scalar(f64::from(u8::from(reverse))),
+    ];
+    pkg.launch(dev, scan, &scan_args)?;
+    Ok((states, total))
+}
+
+/// The package entries of the forward's state passes for head width `e`.
+fn state_kernels<'p>(
+    pkg: &'p LoadedPackage,
+    chunk: &str,
+    e: &str,
+    dtype: DType,
+) -> Result<(&'p str, &'p str), RuntimeError> {
+    Ok((
+        variant(pkg, chunk, &[("E", e), ("T", dtype.name())])?,
+        variant(pkg, spec::STATE_SCAN, &[("E", e)])?,
+    ))
 }
 
 /// O (B, N, E).
@@ -86,7 +107,9 @@ pub fn flash_gau_forward(
         ("T", dtype.name()),
     ];
     let fwd = variant(pkg, spec::FWD, &consts)?;
-    let (prefix, total) = lin_states(dev, pkg, [z, gamma, beta, v], dtype, e)?;
+    let passes = state_kernels(pkg, spec::CHUNK_STATE, &es, dtype)?;
+    let dims = [z.shape[0], z.shape[1], z.shape[2], e];
+    let (prefix, total) = chunk_states(dev, pkg, passes, &[z, gamma, beta, v], dims, false)?;
     let o = DeviceTensor::empty(dev, dtype, &v.shape)?;
     pkg.launch_tensors(dev, fwd, &[z, gamma, beta, v, u, &prefix, &total, &o])?;
     Ok(o)
@@ -119,16 +142,16 @@ pub fn flash_gau_backward(
     let (es, c) = (e.to_string(), causal.to_string());
     let t = dtype.name();
     let with_causal = [("E", es.as_str()), ("CAUSAL", c.as_str()), ("T", t)];
-    let bwd_state = variant(pkg, spec::BWD_LIN_STATE, &[("E", &es), ("T", t)])?;
+    let fwd_passes = state_kernels(pkg, spec::CHUNK_STATE, &es, dtype)?;
+    let bwd_passes = state_kernels(pkg, spec::BWD_CHUNK_STATE, &es, dtype)?;
     let kv = variant(pkg, spec::BWD_KV, &with_causal)?;
     let q = variant(pkg, spec::BWD_Q, &with_causal)?;
     let zk = variant(pkg, spec::BWD_Z, &[("T", t)])?;
     let params = variant(pkg, spec::BWD_PARAMS, &[])?;
-    let (prefix, total) = lin_states(dev, pkg, [z, gamma, beta, v], dtype, e)?;
-    let ng = n.div_ceil(spec::CHUNK);
-    let dsuffix = DeviceTensor::empty(dev, DType::F32, &[b, ng, s, e])?;
-    let dtotal = DeviceTensor::empty(dev, DType::F32, &[b, s, e])?;
-    pkg.launch_tensors(dev, bwd_state, &[z, gamma, beta, u, d_o, &dsuffix, &dtotal])?;
+    let dims = [b, n, s, e];
+    let (prefix, total) = chunk_states(dev, pkg, fwd_passes, &[z, gamma, beta, v], dims, false)?;
+    let bwd_inputs = [z, gamma, beta, u, d_o];
+    let (dsuffix, dtotal) = chunk_states(dev, pkg, bwd_passes, &bwd_inputs, dims, true)?;
     let f32_bns = || DeviceTensor::empty(dev, DType::F32, &[b, n, s]);
     let (dkq, dkl, dqq, dql) = (f32_bns()?, f32_bns()?, f32_bns()?, f32_bns()?);
     let grads = FlashGauGrads {

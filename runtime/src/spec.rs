@@ -126,9 +126,10 @@ pub mod gla {
 pub mod flash_gau {
     use super::OperatorSpec;
 
-    pub const LIN_STATE: &str = "flash_lin_state";
+    pub const CHUNK_STATE: &str = "flash_chunk_state";
+    pub const STATE_SCAN: &str = "flash_state_scan";
     pub const FWD: &str = "flash_gau_fwd";
-    pub const BWD_LIN_STATE: &str = "flash_bwd_lin_state";
+    pub const BWD_CHUNK_STATE: &str = "flash_bwd_chunk_state";
     pub const BWD_KV: &str = "flash_gau_bwd_kv";
     pub const BWD_Q: &str = "flash_gau_bwd_q";
     pub const BWD_Z: &str = "flash_gau_bwd_z";
@@ -146,9 +147,10 @@ pub mod flash_gau {
         source: "dsl-examples/flash_gau.tsl",
         variants: &[("E", &["64", "128"]), ("CAUSAL", &["false", "true"])],
         kernels: &[
-            LIN_STATE,
+            CHUNK_STATE,
+            STATE_SCAN,
             FWD,
-            BWD_LIN_STATE,
+            BWD_CHUNK_STATE,
             BWD_KV,
             BWD_Q,
             BWD_Z,

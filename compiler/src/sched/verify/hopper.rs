@@ -4,7 +4,7 @@
 use super::{ensure, Invariant, Res};
 use crate::sched::layout::Dist;
 use crate::sched::overlap::only_carried;
-use crate::sched::wgmma::{panel, Swizzle, WgmmaPlan, ATOM_BYTES};
+use crate::sched::wgmma::{panel, Major, Swizzle, WgmmaPlan, ATOM_BYTES};
 use crate::sched::{DotPlan, DotUnit, Frame, Operand, Schedule};
 use crate::tir::facts::Facts;
 use crate::tir::ValueId;
@@ -26,8 +26,13 @@ pub(super) fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> 
             plan.m, plan.n, plan.k
         ),
     )?;
-    // The wait depth is the ring's concern (below); everything else is fixed by the tiles.
-    let ok = WgmmaPlan { wait: 0, ..*w } == WgmmaPlan::new(plan.m, plan.n, plan.k);
+    // The wait depth is the ring's concern (below); everything else is fixed by the operands.
+    let a_regs = matches!(plan.a, Operand::RegA { .. });
+    let b_major = match plan.b {
+        Operand::Smem { trans: true, .. } => Major::K,
+        _ => Major::MN,
+    };
+    let ok = WgmmaPlan { wait: 0, ..*w } == WgmmaPlan::new(plan.m, plan.n, plan.k, b_major, a_regs);
     ensure(
         ok,
         Invariant::Wgmma,
@@ -42,13 +47,20 @@ pub(super) fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> 
         r,
         "output not in the wgmma accumulator layout",
     )?;
-    for o in [&plan.a, &plan.b] {
+    for (o, is_a) in [(&plan.a, true), (&plan.b, false)] {
         let ok = match o {
+            // Registers in the accumulator layout of K columns hold A's fragments as they are.
+            Operand::RegA { value } => {
+                is_a && s
+                    .dist(*value)
+                    .is_some_and(|d| d.same_placement(&Dist::wgmma(plan.k, warps)))
+            }
+            // A K-major A, or a B either way; the plan's major-ness was checked above.
             Operand::Smem {
                 value,
-                trans: false,
+                trans,
                 staged: true,
-            } => s.staged.get(value).is_some_and(|st| {
+            } if !(is_a && *trans) => s.staged.get(value).is_some_and(|st| {
                 let atom = 8 * st.tile.panel * st.tile.dtype.size();
                 let slot_aligned = st.tile.bytes().is_multiple_of(atom);
                 st.tile.panel == panel(st.tile.cols)
@@ -67,7 +79,7 @@ pub(super) fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> 
             ok,
             Invariant::Wgmma,
             r,
-            format!("operand {o:?} is not a fenced swizzled panel tile on an atom"),
+            format!("operand {o:?} is neither a fenced swizzled panel tile on an atom nor A's fragments"),
         )?;
     }
     Ok(())
@@ -187,7 +199,7 @@ mod tests {
     fn wgmma() {
         let refused = |f: &dyn Fn(&mut Schedule)| refused_on_hopper(MATMUL, Invariant::Wgmma, f);
         // A descriptor that is not its tile's.
-        refused(&|s| wgmma_plan(s).b.lbo = 4096);
+        refused(&|s| wgmma_plan(s).b.desc.lbo = 4096);
         // Not whole warpgroups, or not 64 rows each.
         refused(&|s| wgmma_plan(s).groups = 1);
         // An operand tile not in swizzled panels, or not fenced for the async proxy.

@@ -160,12 +160,14 @@ pub(super) fn ring(facts: &Facts, s: &Schedule) -> Res {
 mod tests {
     use super::super::check;
     use super::*;
+    use crate::sched::wgmma::Side;
     use crate::sched::{schedule, schedule_with, Layout, SmemTile, Strategy};
     use crate::sema::{compile_source, Overrides};
     use crate::tir::Kernel;
     use crate::Target;
 
     const MATMUL: &str = include_str!("../../../../dsl-examples/matmul.tsl");
+    const FLASH: &str = include_str!("../../../../dsl-examples/flash_attention.tsl");
 
     fn kernel(source: &str) -> Kernel {
         compile_source(source, &Overrides::new()).unwrap().remove(0)
@@ -224,6 +226,59 @@ mod tests {
             let r = *s.dots.keys().next().unwrap();
             let d = Dist::mma(128, 256, 2, 4);
             s.layouts[r.0 as usize] = Layout::Dist(d);
+        });
+    }
+
+    /// The `i`-th dot of a schedule in value order.
+    fn dot_mut(s: &mut Schedule, i: usize) -> &mut DotPlan {
+        let mut rs: Vec<ValueId> = s.dots.keys().copied().collect();
+        rs.sort();
+        s.dots.get_mut(&rs[i]).unwrap()
+    }
+
+    fn plan_of(d: &mut DotPlan) -> &mut WgmmaPlan {
+        match &mut d.unit {
+            DotUnit::Wgmma(w) => w,
+            u => panic!("{u:?}"),
+        }
+    }
+
+    #[test]
+    fn wgmma_k_major_b_and_register_a() {
+        // flash_attention_fwd: S = Q·Kᵀ (B K-major), then P·V (A from registers). Both are read
+        // in the loop (by the softmax, by the update of the output): no batch stays in flight,
+        // and a plan that leaves one is refused.
+        let k = kernel(FLASH);
+        let s = schedule(&k, Target::lookup("sm_90a").unwrap()).unwrap();
+        assert!(s
+            .dots
+            .values()
+            .all(|d| matches!(d.unit, DotUnit::Wgmma(w) if w.wait == 0)));
+        for i in 0..2 {
+            refused_on_hopper(FLASH, Invariant::Ring, |s| plan_of(dot_mut(s, i)).wait = 1);
+        }
+        let refused = |f: &dyn Fn(&mut Schedule)| refused_on_hopper(FLASH, Invariant::Wgmma, f);
+        // K's tile read through the N-major descriptor, or a K-major plan on a K × N tile.
+        refused(&|s| plan_of(dot_mut(s, 0)).b = Side::n_major(64, 64));
+        refused(&|s| {
+            if let Operand::Smem { trans, .. } = &mut dot_mut(s, 0).b {
+                *trans = false;
+            }
+        });
+        // Q read transposed: wgmma's descriptor A is K-major only.
+        refused(&|s| {
+            if let Operand::Smem { trans, .. } = &mut dot_mut(s, 0).a {
+                *trans = true;
+            }
+        });
+        // P·V with A by descriptor while P is in registers.
+        refused(&|s| plan_of(dot_mut(s, 1)).a = Some(Side::k_major(64, 64)));
+        // P in registers of another layout: its registers are not A's fragments.
+        refused(&|s| {
+            let Operand::RegA { value } = dot_mut(s, 1).a else {
+                panic!("P·V reads P from registers")
+            };
+            s.layouts[value.0 as usize] = Layout::Dist(Dist::mma(64, 64, 2, 2));
         });
     }
 

@@ -1,13 +1,17 @@
 //! `dot` on wgmma: one `wgmma.mma_async.m64nNk16` per 16 of K on each warpgroup's 64 rows.
 //!
-//! Both operands are read by the tensor cores straight from their staged panels through matrix
-//! descriptors (the layout, strides and swizzle the schedule planned, [`crate::sched::wgmma`]);
-//! the lowering adds only the start address: the slot's, moved to the warpgroup's 64 rows of A
-//! and, per K step, 32 bytes along A's panel rows (or to its next panel) and 16 rows down B's
-//! panels.
+//! B, and A when staged, are read by the tensor cores straight from their staged panels through
+//! matrix descriptors (the layout, strides and swizzle the schedule planned,
+//! [`crate::sched::wgmma`]); the lowering adds only the start address: the slot's, moved to the
+//! warpgroup's 64 rows of A and, per K step, 32 bytes along a K-major operand's panel rows (or
+//! to its next panel) and 16 rows down an N-major B's panels.
 //! A descriptor's start field is the address >> 4, and shared addresses stay below 2^18, so a
-//! step is an add on the descriptor itself. The accumulators stay in registers across the batch,
-//! tied in and out of each instruction; the batch is fenced, committed and waited as planned.
+//! step is an add on the descriptor itself. An A in registers gives each K step four registers,
+//! its accumulator-layout values packed in pairs, passed through the batch's `wgmma.fence` so
+//! that nothing writes them between the fence and the wgmma. The accumulators stay in registers
+//! across the batch, tied in and out of each instruction (a dot without an accumulator input
+//! starts with scale-d 0); the batch is fenced, committed and waited as planned, a wait to 0
+//! passing the accumulators through it so that no reader moves above it.
 
 use super::dot::SmemOperand;
 use super::emit::{Arith, Cast, Ty, Value};

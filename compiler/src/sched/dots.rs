@@ -5,7 +5,9 @@
 //! A dot whose output the mma frame tiles runs on the unit the strategy picks for its operand types;
 //! any other on FMAs. An operand that is a load (through any transposes) is read from its staged
 //! tile; an A operand already in the accumulator layout of a `wm × 1` frame, computed into
-//! registers, is repacked there; anything else is stored to scratch shared memory first.
+//! registers, is read from there by mma.sync and wgmma alike (the same per-warp fragment); anything
+//! else is stored to scratch shared memory first. A wgmma plan names B's major-ness (K-major when
+//! the stored tile is the transpose of B) and whether A comes from registers.
 
 use super::layout::Dist;
 use super::layouts::Canon;

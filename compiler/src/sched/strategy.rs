@@ -2,7 +2,8 @@
 //! kernel from the target table (or forced by `--strategy`), printed in the schedule, and asked by
 //! every pass that would otherwise test target features itself.
 //!
-//! There are three: `Hopper` (wgmma.mma_async with both operands in swizzled shared tiles, TMA
+//! There are three: `Hopper` (wgmma.mma_async with B, and A unless it is in registers, in
+//! swizzled shared tiles, TMA
 //! copies into mbarrier rings where they qualify ([`super::tma`]), cp.async otherwise: sm_90a,
 //! for a kernel whose every dot qualifies, [`super::wgmma`]),
 //! `Ampere` (mma.sync.m16n8k16 with ldmatrix operands and cp.async copies: every target in the

@@ -4,21 +4,25 @@
 //! One warpgroup (4 consecutive warps) issues `m64nNk16` on its own 64 rows of the output, so a
 //! dot qualifies when its rows are exactly 64 per warpgroup, N is 16, 32 or a multiple of 64 up to
 //! 256 and K is 16, 32 or a multiple of 64 (so that a panel row, below, is 32, 64 or 128 bytes: a
-//! swizzle mode), both operands 16-bit loads of one type staged from global memory, A stored M×K
-//! and B stored K×N. The accumulator
+//! swizzle mode), both operands 16-bit of one type, B a load staged from global memory (stored
+//! K×N, or N×K for `trans_b`), A a staged load stored M×K or a value computed in registers. The
+//! accumulator
 //! fragment of `m64nN` gives warp w of a warpgroup rows 16w..16w+15 with the per-8-column
 //! pattern of mma.sync's accumulator, so the block's output is in `Dist::mma(m, n, warps, 1)`
-//! (checked against the PTX ISA's table in [`Dist::wgmma`]'s test).
+//! (checked against the PTX ISA's table in [`Dist::wgmma`]'s test). A value computed in
+//! registers takes that frame's layout too, and its registers of K columns 16j..16j+15 are K
+//! step j's A fragment ([`Dist::mma_a_fragment`], checked against the ISA's register-A table):
+//! how P from the softmax feeds P·V.
 //!
 //! Operand tiles are stored in panels of up to 64 columns: a panel holds its columns of every row,
 //! `row` = 32, 64 or 128 bytes per row, its 16-byte chunks XOR-swizzled as the staging pass always
 //! does (chunk ^ (row / (8 / chunks)) % chunks): exactly the hardware's 32-, 64- or 128-byte
 //! swizzle of the absolute address once the tile sits on a 1024-byte boundary (each 8-row group is
-//! one swizzle atom of `8 · row` bytes). A (M×K) is then K-major: 8-row groups `8 · row` bytes
-//! apart (the stride byte offset), a K step of 16 moving the start 32 bytes along the row (or to
-//! the next panel). B (K×N) is N-major (the instruction's transpose-B): panels `K · row` bytes
-//! apart (the leading byte offset), 8-row groups of K `8 · row` bytes apart (the stride byte
-//! offset).
+//! one swizzle atom of `8 · row` bytes). A tile whose rows run along K (A stored M×K, B stored
+//! N×K) is then K-major: 8-row groups `8 · row` bytes apart (the stride byte offset), a K step of
+//! 16 moving the start 32 bytes along the row (or to the next panel). B stored K×N is N-major
+//! (the instruction's transpose-B): panels `K · row` bytes apart (the leading byte offset),
+//! 8-row groups of K `8 · row` bytes apart (the stride byte offset).
 
 use super::layout::Dist;
 use crate::tir::facts::Facts;
@@ -437,8 +441,31 @@ mod tests {
         [row, 2 * (t % 4) + h + 8 * (j / 2)]
     }
 
+    /// The same table as CuTe writes it (its SM90 16-bit register-A layout, thread × value →
+    /// index into the 64 × 16 block stored M-major): ((4,8,4),(2,2,2)):((128,1,16),(64,8,512)),
+    /// value v = 2j + h.
+    fn cute_a_fragment(t: usize, j: usize, h: usize) -> [usize; 2] {
+        let (group, t) = (t / 128, t % 128);
+        let v = 2 * j + h;
+        let idx = 128 * (t % 4)
+            + (t / 4) % 8
+            + 16 * (t / 32)
+            + 64 * (v % 2)
+            + 8 * ((v / 2) % 2)
+            + 512 * (v / 4);
+        [64 * group + idx % 64, idx / 64]
+    }
+
     #[test]
     fn register_a_is_the_accumulator_of_its_columns() {
+        for t in 0..256 {
+            for e in 0..8 {
+                assert_eq!(
+                    isa_a_fragment(t, e / 2, e % 2),
+                    cute_a_fragment(t, e / 2, e % 2)
+                );
+            }
+        }
         // P (64 × BN) from the softmax of QKᵀ's accumulator feeds P·V: for every K step, every
         // thread's four registers are the accumulator's registers of those 16 columns.
         for (k, warps) in [(16, 4), (64, 4), (128, 4), (64, 8), (256, 8)] {

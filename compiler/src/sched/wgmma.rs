@@ -249,11 +249,12 @@ pub fn qualifies(
             return why(format!("K = {kk} is not 16, 32 or a multiple of {PANEL}"));
         }
         let load = |v: ValueId| matches!(facts.def(v), Some(Op::Load { .. }));
-        // A is read K-major from its staged tile, or from registers: computed there (not a
-        // load, not a transpose), it takes the frame's layout, the accumulator's.
+        // A is read K-major from its staged tile, or from registers: computed there, it takes
+        // the frame's canonical layout, the accumulator's (sched/layouts.rs), unless its producer
+        // keeps another's: a transpose swaps its operand's, a scan keeps its operand's.
         let in_registers = !matches!(
             facts.def(*a),
-            Some(Op::Load { .. } | Op::Trans { .. }) | None
+            Some(Op::Load { .. } | Op::Trans { .. } | Op::Scan { .. }) | None
         );
         if *trans_a || !(load(*a) || in_registers) {
             return why(

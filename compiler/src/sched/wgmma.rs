@@ -376,11 +376,7 @@ mod tests {
     /// The staged tile of one operand and where wgmma reads its element (mn, k) at K step `k0`
     /// (the lowering's start addresses, lower/wgmma.rs), checked for every element against
     /// where the staging put it. `rows` is the operand's M (A, warpgroup `g`) or N (B) extent.
-    fn check_side(side: &Side, rows: usize, k: usize, g: usize, what: &str) {
-        let tile = match side.desc.major {
-            Major::K => SmemTile::panelled(rows, k, DType::Bf16, PANEL),
-            Major::MN => SmemTile::panelled(k, rows, DType::Bf16, PANEL),
-        };
+    fn check_side(side: &Side, tile: &SmemTile, rows: usize, k: usize, g: usize, what: &str) {
         let base = 7 * ATOM_BYTES;
         for kk in 0..k / 16 {
             let k0 = 16 * kk;
@@ -390,8 +386,8 @@ mod tests {
                 for r in 0..extent {
                     let mn = if what == "A" { 64 * g + r } else { r };
                     let want = match side.desc.major {
-                        Major::K => staged_at(&tile, base, mn, k0 + i),
-                        Major::MN => staged_at(&tile, base, k0 + i, mn),
+                        Major::K => staged_at(tile, base, mn, k0 + i),
+                        Major::MN => staged_at(tile, base, k0 + i, mn),
                     };
                     let got = wgmma_reads(&side.desc, side.row, start, r, i);
                     assert_eq!(got, want, "{what} {rows}x{k} {:?} g{g} k{kk}", side.desc);
@@ -418,10 +414,15 @@ mod tests {
                 let p = WgmmaPlan::new(m, n, k, b_major, false);
                 assert_eq!(p.b.desc.major, b_major);
                 let a = p.a.expect("A by descriptor");
+                let ta = SmemTile::panelled(m, k, DType::Bf16, PANEL);
                 for g in 0..p.groups {
-                    check_side(&a, m, k, g, "A");
+                    check_side(&a, &ta, m, k, g, "A");
                 }
-                check_side(&p.b, n, k, 0, "B");
+                let tb = match b_major {
+                    Major::K => SmemTile::panelled(n, k, DType::Bf16, PANEL),
+                    Major::MN => SmemTile::panelled(k, n, DType::Bf16, PANEL),
+                };
+                check_side(&p.b, &tb, n, k, 0, "B");
             }
             // A from registers names no descriptor; B's is the same.
             let r = WgmmaPlan::new(m, n, k, Major::K, true);
@@ -430,6 +431,52 @@ mod tests {
                 (None, WgmmaPlan::new(m, n, k, Major::K, false).b)
             );
         }
+    }
+
+    /// The kernels' own schedules: every operand a wgmma dot reads through a descriptor, from
+    /// the tile the staging pass chose for it, at every K step of every warpgroup.
+    #[test]
+    fn scheduled_tiles_are_read_where_staged() {
+        use crate::sched::{schedule, DotUnit, Operand, Strategy};
+        use crate::sema::{compile_source, Overrides};
+        let sources = [
+            include_str!("../../../dsl-examples/flash_attention.tsl"),
+            include_str!("../../../dsl-examples/linear.tsl"),
+            include_str!("../../../dsl-examples/matmul.tsl"),
+        ];
+        let sm90a = crate::Target::lookup("sm_90a").unwrap();
+        let mut sides = 0;
+        for d in [64, 128] {
+            let mut o = Overrides::new();
+            o.insert(
+                "D".into(),
+                crate::sema::parse_const(&d.to_string()).unwrap(),
+            );
+            for src in sources {
+                for k in compile_source(src, &o).unwrap() {
+                    let s = schedule(&k, sm90a).unwrap();
+                    if s.strategy != Strategy::Hopper {
+                        continue;
+                    }
+                    for p in s.dots.values() {
+                        let DotUnit::Wgmma(w) = p.unit else { continue };
+                        if let (Some(a), Operand::Smem { value, .. }) = (w.a, &p.a) {
+                            for g in 0..w.groups {
+                                check_side(&a, &s.staged[value].tile, p.m, p.k, g, "A");
+                            }
+                            sides += 1;
+                        }
+                        if let Operand::Smem { value, .. } = &p.b {
+                            check_side(&w.b, &s.staged[value].tile, p.n, p.k, 0, "B");
+                            sides += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Per D: flash fwd's Q, K, V and dQ's Q, K, dO, V, K; linear's and linear_residual's
+        // x and W; matmul's A and B.
+        assert_eq!(sides, 2 * (3 + 5 + 4 + 2), "{sides}");
     }
 
     /// The ISA's table for wgmma's A from registers ("Register fragment layout for matrix A",

@@ -72,6 +72,18 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
                     wgmma > 0,
                     "{what}: {wgmma_dots} dots on wgmma, {wgmma} wgmma in PTX"
                 );
+                // A from registers is the `{a0,a1,a2,a3}` form, behind a fence of its own.
+                let reg_a = s
+                    .dots
+                    .values()
+                    .any(|d| matches!(d.unit, DotUnit::Wgmma(w) if w.a.is_none()));
+                let reg_a_ptx = ptx
+                    .lines()
+                    .any(|l| l.contains("wgmma.mma_async") && l.contains("}, {"));
+                assert_eq!(
+                    reg_a, reg_a_ptx,
+                    "{what}: register A disagrees with the schedule"
+                );
                 if wgmma_dots > 0 {
                     for want in [
                         "wgmma.fence.sync.aligned",
@@ -190,12 +202,22 @@ fn every_example_kernel_compiles_and_uses_what_its_schedule_chose() {
 
 #[test]
 fn tensor_core_kernels_put_their_dots_on_the_matrix_unit() {
-    // The kernels whose operands are 16-bit: every one of their bf16 dots is on mma.sync.
+    // The kernels whose operands are 16-bit: every one of their bf16 dots is on a matrix unit,
+    // on sm_90a wgmma for the forward and dQ kernels (K-major B, P and dS as A from registers)
+    // and mma.sync for dK/dV (its transposed A is not carried on wgmma yet).
     let (_, src) = EXAMPLES[4];
     for k in compile_source(src, &Overrides::new()).unwrap() {
         let s = tessel_compiler::sched::schedule(&k, TARGETS[2]).unwrap();
+        let hopper = ["flash_attention_fwd", "flash_attention_bwd_dq"].contains(&k.name.as_str());
         for (v, d) in &s.dots {
-            assert_eq!(d.unit, DotUnit::Mma, "{}: dot {v} not on mma.sync", k.name);
+            let on = matches!(d.unit, DotUnit::Wgmma(_));
+            assert_eq!(on, hopper, "{}: dot {v} on {:?}", k.name, d.unit);
+            assert!(on || d.unit == DotUnit::Mma, "{}: dot {v} on FMAs", k.name);
+        }
+        // The last dot reads A from registers: P (forward) or dS (dQ).
+        if hopper {
+            let last = s.dots.keys().max().unwrap();
+            assert!(matches!(s.dots[last].a, Operand::RegA { .. }), "{}", k.name);
         }
     }
 }

@@ -10,6 +10,8 @@
 //!   `// test: sched arch=sm_90a`          the schedule the compiler chose (or why it cannot)
 //!   `// test: ptx arch=sm_80`             the PTX, after ptxas has accepted it
 //!   `// test: sched arch=sm_90a strategy=ampere`  either, the strategy forced (`--strategy`)
+//!   `// test: ptx arch=sm_90a kernel=K spills=0`  either, of kernel K only; `spills=0`: ptxas
+//!                                         reports no spill stores or loads
 //!   `// run: package=P kernel=K shape=A=1,B=2 [scalar=s=0.5] [range=x=0:1]`
 //!                                         a GPU check: scripts/gpu-run-tests runs `tessel run`
 //!                                         on package P (as `tessel demo` builds it) with these
@@ -191,10 +193,15 @@ fn run_stage(
     source: &str,
     overrides: &Overrides,
 ) -> String {
-    let kernels = match kernels_of(name, source, overrides) {
+    let mut kernels = match kernels_of(name, source, overrides) {
         Ok(k) => k,
         Err(rendered) => return rendered,
     };
+    let arg = |key: &str| args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    if let Some(only) = arg("kernel") {
+        kernels.retain(|k| k.name == only);
+        assert!(!kernels.is_empty(), "{name}: no kernel `{only}`");
+    }
     match stage {
         "check" => kernels
             .iter()
@@ -237,6 +244,13 @@ fn run_stage(
                                 || l.contains("warpgroup.wait is injected")
                         });
                         assert!(serialized.is_none(), "{name}: {}", serialized.unwrap_or(""));
+                        if arg("spills") == Some("0") {
+                            let spilled = log.as_deref().unwrap_or("").lines().find(|l| {
+                                l.contains("spill")
+                                    && !l.contains("0 bytes spill stores, 0 bytes spill loads")
+                            });
+                            assert!(spilled.is_none(), "{name}: {}", spilled.unwrap_or(""));
+                        }
                         c.ptx
                     }
                     Err(e) => format!("error: {e}\n"),

@@ -45,7 +45,7 @@ impl Lower<'_> {
         };
         let operands = self.dot_operands([&plan.a, &plan.b])?;
         match plan.unit {
-            DotUnit::Wgmma(w) => self.wgmma(&plan, &w, &mut c, &operands)?,
+            DotUnit::Wgmma(w) => self.wgmma(&plan, &w, &mut c, &operands, acc.is_none())?,
             DotUnit::Mma => self.mma(&plan, od, &mut c, &operands)?,
             DotUnit::Fma => c = self.fma_dot(&plan, od, c, &operands)?,
         }

@@ -14,7 +14,7 @@ use super::ptx_templates as ptx;
 use super::shared::tile_offset;
 use super::{err, R};
 use crate::sched::{Dist, DistKind, DotPlan, Operand};
-use crate::tir::DType;
+use crate::tir::{DType, ValueId};
 
 /// The lane's coordinates in the fragment layouts, computed once at entry.
 struct Lanes {
@@ -56,14 +56,14 @@ impl Lower<'_> {
             _ => "bf16",
         };
         let areg = match &plan.a {
-            Operand::RegA { value } => Some(self.get(*value)?),
+            Operand::RegA { value } => Some(self.register_a(*value)?),
             _ => None,
         };
         for kk in 0..kdim / 16 {
             let mut afr: Vec<Vec<Value>> = Vec::new();
             for i in 0..fm {
                 afr.push(match &areg {
-                    Some(regs) => self.a_from_registers(regs, kdim, i, kk),
+                    Some((regs, d)) => self.a_from_registers(regs, d, i, kk)?,
                     None => {
                         let a = tiles[0].clone().ok_or_else(|| err("A operand"))?;
                         self.a_fragment(&lanes, &a, i, kk)?
@@ -129,18 +129,29 @@ impl Lower<'_> {
         })
     }
 
-    /// A fragment (i, kk) from an operand that is itself an mma-layout tile [m, kdim] over
-    /// wm×1 warps: its fragments (i, 2kk) and (i, 2kk+1), repacked two 16-bit halves per register.
-    fn a_from_registers(&mut self, regs: &[Value], kdim: usize, i: usize, kk: usize) -> Vec<Value> {
-        let fn_op = kdim / 8;
-        let f0 = (i * fn_op + 2 * kk) * 4;
-        let f1 = (i * fn_op + 2 * kk + 1) * 4;
-        vec![
-            self.pack(&regs[f0], &regs[f0 + 1]),
-            self.pack(&regs[f0 + 2], &regs[f0 + 3]),
-            self.pack(&regs[f1], &regs[f1 + 1]),
-            self.pack(&regs[f1 + 2], &regs[f1 + 3]),
-        ]
+    /// A register A operand's values and layout.
+    pub(super) fn register_a(&mut self, v: ValueId) -> R<(Vec<Value>, Dist)> {
+        let d = self.s.dist(v).cloned();
+        let d = d.ok_or_else(|| err(format!("A operand {v} is not in registers")))?;
+        Ok((self.get(v)?, d))
+    }
+
+    /// A fragment (i, kk) from an operand in registers in layout `d`: the registers the layout
+    /// places where the fragment wants them ([`Dist::mma_a_fragment`]), two 16-bit halves per
+    /// register.
+    pub(super) fn a_from_registers(
+        &mut self,
+        regs: &[Value],
+        d: &Dist,
+        i: usize,
+        kk: usize,
+    ) -> R<Vec<Value>> {
+        let f = d
+            .mma_a_fragment(i, kk)
+            .ok_or_else(|| err(format!("A in registers ({d}) is not the mma A fragment")))?;
+        Ok((0..4)
+            .map(|j| self.pack(&regs[f[2 * j]], &regs[f[2 * j + 1]]))
+            .collect())
     }
 
     /// A fragment (i, kk) from shared memory.

@@ -131,27 +131,76 @@ pub(super) fn wgmma_wait_for(pending: usize, regs: usize) -> Template {
     }
 }
 
-/// D += A·B on one warpgroup's m64nNk16 tile, f32 accumulators (N/2 per thread, tied in and
-/// out), A and B by descriptor; `trans_b` when B is stored N-major. Operands: the A and B
-/// descriptors, then the accumulators; results: the accumulators. Its reads of shared memory
-/// and of the accumulators continue after it issues, so it must not move across fences, waits
-/// or barriers.
-pub(super) fn wgmma_m64nk16(n: usize, dtype: &str, trans_b: bool) -> Template {
-    let regs = n / 2;
-    let d: Vec<String> = (0..regs).map(|i| format!("${i}")).collect();
-    let mut constraints: Vec<String> = vec!["=f".into(); regs];
-    constraints.extend(["l".to_string(), "l".to_string()]);
+/// `wgmma.fence` with the `regs` 32-bit registers of register A operands passed through it
+/// (tied in and out, no PTX of their own): the wgmma read the fence's results, so the
+/// instructions that pack them cannot sink below the fence (ptxas would then serialise the
+/// batch, or the wgmma would read registers written after the fence).
+pub(super) fn wgmma_fence_for(regs: usize) -> Template {
+    let mut constraints: Vec<String> = vec!["=r".into(); regs];
     constraints.extend((0..regs).map(|i| i.to_string()));
     Template {
+        asm: "wgmma.fence.sync.aligned;".into(),
+        constraints: constraints.join(","),
+        operands: regs,
+        results: regs,
+        result: Ty::I32,
+        side_effects: true,
+    }
+}
+
+/// One warpgroup's `wgmma.mma_async.m64nNk16` with f32 accumulators, as data: the template
+/// follows from it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Wgmma<'a> {
+    pub n: usize,
+    /// The operands' element type (bf16 or f16).
+    pub dtype: &'a str,
+    /// A from four 32-bit registers per thread (the m16n8k16 A fragment of the thread's warp,
+    /// each register two 16-bit elements), else by descriptor.
+    pub a_regs: bool,
+    /// B stored N-major (the instruction's transpose-B); K-major otherwise.
+    pub trans_b: bool,
+    /// D += A·B (the accumulators tied in); otherwise D = A·B (scale-d 0), nothing read.
+    pub accumulate: bool,
+}
+
+/// D (+)= A·B on one warpgroup's m64nNk16 tile, N/2 accumulators per thread. Operands: A (its
+/// descriptor, or its four registers), B's descriptor, then (accumulating) the accumulators;
+/// results: the accumulators. Its reads of shared memory and of registers continue after it
+/// issues, so it must not move across fences, waits or barriers.
+pub(super) fn wgmma_m64nk16(w: Wgmma) -> Template {
+    let regs = w.n / 2;
+    let d: Vec<String> = (0..regs).map(|i| format!("${i}")).collect();
+    let a_ops = if w.a_regs { 4 } else { 1 };
+    let a: Vec<String> = (regs..regs + a_ops).map(|i| format!("${i}")).collect();
+    let a = if w.a_regs {
+        format!("{{{}}}", a.join(","))
+    } else {
+        a[0].clone()
+    };
+    let b = regs + a_ops;
+    let mut constraints: Vec<String> = vec!["=f".into(); regs];
+    constraints.extend(std::iter::repeat_n(
+        if w.a_regs { "r" } else { "l" }.to_string(),
+        a_ops,
+    ));
+    constraints.push("l".into());
+    if w.accumulate {
+        constraints.extend((0..regs).map(|i| i.to_string()));
+    }
+    // Register A takes no transpose-A immediate; a descriptor A is always K-major (0).
+    let trans_a = if w.a_regs { "" } else { " 0," };
+    let dt = w.dtype;
+    Template {
         asm: format!(
-            "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype} {{{}}}, ${}, ${}, 1, 1, 1, 0, {};",
+            "wgmma.mma_async.sync.aligned.m64n{}k16.f32.{dt}.{dt} {{{}}}, {a}, ${b}, {}, 1, 1,{trans_a} {};",
+            w.n,
             d.join(","),
-            regs,
-            regs + 1,
-            u8::from(trans_b)
+            u8::from(w.accumulate),
+            u8::from(w.trans_b)
         ),
         constraints: constraints.join(","),
-        operands: 2 + regs,
+        operands: a_ops + 1 + if w.accumulate { regs } else { 0 },
         results: regs,
         result: Ty::F32,
         side_effects: true,

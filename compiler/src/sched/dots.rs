@@ -5,10 +5,13 @@
 //! A dot whose output the mma frame tiles runs on the unit the strategy picks for its operand types;
 //! any other on FMAs. An operand that is a load (through any transposes) is read from its staged
 //! tile; an A operand already in the accumulator layout of a `wm × 1` frame, computed into
-//! registers, is repacked there; anything else is stored to scratch shared memory first.
+//! registers, is read from there by mma.sync and wgmma alike (the same per-warp fragment); anything
+//! else is stored to scratch shared memory first. A wgmma plan names B's major-ness (K-major when
+//! the stored tile is the transpose of B) and whether A comes from registers.
 
 use super::layout::Dist;
 use super::layouts::Canon;
+use super::wgmma::Major;
 use super::{Ctx, DotPlan, DotUnit, Frame, Layout, Operand, Schedule};
 use crate::tir::{Op, ValueId};
 
@@ -33,8 +36,20 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
         let kk = if *trans_a { ta.shape[0] } else { ta.shape[1] };
         let framed = matches!(s.frame, Frame::Mma { wm, wn }
             if m.is_multiple_of(16 * wm) && n.is_multiple_of(16 * wn));
+        // An A operand computed into registers in the accumulator layout of a `wm × 1` frame is
+        // already a matrix unit's A fragment, column block by column block.
+        let a_fragment = !trans_a
+            && !matches!(cx.facts.def(*a), Some(Op::Load { .. }) | None)
+            && matches!((s.frame, canon.of(*a)), (Frame::Mma { wm, wn: 1 }, Ok(Layout::Dist(d)))
+                if d.same_placement(&Dist::mma(m, kk, wm, 1)));
+        let b_major = if peel(cx, *b, *trans_b).1 {
+            Major::K
+        } else {
+            Major::MN
+        };
         let unit = if framed {
-            cx.strategy.dot_unit(ta.dtype, tb.dtype, [m, n, kk])
+            cx.strategy
+                .dot_unit(ta.dtype, tb.dtype, [m, n, kk], b_major, a_fragment)
         } else {
             DotUnit::Fma
         };
@@ -47,13 +62,8 @@ pub fn run(cx: &Ctx, s: &mut Schedule) {
                     staged: true,
                 };
             }
-            if unit == DotUnit::Mma && is_a && !trans {
-                if let (Frame::Mma { wm, wn: 1 }, Ok(Layout::Dist(d))) = (s.frame, canon.of(x)) {
-                    let in_registers = !matches!(cx.facts.def(x), Some(Op::Load { .. }) | None);
-                    if d.same_placement(&Dist::mma(m, kk, wm, 1)) && in_registers {
-                        return Operand::RegA { value: x };
-                    }
-                }
+            if is_a && a_fragment && matches!(unit, DotUnit::Mma | DotUnit::Wgmma(_)) {
+                return Operand::RegA { value: x };
             }
             Operand::Smem {
                 value: x,

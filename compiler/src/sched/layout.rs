@@ -246,6 +246,25 @@ impl Dist {
     pub fn per_thread(&self) -> usize {
         self.regs.len()
     }
+
+    /// The registers that make the 16-bit A fragment of an m16n8k16 product (and of wgmma's
+    /// m64nNk16, whose per-warp A fragment is the same) for rows 16i..16i+15 of each warp's block
+    /// and K columns 16kk..16kk+15: element h of fragment register j (PTX ISA, "Matrix Fragments
+    /// for mma.m16n8k16", A: lane l holds row l/4 + 8·(j%2), column 2(l%4) + h + 8·(j/2)) is
+    /// register `[2j + h]` of the result. `None` when no register of this layout sits there for
+    /// every lane alike (its lanes are not spread as the fragment's).
+    pub fn mma_a_fragment(&self, i: usize, kk: usize) -> Option<[usize; 8]> {
+        if self.lane != [[0, 2], [0, 4], [1, 0], [2, 0], [4, 0]] {
+            return None;
+        }
+        let mut out = [0; 8];
+        for (e, slot) in out.iter_mut().enumerate() {
+            let (j, h) = (e / 2, e % 2);
+            let at = [16 * i + 8 * (j % 2), 16 * kk + 8 * (j / 2) + h];
+            *slot = self.regs.iter().position(|r| *r == at)?;
+        }
+        Some(out)
+    }
 }
 
 fn mask<'a>(bits: impl Iterator<Item = &'a Coord>) -> u32 {

@@ -15,7 +15,10 @@
 //! prefetched loads, and its accumulator is only carried: the loop argument it accumulates into
 //! is read by this dot alone, its result only by the loop's `yield` into that argument, both in
 //! one f32 layout (no conversion reads the registers while they are being written). The
-//! lowering then waits to 0 after the loop, before the results are read.
+//! lowering then waits to 0 after the loop, before the results are read. A dot reading A from
+//! registers never stays in flight: the next iteration would rewrite the registers the batch
+//! may still read (flash attention's P). Flash's S = Q·Kᵀ waits to 0 too: the softmax reads it
+//! in the same iteration.
 
 use super::{Ctx, DotUnit, Operand, Schedule};
 use crate::tir::facts::Facts;

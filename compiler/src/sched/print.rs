@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::wgmma::Major;
 use super::{Copy, DotPlan, DotUnit, Frame, Layout, Operand, Schedule, Staging};
 use crate::tir::ValueId;
 
@@ -139,6 +140,11 @@ fn stage(f: &mut fmt::Formatter<'_>, v: ValueId, st: &Staging) -> fmt::Result {
 }
 
 fn dot(f: &mut fmt::Formatter<'_>, v: ValueId, d: &DotPlan) -> fmt::Result {
+    // wgmma reads a transposed tile K-major through its descriptor, mma.sync by ldmatrix.trans.
+    let transposed = match d.unit {
+        DotUnit::Wgmma(_) => " (transposed: K-major)",
+        DotUnit::Mma | DotUnit::Fma => " (transposed: ldmatrix.trans)",
+    };
     let op = |o: &Operand| match o {
         Operand::Smem {
             value,
@@ -147,20 +153,28 @@ fn dot(f: &mut fmt::Formatter<'_>, v: ValueId, d: &DotPlan) -> fmt::Result {
         } => format!(
             "{value} from {} smem{}",
             if *staged { "staged" } else { "scratch" },
-            if *trans {
-                " (transposed: ldmatrix.trans)"
-            } else {
-                ""
-            }
+            if *trans { transposed } else { "" }
         ),
         Operand::RegA { value } => format!("{value} from registers"),
     };
     let unit = match d.unit {
-        DotUnit::Wgmma(w) => format!(
-            "wgmma.m64n{}k16 ({} warpgroups, {} per batch: fence, commit, wait {}; \
-             A K-major {}-byte swizzle SBO {}, B N-major {}-byte swizzle LBO {} SBO {})",
-            w.n, w.groups, w.k_steps, w.wait, w.a_row, w.a.sbo, w.b_row, w.b.lbo, w.b.sbo
-        ),
+        DotUnit::Wgmma(w) => {
+            let a = match w.a {
+                Some(a) => format!("A K-major {}-byte swizzle SBO {}", a.row, a.desc.sbo),
+                None => "A from registers".into(),
+            };
+            let b = match w.b.desc.major {
+                Major::MN => format!(
+                    "B N-major {}-byte swizzle LBO {} SBO {}",
+                    w.b.row, w.b.desc.lbo, w.b.desc.sbo
+                ),
+                Major::K => format!("B K-major {}-byte swizzle SBO {}", w.b.row, w.b.desc.sbo),
+            };
+            format!(
+                "wgmma.m64n{}k16 ({} warpgroups, {} per batch: fence, commit, wait {}; {a}, {b})",
+                w.n, w.groups, w.k_steps, w.wait
+            )
+        }
         DotUnit::Mma => "mma.sync.m16n8k16".into(),
         DotUnit::Fma => "fma".into(),
     };

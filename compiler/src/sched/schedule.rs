@@ -155,7 +155,8 @@ pub enum Operand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DotUnit {
-    /// wgmma.mma_async.m64nNk16 with f32 accumulation, both operands through descriptors.
+    /// wgmma.mma_async.m64nNk16 with f32 accumulation, B (and A unless in registers) through
+    /// descriptors.
     Wgmma(WgmmaPlan),
     /// mma.sync.m16n8k16 with f32 accumulation.
     Mma,

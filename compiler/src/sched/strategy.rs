@@ -2,7 +2,8 @@
 //! kernel from the target table (or forced by `--strategy`), printed in the schedule, and asked by
 //! every pass that would otherwise test target features itself.
 //!
-//! There are three: `Hopper` (wgmma.mma_async with both operands in swizzled shared tiles, TMA
+//! There are three: `Hopper` (wgmma.mma_async with B, and A unless it is in registers, in
+//! swizzled shared tiles, TMA
 //! copies into mbarrier rings where they qualify ([`super::tma`]), cp.async otherwise: sm_90a,
 //! for a kernel whose every dot qualifies, [`super::wgmma`]),
 //! `Ampere` (mma.sync.m16n8k16 with ldmatrix operands and cp.async copies: every target in the
@@ -13,7 +14,7 @@
 use std::fmt;
 
 use super::hints::HintError;
-use super::wgmma::{WgmmaPlan, ATOM_BYTES, PANEL};
+use super::wgmma::{Major, WgmmaPlan, ATOM_BYTES, PANEL};
 use super::{Copy, DotUnit, Frame, SmemTile};
 use crate::tir::DType;
 use crate::{Feature, Target};
@@ -124,12 +125,20 @@ impl Strategy {
     }
 
     /// The unit for an `m × n × k` dot whose operands are `a` and `b`, when the block's frame
-    /// tiles its output (a dot the frame does not tile runs on FMAs whatever the strategy).
-    pub fn dot_unit(self, a: DType, b: DType, [m, n, k]: [usize; 3]) -> DotUnit {
+    /// tiles its output (a dot the frame does not tile runs on FMAs whatever the strategy); B
+    /// stored `b_major`, A read from registers when `a_in_registers`.
+    pub fn dot_unit(
+        self,
+        a: DType,
+        b: DType,
+        [m, n, k]: [usize; 3],
+        b_major: Major,
+        a_in_registers: bool,
+    ) -> DotUnit {
         let sixteen = matches!(a, DType::Bf16 | DType::F16);
         match self {
             // Every dot of a Hopper kernel qualified before the strategy was chosen.
-            Strategy::Hopper => DotUnit::Wgmma(WgmmaPlan::new(m, n, k)),
+            Strategy::Hopper => DotUnit::Wgmma(WgmmaPlan::new(m, n, k, b_major, a_in_registers)),
             Strategy::Ampere if sixteen && a == b && k.is_multiple_of(16) => DotUnit::Mma,
             Strategy::Ampere | Strategy::Simt => DotUnit::Fma,
         }
@@ -229,7 +238,7 @@ mod tests {
         assert_eq!(Strategy::Simt.copy(&tile, true), Copy::Sync);
         assert_eq!(Strategy::Ampere.copy(&tile, true), Copy::Async);
         assert_eq!(
-            Strategy::Simt.dot_unit(DType::Bf16, DType::Bf16, [64, 64, 64]),
+            Strategy::Simt.dot_unit(DType::Bf16, DType::Bf16, [64, 64, 64], Major::MN, false),
             DotUnit::Fma
         );
     }

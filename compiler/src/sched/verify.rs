@@ -11,8 +11,11 @@
 //!   only dots (as A or B) and transposes read it: it has no registers.
 //! - **Dots**: exactly the dots have plans; a plan's m, n, k are its types' extents; an mma dot
 //!   has 16-bit operands of one type, k a multiple of 16, and an output the mma frame tiles; a
-//!   staged operand is staged; a register operand is the A of an mma dot in a `wm × 1` frame.
-//! - **Wgmma**: a wgmma dot has both operands staged, untransposed, in panels of up to 64 columns
+//!   staged operand is staged; a register operand is the A of an mma or wgmma dot in a `wm × 1`
+//!   frame.
+//! - **Wgmma**: a wgmma dot has B staged (stored K × N, or N × K when transposed) and A staged
+//!   untransposed or in registers in the accumulator layout of its K columns; staged operands sit
+//!   in panels of up to 64 columns
 //!   whose rows are a swizzle mode's width, whose buffers start on 1024-byte atoms (and slots on
 //!   their own atoms) and whose writers fence
 //!   the async proxy; its output is in the m64nNk16 accumulator layout over the whole block
@@ -268,7 +271,8 @@ fn dots(facts: &Facts, s: &Schedule) -> Res {
                 } => s.staged.contains_key(value),
                 Operand::Smem { .. } => true,
                 Operand::RegA { .. } => {
-                    is_a && plan.unit == DotUnit::Mma && matches!(s.frame, Frame::Mma { wn: 1, .. })
+                    is_a && matches!(plan.unit, DotUnit::Mma | DotUnit::Wgmma(_))
+                        && matches!(s.frame, Frame::Mma { wn: 1, .. })
                 }
             };
             ensure(

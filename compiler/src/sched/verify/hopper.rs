@@ -4,7 +4,7 @@
 use super::{ensure, Invariant, Res};
 use crate::sched::layout::Dist;
 use crate::sched::overlap::only_carried;
-use crate::sched::wgmma::{panel, Swizzle, WgmmaPlan, ATOM_BYTES};
+use crate::sched::wgmma::{panel, Major, Swizzle, WgmmaPlan, ATOM_BYTES};
 use crate::sched::{DotPlan, DotUnit, Frame, Operand, Schedule};
 use crate::tir::facts::Facts;
 use crate::tir::ValueId;
@@ -26,8 +26,13 @@ pub(super) fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> 
             plan.m, plan.n, plan.k
         ),
     )?;
-    // The wait depth is the ring's concern (below); everything else is fixed by the tiles.
-    let ok = WgmmaPlan { wait: 0, ..*w } == WgmmaPlan::new(plan.m, plan.n, plan.k);
+    // The wait depth is the ring's concern (below); everything else is fixed by the operands.
+    let a_regs = matches!(plan.a, Operand::RegA { .. });
+    let b_major = match plan.b {
+        Operand::Smem { trans: true, .. } => Major::K,
+        _ => Major::MN,
+    };
+    let ok = WgmmaPlan { wait: 0, ..*w } == WgmmaPlan::new(plan.m, plan.n, plan.k, b_major, a_regs);
     ensure(
         ok,
         Invariant::Wgmma,
@@ -42,13 +47,20 @@ pub(super) fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> 
         r,
         "output not in the wgmma accumulator layout",
     )?;
-    for o in [&plan.a, &plan.b] {
+    for (o, is_a) in [(&plan.a, true), (&plan.b, false)] {
         let ok = match o {
+            // Registers in the accumulator layout of K columns hold A's fragments as they are.
+            Operand::RegA { value } => {
+                is_a && s
+                    .dist(*value)
+                    .is_some_and(|d| d.same_placement(&Dist::wgmma(plan.k, warps)))
+            }
+            // A K-major A, or a B either way; the plan's major-ness was checked above.
             Operand::Smem {
                 value,
-                trans: false,
+                trans,
                 staged: true,
-            } => s.staged.get(value).is_some_and(|st| {
+            } if !(is_a && *trans) => s.staged.get(value).is_some_and(|st| {
                 let atom = 8 * st.tile.panel * st.tile.dtype.size();
                 let slot_aligned = st.tile.bytes().is_multiple_of(atom);
                 st.tile.panel == panel(st.tile.cols)
@@ -67,7 +79,7 @@ pub(super) fn wgmma(s: &Schedule, r: ValueId, plan: &DotPlan, w: &WgmmaPlan) -> 
             ok,
             Invariant::Wgmma,
             r,
-            format!("operand {o:?} is not a fenced swizzled panel tile on an atom"),
+            format!("operand {o:?} is neither a fenced swizzled panel tile on an atom nor A's fragments"),
         )?;
     }
     Ok(())
@@ -148,12 +160,14 @@ pub(super) fn ring(facts: &Facts, s: &Schedule) -> Res {
 mod tests {
     use super::super::check;
     use super::*;
+    use crate::sched::wgmma::Side;
     use crate::sched::{schedule, schedule_with, Layout, SmemTile, Strategy};
     use crate::sema::{compile_source, Overrides};
     use crate::tir::Kernel;
     use crate::Target;
 
     const MATMUL: &str = include_str!("../../../../dsl-examples/matmul.tsl");
+    const FLASH: &str = include_str!("../../../../dsl-examples/flash_attention.tsl");
 
     fn kernel(source: &str) -> Kernel {
         compile_source(source, &Overrides::new()).unwrap().remove(0)
@@ -187,7 +201,7 @@ mod tests {
     fn wgmma() {
         let refused = |f: &dyn Fn(&mut Schedule)| refused_on_hopper(MATMUL, Invariant::Wgmma, f);
         // A descriptor that is not its tile's.
-        refused(&|s| wgmma_plan(s).b.lbo = 4096);
+        refused(&|s| wgmma_plan(s).b.desc.lbo = 4096);
         // Not whole warpgroups, or not 64 rows each.
         refused(&|s| wgmma_plan(s).groups = 1);
         // An operand tile not in swizzled panels, or not fenced for the async proxy.
@@ -212,6 +226,59 @@ mod tests {
             let r = *s.dots.keys().next().unwrap();
             let d = Dist::mma(128, 256, 2, 4);
             s.layouts[r.0 as usize] = Layout::Dist(d);
+        });
+    }
+
+    /// The `i`-th dot of a schedule in value order.
+    fn dot_mut(s: &mut Schedule, i: usize) -> &mut DotPlan {
+        let mut rs: Vec<ValueId> = s.dots.keys().copied().collect();
+        rs.sort();
+        s.dots.get_mut(&rs[i]).unwrap()
+    }
+
+    fn plan_of(d: &mut DotPlan) -> &mut WgmmaPlan {
+        match &mut d.unit {
+            DotUnit::Wgmma(w) => w,
+            u => panic!("{u:?}"),
+        }
+    }
+
+    #[test]
+    fn wgmma_k_major_b_and_register_a() {
+        // flash_attention_fwd: S = Q·Kᵀ (B K-major), then P·V (A from registers). Both are read
+        // in the loop (by the softmax, by the update of the output): no batch stays in flight,
+        // and a plan that leaves one is refused.
+        let k = kernel(FLASH);
+        let s = schedule(&k, Target::lookup("sm_90a").unwrap()).unwrap();
+        assert!(s
+            .dots
+            .values()
+            .all(|d| matches!(d.unit, DotUnit::Wgmma(w) if w.wait == 0)));
+        for i in 0..2 {
+            refused_on_hopper(FLASH, Invariant::Ring, |s| plan_of(dot_mut(s, i)).wait = 1);
+        }
+        let refused = |f: &dyn Fn(&mut Schedule)| refused_on_hopper(FLASH, Invariant::Wgmma, f);
+        // K's tile read through the N-major descriptor, or a K-major plan on a K × N tile.
+        refused(&|s| plan_of(dot_mut(s, 0)).b = Side::n_major(64, 64));
+        refused(&|s| {
+            if let Operand::Smem { trans, .. } = &mut dot_mut(s, 0).b {
+                *trans = false;
+            }
+        });
+        // Q read transposed: wgmma's descriptor A is K-major only.
+        refused(&|s| {
+            if let Operand::Smem { trans, .. } = &mut dot_mut(s, 0).a {
+                *trans = true;
+            }
+        });
+        // P·V with A by descriptor while P is in registers.
+        refused(&|s| plan_of(dot_mut(s, 1)).a = Some(Side::k_major(64, 64)));
+        // P in registers of another layout: its registers are not A's fragments.
+        refused(&|s| {
+            let Operand::RegA { value } = dot_mut(s, 1).a else {
+                panic!("P·V reads P from registers")
+            };
+            s.layouts[value.0 as usize] = Layout::Dist(Dist::mma(64, 64, 2, 2));
         });
     }
 

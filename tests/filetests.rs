@@ -10,6 +10,8 @@
 //!   `// test: sched arch=sm_90a`          the schedule the compiler chose (or why it cannot)
 //!   `// test: ptx arch=sm_80`             the PTX, after ptxas has accepted it
 //!   `// test: sched arch=sm_90a strategy=ampere`  either, the strategy forced (`--strategy`)
+//!   `// test: sched arch=sm_90a hopper=preview`  either, with Hopper forms not yet GPU-verified allowed
+//!                                               (`--hopper-preview`)
 //!   `// test: ptx arch=sm_90a kernel=K spills=0`  either, of kernel K only; `spills=0`: ptxas
 //!                                         reports no spill stores or loads
 //!   `// run: package=P kernel=K shape=A=1,B=2 [scalar=s=0.5] [range=x=0:1]`
@@ -87,14 +89,16 @@ mod common {
     include!("support/ptxas.rs");
 }
 
-/// The schedule options a stage names (`strategy=`).
+/// The schedule options a stage names (`strategy=`, `hopper=preview`).
 fn options(args: &[(String, String)]) -> tessel_compiler::sched::SchedOptions {
     let strategy = args
         .iter()
         .find(|(k, _)| k == "strategy")
         .map(|(_, v)| tessel_compiler::sched::Strategy::parse(v).expect("a known strategy"));
+    let hopper_preview = args.iter().any(|(k, v)| k == "hopper" && v == "preview");
     tessel_compiler::sched::SchedOptions {
         strategy,
+        hopper_preview,
         ..Default::default()
     }
 }

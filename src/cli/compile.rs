@@ -51,6 +51,10 @@ pub struct CompileArgs {
     /// copies).
     #[arg(long, value_parser = parse_strategy)]
     pub strategy: Option<Strategy>,
+    /// On sm_90a, also take the Hopper strategy for dots in forms not yet verified on a GPU (B
+    /// read K-major, A from registers: flash attention's forward and dQ, the x·Wᵀ projections)
+    #[arg(long)]
+    pub hopper_preview: bool,
     /// Also write an AOT package (manifest + PTX) the runtime loads: `tessel run`/`bench` take it.
     #[arg(long, value_name = "FILE.tpkg")]
     pub package: Option<PathBuf>,
@@ -131,6 +135,7 @@ fn sched_options(args: &CompileArgs) -> SchedOptions {
         warps: args.warps,
         occupancy: args.occupancy,
         strategy: args.strategy,
+        hopper_preview: args.hopper_preview,
     }
 }
 

@@ -120,6 +120,9 @@ pub struct SchedOptions {
     pub occupancy: Option<u32>,
     /// Forces a code-generation strategy instead of the target's own (`--strategy`).
     pub strategy: Option<Strategy>,
+    /// Lets the automatic choice take Hopper forms that no GPU run has checked yet
+    /// (`--hopper-preview`; see `wgmma::unproven`).
+    pub hopper_preview: bool,
 }
 
 impl SchedOptions {
@@ -127,6 +130,7 @@ impl SchedOptions {
     pub fn hints(&self) -> Result<Hints, HintError> {
         let mut h = Hints {
             strategy: self.strategy,
+            hopper_preview: self.hopper_preview,
             ..Hints::default()
         };
         let flags: [(Hint, Option<Vec<i64>>); 4] = [
@@ -156,6 +160,7 @@ pub struct Hints {
     pub stages: Option<Given<usize>>,
     pub occupancy: Option<Given<u32>>,
     pub strategy: Option<Strategy>,
+    pub hopper_preview: bool,
 }
 
 impl Hints {
@@ -177,6 +182,7 @@ impl Hints {
         h.stages = flags.stages.or(h.stages);
         h.occupancy = flags.occupancy.or(h.occupancy);
         h.strategy = flags.strategy;
+        h.hopper_preview = flags.hopper_preview;
         h.agree()?;
         Ok(h)
     }

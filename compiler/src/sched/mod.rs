@@ -73,7 +73,13 @@ pub fn schedule_with(
     hints.check_target(&target).map_err(hint_error)?;
     let facts = Facts::of(kernel);
     let warps = hints.num_warps(&target) as usize;
-    let hopper = wgmma::qualifies(&facts, warps, hints.warps.map(|w| w.value));
+    let hopper = wgmma::qualifies(&facts, warps, hints.warps.map(|w| w.value)).and_then(|q| {
+        let asked = hints.strategy.is_some() || hints.hopper_preview;
+        match wgmma::unproven(&facts) {
+            Some(why) if q && !asked => Err(why),
+            _ => Ok(q),
+        }
+    });
     let (strategy, declined) =
         Strategy::choose(&target, hints.strategy, hopper).map_err(hint_error)?;
     let cx = Ctx {

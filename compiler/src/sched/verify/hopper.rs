@@ -161,7 +161,7 @@ mod tests {
     use super::super::check;
     use super::*;
     use crate::sched::wgmma::Side;
-    use crate::sched::{schedule, schedule_with, Layout, SmemTile, Strategy};
+    use crate::sched::{schedule, schedule_with, Layout, SchedOptions, SmemTile, Strategy};
     use crate::sema::{compile_source, Overrides};
     use crate::tir::Kernel;
     use crate::Target;
@@ -173,12 +173,16 @@ mod tests {
         compile_source(source, &Overrides::new()).unwrap().remove(0)
     }
 
-    /// `break_it` applied to the Hopper schedule of `source` on sm_90a is refused for
-    /// `invariant`.
+    /// `break_it` applied to the Hopper schedule of `source` on sm_90a (its forms not yet
+    /// GPU-verified allowed) is refused for `invariant`.
     fn refused_on_hopper(source: &str, invariant: Invariant, break_it: impl Fn(&mut Schedule)) {
         let k = kernel(source);
         let facts = Facts::of(&k);
-        let mut s = schedule(&k, Target::lookup("sm_90a").unwrap()).unwrap();
+        let preview = SchedOptions {
+            hopper_preview: true,
+            ..Default::default()
+        };
+        let mut s = schedule_with(&k, Target::lookup("sm_90a").unwrap(), &preview).unwrap();
         assert_eq!(s.strategy, Strategy::Hopper);
         assert_eq!(check(&facts, &s), Ok(()));
         break_it(&mut s);
@@ -249,7 +253,11 @@ mod tests {
         // in the loop (by the softmax, by the update of the output): no batch stays in flight,
         // and a plan that leaves one is refused.
         let k = kernel(FLASH);
-        let s = schedule(&k, Target::lookup("sm_90a").unwrap()).unwrap();
+        let preview = SchedOptions {
+            hopper_preview: true,
+            ..Default::default()
+        };
+        let s = schedule_with(&k, Target::lookup("sm_90a").unwrap(), &preview).unwrap();
         assert!(s
             .dots
             .values()

@@ -466,6 +466,11 @@ fn sampling_draws_the_truncated_softmax_and_is_seeded() {
 fn decode_projections_take_their_norms_and_add_residuals() {
     let tiles = [("BM", "4"), ("BN", "8"), ("BK", "16")];
     let gemv = kernel("linear.tsl", "linear_residual_gemv", &tiles);
+    let rows = kernel(
+        "linear.tsl",
+        "linear_residual_rows",
+        &[("BN", "4"), ("BK", "16")],
+    );
     let head = kernel("linear.tsl", "linear_norm", &tiles);
     let gate = kernel("transnormer_mixer.tsl", "mixer_gate_out", &tiles);
     for (m, n, kk) in [(1, 1, 1), (3, 33, 45), (6, 17, 24), (2, 40, 16)] {
@@ -478,6 +483,9 @@ fn decode_projections_take_their_norms_and_add_residuals() {
         interp::run(&gemv, &mut args).unwrap();
         let want = plus(xwt(&x.data, &w.data, m, n, kk));
         assert!(err(out(&args[2]), &want) < 1e-6, "gemv {m}x{n}x{kk}");
+        let mut args = vec![t(x.clone()), t(w.clone()), t(r.clone())];
+        interp::run(&rows, &mut args).unwrap();
+        assert!(err(out(&args[2]), &want) < 1e-6, "rows {m}x{n}x{kk}");
         // LM head: logits = SRMSNorm(x) · Wᵀ in f32, x the f32 residual stream.
         let xs = random(DType::F32, &[m, kk], 3.0);
         let h: Vec<f64> = xs.data.chunks(kk).flat_map(srms).collect();

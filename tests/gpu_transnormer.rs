@@ -113,6 +113,24 @@ fn full_forward_errors(
     (worst, errs.iter().sum::<f64>() / errs.len() as f64)
 }
 
+fn bf16(x: f64) -> f64 {
+    half::bf16::from_f64(x).to_f64()
+}
+
+/// (worst, mean) over the prompts' positions of the bf16-stored float64 model against the
+/// float64 model, measured as `full_forward_errors` measures tessel.
+fn bf16_storage_errors(reference: &reference::Model, v: usize, lens: [usize; 2]) -> (f64, f64) {
+    let mut errs = Vec::new();
+    for len in lens {
+        let p = ids(&prompt(len, v));
+        let exact = reference.forward(&p);
+        let stored = reference.forward_stored(&p, bf16);
+        errs.extend(stored.iter().zip(&exact).map(|(a, b)| err(a, b)));
+    }
+    let worst = errs.iter().copied().fold(0.0, f64::max);
+    (worst, errs.iter().sum::<f64>() / errs.len() as f64)
+}
+
 #[test]
 fn tiny_models_match_float64_on_the_gpu() {
     if open().is_none() {
@@ -197,8 +215,21 @@ fn the_385m_shape_matches_float64_and_decodes_at_a_flat_cost() {
     let (model, mut be) = gpu_model(dev, "385m", &cfg, &w);
     let reference = fixture::reference_model(&cfg, &w);
     let (worst, mean) = full_forward_errors(&model, &mut be, &reference, [20, 7]);
-    eprintln!("385m: logits vs float64 worst {worst:.2e} mean {mean:.2e}");
-    assert!(worst < 1e-1 && mean < 3e-2, "{worst} {mean}");
+    // What bf16 storage alone costs at this shape: the float64 model with every stored
+    // activation rounded to bf16 (reference::Model::forward_stored), against float64 on the
+    // same prompts. 24 layers of bf16 activations are ~3e-2 of the logits' scale (PyTorch in bf16
+    // is 3.35e-2, 2026-12-06), so the bound is that cost, not a guess: tessel may not be worse.
+    let (sim_worst, sim_mean) = bf16_storage_errors(&reference, cfg.vocab, [20, 7]);
+    eprintln!(
+        "385m: logits vs float64 worst {worst:.2e} mean {mean:.2e}; \
+         bf16 storage alone worst {sim_worst:.2e} mean {sim_mean:.2e}"
+    );
+    // The prompts differ between the two measurements (fresh random tokens each), so the
+    // mean over 27 positions carries the comparison and the worst case gets twice the room.
+    assert!(
+        mean < 1.25 * sim_mean && worst < 2.0 * sim_worst,
+        "tessel {worst} {mean}, bf16 storage {sim_worst} {sim_mean}"
+    );
 
     // Prefill then decode equals the full forward (the GPU against itself).
     let whole = prompt(300, cfg.vocab);

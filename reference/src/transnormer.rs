@@ -56,6 +56,14 @@ fn srmsnorm(x: &[f64]) -> Vec<f64> {
     x.iter().map(|v| v * r).collect()
 }
 
+/// How an activation is stored: [`exact`], or a rounding the caller supplies (bf16, say).
+pub type Store = fn(f64) -> f64;
+
+/// Stores a value as it is (float64 throughout).
+pub fn exact(x: f64) -> f64 {
+    x
+}
+
 /// y = x·Wᵀ for W [out, in].
 fn project(x: &[f64], w: &[f64], out: usize) -> Vec<f64> {
     let inp = x.len();
@@ -136,10 +144,15 @@ impl Model {
         l: usize,
         x: &[f64],
         t: usize,
+        st: Store,
     ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<f64>) {
         let (hid, heads, hd) = (self.shape.hidden, self.shape.heads, self.head_dim());
         let layer = &self.layers[l];
-        let p = project(&srmsnorm(x), &layer.qkvu, 4 * hid);
+        let h: Vec<f64> = srmsnorm(x).into_iter().map(st).collect();
+        let p: Vec<f64> = project(&h, &layer.qkvu, 4 * hid)
+            .into_iter()
+            .map(st)
+            .collect();
         let per_head = |part: usize, act: bool| -> Vec<Vec<f64>> {
             (0..heads)
                 .map(|h| {
@@ -155,12 +168,12 @@ impl Model {
                             let mut r: Vec<f64> = v
                                 .iter()
                                 .zip(th)
-                                .map(|(x, a)| x * (a * t as f64).cos())
+                                .map(|(x, a)| st(x * (a * t as f64).cos()))
                                 .collect();
-                            r.extend(v.iter().zip(th).map(|(x, a)| x * (a * t as f64).sin()));
+                            r.extend(v.iter().zip(th).map(|(x, a)| st(x * (a * t as f64).sin())));
                             r
                         }
-                        _ => v,
+                        _ => v.into_iter().map(st).collect(),
                     }
                 })
                 .collect()
@@ -172,30 +185,45 @@ impl Model {
     }
 
     /// The token mixer's output for attention output `o` (per head) and gate `u`, added to x.
-    fn mix_out(&self, l: usize, x: &mut [f64], o: &[Vec<f64>], u: &[f64]) {
-        let flat: Vec<f64> = o.iter().flatten().copied().collect();
-        let gated: Vec<f64> = srmsnorm(&flat).iter().zip(u).map(|(a, b)| a * b).collect();
+    fn mix_out(&self, l: usize, x: &mut [f64], o: &[Vec<f64>], u: &[f64], st: Store) {
+        let flat: Vec<f64> = o.iter().flatten().map(|v| st(*v)).collect();
+        let gated: Vec<f64> = srmsnorm(&flat)
+            .iter()
+            .zip(u)
+            .map(|(a, b)| st(a * b))
+            .collect();
         let y = project(&gated, &self.layers[l].out, self.shape.dim);
         x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
     }
 
     /// x += ((h W1ᵀ) ⊙ (h W2ᵀ)) W3ᵀ with h = SRMSNorm(x).
-    fn channel_mix(&self, l: usize, x: &mut [f64]) {
+    fn channel_mix(&self, l: usize, x: &mut [f64], st: Store) {
         let layer = &self.layers[l];
-        let h = srmsnorm(x);
+        let h: Vec<f64> = srmsnorm(x).into_iter().map(st).collect();
         let a = project(&h, &layer.l1, self.shape.glu);
         let b = project(&h, &layer.l2, self.shape.glu);
-        let g: Vec<f64> = a.iter().zip(&b).map(|(p, q)| p * q).collect();
+        let g: Vec<f64> = a.iter().zip(&b).map(|(p, q)| st(p * q)).collect();
         let y = project(&g, &layer.l3, self.shape.dim);
         x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
     }
 
-    fn logits(&self, x: &[f64]) -> Vec<f64> {
-        project(&srmsnorm(x), &self.head, self.shape.vocab)
+    fn logits(&self, x: &[f64], st: Store) -> Vec<f64> {
+        let h: Vec<f64> = srmsnorm(x).into_iter().map(st).collect();
+        project(&h, &self.head, self.shape.vocab)
     }
 
     /// Logits [N, vocab] of every position of `tokens`: o_t = Σ_{s≤t} λ^{t−s} (q_t·k_s) v_s.
     pub fn forward(&self, tokens: &[usize]) -> Vec<Vec<f64>> {
+        self.forward_stored(tokens, exact)
+    }
+
+    /// [`Model::forward`] with every activation an implementation stores in a narrower type
+    /// passed through `st` where it is stored (SRMSNorm's outputs h, the projected q, k, v, u,
+    /// the attention output, the gate's product, the SGLU product); the residual stream, the
+    /// states and every sum stay float64. With `st` rounding to bf16 this is what a careful
+    /// bf16 implementation gets, so its distance from [`Model::forward`] measures what bf16
+    /// storage costs at a shape, independently of any kernel.
+    pub fn forward_stored(&self, tokens: &[usize], st: Store) -> Vec<Vec<f64>> {
         let heads = self.shape.heads;
         let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| self.embed(t)).collect();
         for l in 0..self.shape.layers {
@@ -203,7 +231,7 @@ impl Model {
             let parts: Vec<_> = xs
                 .iter()
                 .enumerate()
-                .map(|(t, x)| self.qkvu(l, x, t))
+                .map(|(t, x)| self.qkvu(l, x, t, st))
                 .collect();
             for (t, x) in xs.iter_mut().enumerate() {
                 let o: Vec<Vec<f64>> = (0..heads)
@@ -223,11 +251,11 @@ impl Model {
                         acc
                     })
                     .collect();
-                self.mix_out(l, x, &o, &parts[t].3);
-                self.channel_mix(l, x);
+                self.mix_out(l, x, &o, &parts[t].3, st);
+                self.channel_mix(l, x, st);
             }
         }
-        xs.iter().map(|x| self.logits(x)).collect()
+        xs.iter().map(|x| self.logits(x, st)).collect()
     }
 }
 
@@ -264,7 +292,7 @@ impl<'m> Decoder<'m> {
         let mut x = m.embed(token);
         for l in 0..m.shape.layers {
             let lam = decays(heads, l, m.shape.layers);
-            let (q, k, v, u) = m.qkvu(l, &x, self.position);
+            let (q, k, v, u) = m.qkvu(l, &x, self.position, exact);
             let o: Vec<Vec<f64>> = (0..heads)
                 .map(|h| {
                     let st = &mut self.state[l][h];
@@ -279,11 +307,11 @@ impl<'m> Decoder<'m> {
                         .collect()
                 })
                 .collect();
-            m.mix_out(l, &mut x, &o, &u);
-            m.channel_mix(l, &mut x);
+            m.mix_out(l, &mut x, &o, &u, exact);
+            m.channel_mix(l, &mut x, exact);
         }
         self.position += 1;
-        m.logits(&x)
+        m.logits(&x, exact)
     }
 }
 
@@ -356,5 +384,29 @@ mod tests {
                 assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "t={t}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn stored_activations_are_rounded_where_stored_and_only_there() {
+        let mut seed = 0x2545f4914f6cdd1du64 ^ std::process::id() as u64;
+        let mut rng = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let model = random_model(&mut rng, vec![true, false]);
+        let tokens = [2usize, 7, 1, 8, 2, 8];
+        let full = model.forward(&tokens);
+        assert_eq!(model.forward_stored(&tokens, exact), full);
+        // f32 storage moves the logits by about f32's rounding, not more, and not by nothing.
+        let f32s = model.forward_stored(&tokens, |x| x as f32 as f64);
+        let scale = full.iter().flatten().fold(0f64, |m, x| m.max(x.abs()));
+        let worst = f32s
+            .iter()
+            .flatten()
+            .zip(full.iter().flatten())
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst > 0.0 && worst < 1e-5 * scale, "{worst} of {scale}");
     }
 }

@@ -86,13 +86,25 @@ fn gpu_model(dev: Device, name: &str, cfg: &ModelConfig, w: &Weights) -> (Transn
     (model, be)
 }
 
-/// Every position's logits of a ragged batch against float64; returns (worst, mean) error.
+fn bf16(x: f64) -> f64 {
+    half::bf16::from_f64(x).to_f64()
+}
+
+/// (worst, mean) of per-position errors.
+fn summary(errs: &[f64]) -> (f64, f64) {
+    let worst = errs.iter().copied().fold(0.0, f64::max);
+    (worst, errs.iter().sum::<f64>() / errs.len() as f64)
+}
+
+/// Every position's logits of a ragged batch against float64, as (worst, mean) error; beside
+/// it, on the same prompts, what bf16 storage alone costs (`reference::Model::forward_stored`
+/// with every stored activation rounded to bf16, against float64).
 fn full_forward_errors(
     model: &Transnormer,
     be: &mut GpuBackend,
     reference: &reference::Model,
     lens: [usize; 2],
-) -> (f64, f64) {
+) -> ((f64, f64), (f64, f64)) {
     let v = model.cfg.vocab;
     let prompts = vec![prompt(lens[0], v), prompt(lens[1], v)];
     let n = lens[0].max(lens[1]);
@@ -103,32 +115,16 @@ fn full_forward_errors(
         plan.arena_bytes, plan.unshared_bytes
     );
     let all = s.all_logits(n).unwrap();
-    let mut errs = Vec::new();
+    let (mut errs, mut stored_errs) = (Vec::new(), Vec::new());
     for (b, p) in prompts.iter().enumerate() {
-        for (t, w) in reference.forward(&ids(p)).iter().enumerate() {
+        let exact = reference.forward(&ids(p));
+        let stored = reference.forward_stored(&ids(p), bf16);
+        for (t, w) in exact.iter().enumerate() {
             errs.push(err(&all[b][n - p.len() + t], w));
+            stored_errs.push(err(&stored[t], w));
         }
     }
-    let worst = errs.iter().copied().fold(0.0, f64::max);
-    (worst, errs.iter().sum::<f64>() / errs.len() as f64)
-}
-
-fn bf16(x: f64) -> f64 {
-    half::bf16::from_f64(x).to_f64()
-}
-
-/// (worst, mean) over the prompts' positions of the bf16-stored float64 model against the
-/// float64 model, measured as `full_forward_errors` measures tessel.
-fn bf16_storage_errors(reference: &reference::Model, v: usize, lens: [usize; 2]) -> (f64, f64) {
-    let mut errs = Vec::new();
-    for len in lens {
-        let p = ids(&prompt(len, v));
-        let exact = reference.forward(&p);
-        let stored = reference.forward_stored(&p, bf16);
-        errs.extend(stored.iter().zip(&exact).map(|(a, b)| err(a, b)));
-    }
-    let worst = errs.iter().copied().fold(0.0, f64::max);
-    (worst, errs.iter().sum::<f64>() / errs.len() as f64)
+    (summary(&errs), summary(&stored_errs))
 }
 
 #[test]
@@ -140,7 +136,7 @@ fn tiny_models_match_float64_on_the_gpu() {
         let (cfg, w, _dir) = fixture::random_model(&fixture::tiny(name), 0.08, 0.6);
         let (model, mut be) = gpu_model(Device::open(0).unwrap(), name, &cfg, &w);
         let reference = fixture::reference_model(&cfg, &w);
-        let (worst, mean) = full_forward_errors(&model, &mut be, &reference, [37, 11]);
+        let ((worst, mean), _) = full_forward_errors(&model, &mut be, &reference, [37, 11]);
         eprintln!("{name}: logits vs float64 worst {worst:.2e} mean {mean:.2e}");
         assert!(worst < 5e-2 && mean < 1.2e-2, "{name}: {worst} {mean}");
 
@@ -214,20 +210,18 @@ fn the_385m_shape_matches_float64_and_decodes_at_a_flat_cost() {
     let (cfg, w, _dir) = fixture::random_model(&cfg, 0.02, 0.02);
     let (model, mut be) = gpu_model(dev, "385m", &cfg, &w);
     let reference = fixture::reference_model(&cfg, &w);
-    let (worst, mean) = full_forward_errors(&model, &mut be, &reference, [20, 7]);
-    // What bf16 storage alone costs at this shape: the float64 model with every stored
-    // activation rounded to bf16 (reference::Model::forward_stored), against float64 on the
-    // same prompts. 24 layers of bf16 activations are ~3e-2 of the logits' scale (PyTorch in bf16
-    // is 3.35e-2, 2026-12-06), so the bound is that cost, not a guess: tessel may not be worse.
-    let (sim_worst, sim_mean) = bf16_storage_errors(&reference, cfg.vocab, [20, 7]);
+    let ((worst, mean), (sim_worst, sim_mean)) =
+        full_forward_errors(&model, &mut be, &reference, [20, 7]);
+    // The bound is what bf16 storage alone costs at this shape on the same prompts, not a guess:
+    // 24 layers of bf16 activations are ~3e-2 of the logits' scale (PyTorch in bf16 is 3.35e-2,
+    // 2026-12-06), and tessel may not be much worse than that. Its roundings fall elsewhere than
+    // the simulation's (other sum orders), so the single worst position gets twice the room.
     eprintln!(
         "385m: logits vs float64 worst {worst:.2e} mean {mean:.2e}; \
          bf16 storage alone worst {sim_worst:.2e} mean {sim_mean:.2e}"
     );
-    // The prompts differ between the two measurements (fresh random tokens each), so the
-    // mean over 27 positions carries the comparison and the worst case gets twice the room.
     assert!(
-        mean < 1.25 * sim_mean && worst < 2.0 * sim_worst,
+        worst < 1e-1 && mean < 1.25 * sim_mean && worst < 2.0 * sim_worst,
         "tessel {worst} {mean}, bf16 storage {sim_worst} {sim_mean}"
     );
 

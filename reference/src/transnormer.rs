@@ -332,6 +332,18 @@ mod tests {
         }
     }
 
+    /// Uniform draws in [−0.5, 0.5) from a small xorshift (the reference crate has no
+    /// dependencies), seeded afresh per process.
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut seed = seed ^ std::process::id() as u64;
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        }
+    }
+
     fn random_model(rng: &mut impl FnMut() -> f64, lrpe: Vec<bool>) -> Model {
         let shape = Shape {
             dim: 8,
@@ -366,14 +378,7 @@ mod tests {
 
     #[test]
     fn the_recurrence_equals_the_quadratic_forward() {
-        // A small xorshift: the reference crate has no dependencies.
-        let mut seed = 0x9e3779b97f4a7c15u64 ^ std::process::id() as u64;
-        let mut rng = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut rng = uniform(0x9e3779b97f4a7c15);
         let model = random_model(&mut rng, vec![true, false, false]);
         let tokens = [3usize, 1, 4, 1, 5, 9, 2, 6, 5, 3];
         let full = model.forward(&tokens);
@@ -388,13 +393,7 @@ mod tests {
 
     #[test]
     fn stored_activations_are_rounded_where_stored_and_only_there() {
-        let mut seed = 0x2545f4914f6cdd1du64 ^ std::process::id() as u64;
-        let mut rng = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut rng = uniform(0x2545f4914f6cdd1d);
         let model = random_model(&mut rng, vec![true, false]);
         let tokens = [2usize, 7, 1, 8, 2, 8];
         let full = model.forward(&tokens);

@@ -74,7 +74,8 @@ fn chunk_states(
     Ok((states, total))
 }
 
-/// The package entries of the forward's state passes for head width `e`.
+/// The package entries of a state pass (`chunk`: the forward's or the backward's per-chunk
+/// kernel) and of the scan that follows it, for head width `e`.
 fn state_kernels<'p>(
     pkg: &'p LoadedPackage,
     chunk: &str,
